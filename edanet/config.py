@@ -1,0 +1,191 @@
+"""``EDANetConfig``: every size of the model, the derived quantities, and named presets.
+
+Derivation of the layers from the requested context (SPEC §2):
+
+- frame rate ``= audio_sample_rate / mfcc_hop_size`` frames per second;
+  ``K = spectral_frames_per_eda_step = frame_rate / eda_sample_rate`` (must be an integer).
+- target ``R = ceil(context_size_in_seconds * frame_rate)`` frames.
+- a stack of ``L`` layers with dilations ``1, 2, ..., 2**(L-1)`` sees ``2**L - 1`` frames back;
+  ``S`` stacks *add* their fields (they do not multiply), and the output conv over a group of
+  K frames adds ``K - 1``: reached field ``= S * (2**L - 1) + 1 + (K - 1)`` frames.
+- ``L`` is the smallest number of layers for which one stack reaches ``R``, capped at
+  ``max_layers_per_stack``; ``S`` is then the fewest stacks that reach ``R``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["EDANetConfig", "PRESETS"]
+
+COMPANDINGS = ("mu_law", "linear")
+
+
+@dataclass(frozen=True)
+class EDANetConfig:
+    context_size_in_seconds: float = 16.0
+    num_mfccs: int = 8
+    audio_sample_rate: int = 16000
+    eda_sample_rate: int = 4
+    mfcc_window_size: int = 2048          # n_fft, samples
+    mfcc_hop_size: int = 1000             # samples between frames
+    in_channels: int = 1
+    residual_channels: int = 16
+    hidden_channels: int = 16
+    skip_channels: int = 32
+    out_channels: int = 32
+    quantization_bins: int = 256
+    companding: str = "mu_law"
+    max_layers_per_stack: int = 9
+    cond_channels: int = 16               # width of the EDA class embedding
+    num_mels: int = 40                    # mel bands the MFCCs are computed from
+    # µS range used to turn generated (normalized) values back into µS when no other is given
+    default_eda_range_us: tuple[float, float] = field(default=(2.0, 8.0))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "default_eda_range_us", tuple(float(v) for v in self.default_eda_range_us))
+        ints = ("num_mfccs", "audio_sample_rate", "eda_sample_rate", "mfcc_window_size", "mfcc_hop_size",
+                "in_channels", "residual_channels", "hidden_channels", "skip_channels", "out_channels",
+                "quantization_bins", "max_layers_per_stack", "cond_channels", "num_mels")
+        for name in ints:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"EDANetConfig.{name} must be a positive integer, got {v!r}")
+        if not (isinstance(self.context_size_in_seconds, (int, float)) and self.context_size_in_seconds > 0
+                and math.isfinite(self.context_size_in_seconds)):
+            raise ValueError(f"EDANetConfig.context_size_in_seconds must be a positive number, "
+                             f"got {self.context_size_in_seconds!r}")
+        if self.companding not in COMPANDINGS:
+            raise ValueError(f"EDANetConfig.companding must be one of {COMPANDINGS}, got {self.companding!r}")
+        if self.quantization_bins < 2:
+            raise ValueError(f"EDANetConfig.quantization_bins must be >= 2, got {self.quantization_bins}")
+        if self.num_mfccs > self.num_mels:
+            raise ValueError(f"num_mfccs ({self.num_mfccs}) cannot exceed num_mels ({self.num_mels})")
+        if self.mfcc_window_size < self.mfcc_hop_size:
+            raise ValueError(f"mfcc_window_size ({self.mfcc_window_size}) must be >= mfcc_hop_size "
+                             f"({self.mfcc_hop_size}) so that frames cover all the audio")
+        lo, hi = self.default_eda_range_us
+        if not (0 <= lo < hi):
+            raise ValueError(f"default_eda_range_us must be (lo, hi) with 0 <= lo < hi µS, got {(lo, hi)}")
+        step = self.eda_sample_rate * self.mfcc_hop_size
+        if self.audio_sample_rate % step:
+            valid = [h for h in range(1, self.audio_sample_rate // self.eda_sample_rate + 1)
+                     if self.audio_sample_rate % (self.eda_sample_rate * h) == 0]
+            near = sorted(valid, key=lambda h: abs(h - self.mfcc_hop_size))[:6]
+            raise ValueError(
+                f"audio_sample_rate / (eda_sample_rate * mfcc_hop_size) = {self.audio_sample_rate} / "
+                f"({self.eda_sample_rate} * {self.mfcc_hop_size}) is not an integer: every EDA sample must "
+                f"span a whole number of MFCC frames. Hop sizes that work near {self.mfcc_hop_size}: "
+                f"{sorted(near)}")
+
+    # -- derived ------------------------------------------------------------------------------
+    @property
+    def spectral_frames_per_eda_step(self) -> int:
+        """K: MFCC frames per EDA sample."""
+        return self.audio_sample_rate // (self.eda_sample_rate * self.mfcc_hop_size)
+
+    @property
+    def audio_time_steps_per_spectral_frame(self) -> int:
+        return self.mfcc_hop_size
+
+    @property
+    def frame_rate(self) -> float:
+        return self.audio_sample_rate / self.mfcc_hop_size
+
+    @property
+    def upsampling_factor(self) -> int:
+        """Each EDA value is held for K frames (conditioning)."""
+        return self.spectral_frames_per_eda_step
+
+    @property
+    def downsampling_factor(self) -> int:
+        """The output conv turns each group of K frames into one EDA step."""
+        return self.spectral_frames_per_eda_step
+
+    @property
+    def target_receptive_field_frames(self) -> int:
+        return max(1, math.ceil(self.context_size_in_seconds * self.frame_rate - 1e-9))
+
+    @property
+    def layers_per_stack(self) -> int:
+        R, K = self.target_receptive_field_frames, self.spectral_frames_per_eda_step
+        L = 1
+        while L < self.max_layers_per_stack and (2 ** L - 1) + K < R:
+            L += 1
+        return L
+
+    @property
+    def num_stacks(self) -> int:
+        R, K, per = self.target_receptive_field_frames, self.spectral_frames_per_eda_step, 2 ** self.layers_per_stack - 1
+        return max(1, math.ceil((R - K) / per))
+
+    @property
+    def dilations(self) -> tuple[int, ...]:
+        return tuple(2 ** i for _ in range(self.num_stacks) for i in range(self.layers_per_stack))
+
+    @property
+    def receptive_field_frames(self) -> int:
+        return self.num_stacks * (2 ** self.layers_per_stack - 1) + 1 + self.spectral_frames_per_eda_step - 1
+
+    @property
+    def receptive_field_seconds(self) -> float:
+        return self.receptive_field_frames / self.frame_rate
+
+    @property
+    def start_class(self) -> int:
+        """Conditioning class of the first step (no previous EDA value): an extra embedding row."""
+        return self.quantization_bins
+
+    # -- presets and JSON ---------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "EDANetConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return dataclasses.replace(PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["default_eda_range_us"] = list(self.default_eda_range_us)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EDANetConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown EDANetConfig fields {unknown}; known fields: {sorted(names)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "EDANetConfig":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise ValueError("config JSON must be an object")
+        return cls.from_dict(d)
+
+
+PRESETS: dict[str, EDANetConfig] = {
+    # Tests: 8 kHz audio, 16 frames/s, K=4, two stacks of 3 layers.
+    "tiny": EDANetConfig(context_size_in_seconds=1.0, num_mfccs=5, audio_sample_rate=8000,
+                         mfcc_window_size=512, mfcc_hop_size=500, residual_channels=8, hidden_channels=8,
+                         skip_channels=8, out_channels=8, quantization_bins=16, max_layers_per_stack=3,
+                         cond_channels=4, num_mels=20),
+    # The bundled default model: trains on a CPU in minutes. 16 s context = one stack of 8 layers.
+    "small": EDANetConfig(context_size_in_seconds=16.0, num_mfccs=8, audio_sample_rate=16000,
+                          mfcc_window_size=2048, mfcc_hop_size=1000, residual_channels=16, hidden_channels=16,
+                          skip_channels=32, out_channels=32, quantization_bins=64, max_layers_per_stack=9,
+                          cond_channels=16),
+    # A larger model for a GPU: 20 mfccs, 64 channels, 32 s context (two stacks of 9 layers).
+    "base": EDANetConfig(context_size_in_seconds=32.0, num_mfccs=20, audio_sample_rate=16000,
+                         mfcc_window_size=2048, mfcc_hop_size=500, residual_channels=64, hidden_channels=64,
+                         skip_channels=128, out_channels=128, quantization_bins=256, max_layers_per_stack=9,
+                         cond_channels=32, num_mels=64),
+}

@@ -1,0 +1,59 @@
+"""The reference math every backend is checked against: a whole-sequence forward pass and
+inverse-CDF sampling, written with plain PyTorch ops straight from ``spec.py``'s equations."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .spec import NetworkSpec
+
+__all__ = ["forward", "sample", "shift_conditioning"]
+
+
+def shift_conditioning(classes: torch.Tensor, start_class: int) -> torch.Tensor:
+    """Conditioning class of each group: group j sees ``classes[:, j-1]``, group 0 the start class."""
+    start = torch.full_like(classes[:, :1], start_class)
+    return torch.cat([start, classes[:, :-1]], dim=1)
+
+
+def forward(spec: NetworkSpec, w: dict[str, torch.Tensor], frames: torch.Tensor,
+            cond: torch.Tensor) -> torch.Tensor:
+    """Logits ``(B, n, Q)`` for frames ``(B, C_in, n*K, F)`` and per-group conditioning classes
+    ``cond (B, n)``. Frames before the first are zeros (causal left padding)."""
+    K, L = spec.frames_per_step, spec.num_layers
+    B, _, T, Fn = frames.shape
+    n = T // K
+    Ch = spec.hidden_channels
+    x = torch.einsum("rc,bctf->brtf", w["in_w"], frames) + w["in_b"][None, :, None, None]
+    emb = w["cond_emb"][cond]                                       # (B, n, E)
+    skip = 0
+    for l, d in enumerate(spec.dilations):
+        past = F.pad(x, (0, 0, d, 0))[:, :, :T]                     # x[t - d], zeros before 0
+        a = (torch.einsum("oc,bctf->botf", w["dil_w0"][l], past)
+             + torch.einsum("oc,bctf->botf", w["dil_w1"][l], x)
+             + w["dil_b"][l][None, :, None, None])
+        c = emb @ w["cond_w"][l].T + w["cond_b"][l]                 # (B, n, 2Ch)
+        a = a + c.transpose(1, 2).repeat_interleave(K, dim=2)[..., None]
+        z = torch.tanh(a[:, :Ch]) * torch.sigmoid(a[:, Ch:])
+        skip = skip + torch.einsum("oc,bctf->botf", w["skip_w"][l], z) + w["skip_b"][l][None, :, None, None]
+        x = x + torch.einsum("oc,bctf->botf", w["res_w"][l], z) + w["res_b"][l][None, :, None, None]
+    h = torch.relu(skip)
+    h = torch.einsum("oc,bctf->botf", w["head1_w"], h) + w["head1_b"][None, :, None, None]
+    h = torch.einsum("oc,bctf->botf", w["head2_w"], torch.relu(h)) + w["head2_b"][None, :, None, None]
+    logits = F.conv2d(h, w["down_w"], w["down_b"], stride=(K, 1))   # (B, Q, n, 1)
+    return logits[..., 0].transpose(1, 2)
+
+
+def sample(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Inverse-CDF sampling, the rule every backend implements (as nv-wavenet does).
+
+    ``p_i ∝ exp((l_i - max l) / T)``; with the running sum ``c_i = p_0 + ... + p_i`` (in index
+    order, fp32 or wider) the sample is ``#{i : c_i <= u * c_{Q-1}}``, clamped to ``Q - 1``.
+    ``temperature == 0`` means argmax (lowest index on ties)."""
+    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    e = torch.exp((logits - logits.amax(dim=-1, keepdim=True)) / temperature)
+    c = torch.cumsum(e, dim=-1)
+    thr = uniforms.to(c.dtype)[..., None] * c[..., -1:]
+    return (c <= thr).sum(dim=-1).clamp_(max=logits.shape[-1] - 1)

@@ -1,0 +1,70 @@
+"""Builds fastgen's native extensions with torch's cpp_extension (pybind11 + ninja).
+
+- ``fastgen._C``: the fused C++ CPU backend, always built.
+- ``fastgen._cuda``: the CUDA backend, built when torch has CUDA and nvcc is found.
+  ``FASTGEN_BUILD_CUDA=auto|0|1`` overrides (1 fails loudly if it cannot be built);
+  ``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures (default "8.0;9.0a").
+- ``FASTGEN_CPU_ARCH`` sets ``-march`` for the CPU code (default ``native``: the extension is
+  compiled on the machine that runs it; set e.g. ``x86-64-v3`` to build a portable wheel).
+
+What was built and how is compiled into each module (``fastgen.build_info()`` reports it).
+Install with ``pip install --no-build-isolation -e .`` so the build uses the torch you have.
+"""
+import glob
+import json
+import os
+import platform
+import shutil
+import sys
+
+from setuptools import setup
+
+try:
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension, CUDA_HOME
+except ImportError:  # pragma: no cover - explained to the user
+    sys.exit("fastgen's build needs torch installed first (pip install torch), then\n"
+             "  pip install --no-build-isolation -e .")
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _cuda_wanted() -> bool:
+    mode = os.environ.get("FASTGEN_BUILD_CUDA", "auto").lower()
+    if mode not in ("auto", "0", "1"):
+        sys.exit(f"FASTGEN_BUILD_CUDA must be auto, 0 or 1, got {mode!r}")
+    have_nvcc = CUDA_HOME is not None and shutil.which(os.path.join(CUDA_HOME, "bin", "nvcc")) is not None
+    have = torch.version.cuda is not None and have_nvcc
+    if mode == "1" and not have:
+        sys.exit("FASTGEN_BUILD_CUDA=1 but torch has no CUDA (torch.version.cuda is None) or nvcc was "
+                 "not found (set CUDA_HOME)")
+    return have if mode == "auto" else mode == "1"
+
+
+def _info(**extra) -> str:
+    info = {"torch": torch.__version__, "python": platform.python_version(),
+            "compiler": os.environ.get("CXX", "c++"), **extra}
+    # A C string literal holding JSON, passed as a macro.
+    return '-DFASTGEN_BUILD_INFO="' + json.dumps(info, sort_keys=True).replace('"', '\\"') + '"'
+
+
+march = os.environ.get("FASTGEN_CPU_ARCH", "native")
+cpu_flags = ["-O3", "-std=c++17", f"-march={march}", "-fopenmp", "-ffp-contract=fast"]
+cpu_flags.append(_info(module="fastgen._C", cxx_flags=" ".join(cpu_flags)))
+ext_modules = [CppExtension(
+    "fastgen._C", sorted(glob.glob("csrc/cpu/*.cpp")),
+    include_dirs=[os.path.join(ROOT, "csrc")],
+    extra_compile_args={"cxx": cpu_flags}, extra_link_args=["-fopenmp"])]
+
+if _cuda_wanted():
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0a")
+    nvcc_flags = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+    ext_modules.append(CUDAExtension(
+        "fastgen._cuda", sorted(glob.glob("csrc/cuda/*.cpp") + glob.glob("csrc/cuda/*.cu")),
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        extra_compile_args={"cxx": ["-O3", "-std=c++17", _info(module="fastgen._cuda", cuda=torch.version.cuda,
+                                                               arch=os.environ["TORCH_CUDA_ARCH_LIST"],
+                                                               nvcc_flags=" ".join(nvcc_flags))],
+                            "nvcc": nvcc_flags}))
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)})
