@@ -1,0 +1,73 @@
+"""Model files: ``config.json`` + ``model.safetensors`` in one folder. Never unpickled.
+
+``save_model(model, folder)`` writes both atomically; ``load_model(path)`` accepts the folder,
+its ``model.safetensors`` or its ``config.json``, and checks that every tensor the config
+implies is present with the right shape before building the model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import EDANetConfig
+from .io import atomic_write
+from .model import EDANet
+
+__all__ = ["save_model", "load_model", "CONFIG_NAME", "WEIGHTS_NAME"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "edanet-model-v1"
+
+
+def save_model(model: EDANet, folder: str | Path, extra_metadata: dict | None = None) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, **{k: str(v) for k, v in (extra_metadata or {}).items()}}
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata=meta))
+    atomic_write(folder / CONFIG_NAME, model.config.to_json() + "\n")
+    return folder
+
+
+def _paths(path: Path) -> tuple[Path, Path]:
+    if path.is_dir():
+        return path / CONFIG_NAME, path / WEIGHTS_NAME
+    if path.name == CONFIG_NAME or path.suffix == ".json":
+        return path, path.parent / WEIGHTS_NAME
+    return path.parent / CONFIG_NAME, path
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> EDANet:
+    """Load a model saved by ``save_model`` (safetensors + JSON; no pickle is ever read)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no model at {path}: expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME}")
+    cfg_path, w_path = _paths(path)
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"model file missing: {p} (a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+    try:
+        config = EDANetConfig.from_json(cfg_path.read_text())
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{cfg_path}: not a valid EDANet config: {e}") from None
+    try:
+        state = load_file(str(w_path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{w_path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
+    model = EDANet(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}"
+             for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        raise ValueError(f"{w_path} does not match the config in {cfg_path}: "
+                         f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                         f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
+                         f"wrong shapes {wrong[:5]}")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    return model.to(map_location).eval()

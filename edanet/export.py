@@ -1,0 +1,46 @@
+"""The one bridge from ``edanet`` to ``fastgen``: an ``EDANet`` as a ``NetworkSpec`` + weights."""
+from __future__ import annotations
+
+import torch
+
+from fastgen import NetworkSpec, check_weights
+
+from .model import EDANet
+
+__all__ = ["export_to_fastgen"]
+
+
+@torch.no_grad()
+def export_to_fastgen(model: EDANet) -> tuple[NetworkSpec, dict[str, torch.Tensor]]:
+    """The model's network description and its weights (detached CPU copies, float64 for a
+    float64 model, else float32) in fastgen's layout (see ``fastgen/spec.py``)."""
+    cfg = model.config
+    spec = NetworkSpec(
+        in_channels=cfg.in_channels, num_features=cfg.num_mfccs, frames_per_step=cfg.spectral_frames_per_eda_step,
+        residual_channels=cfg.residual_channels, hidden_channels=cfg.hidden_channels,
+        skip_channels=cfg.skip_channels, out_channels=cfg.out_channels, num_classes=cfg.quantization_bins,
+        cond_classes=cfg.quantization_bins + 1, cond_channels=cfg.cond_channels, dilations=cfg.dilations,
+        start_class=cfg.start_class)
+    L = model.layers
+
+    def stack(fn):
+        return torch.stack([fn(layer) for layer in L])
+
+    w = {
+        "in_w": model.input.weight[:, :, 0, 0], "in_b": model.input.bias,
+        "cond_emb": model.embedding.weight,
+        # Conv2d kernel (2, 1) over a left-padded input: tap 0 reads x[t-d], tap 1 reads x[t].
+        "dil_w0": stack(lambda l: l.dilated.weight[:, :, 0, 0]),
+        "dil_w1": stack(lambda l: l.dilated.weight[:, :, 1, 0]),
+        "dil_b": stack(lambda l: l.dilated.bias),
+        "cond_w": stack(lambda l: l.cond.weight), "cond_b": stack(lambda l: l.cond.bias),
+        "res_w": stack(lambda l: l.residual.weight[:, :, 0, 0]), "res_b": stack(lambda l: l.residual.bias),
+        "skip_w": stack(lambda l: l.skip.weight[:, :, 0, 0]), "skip_b": stack(lambda l: l.skip.bias),
+        "head1_w": model.head1.weight[:, :, 0, 0], "head1_b": model.head1.bias,
+        "head2_w": model.head2.weight[:, :, 0, 0], "head2_b": model.head2.bias,
+        "down_w": model.downsample.weight, "down_b": model.downsample.bias,
+    }
+    dtype = torch.float64 if model.input.weight.dtype == torch.float64 else torch.float32
+    w = {k: v.detach().to("cpu", dtype).contiguous().clone() for k, v in w.items()}
+    check_weights(spec, w)
+    return spec, w

@@ -1,0 +1,125 @@
+"""``edanet.generate``: audio in, synthetic EDA (µS) out, through a fastgen backend.
+
+The uniform numbers used for sampling are drawn here, on the host, from the seed, and handed
+to the backend: one seed gives the same samples on every backend and device (fp32)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import fastgen
+
+from .config import EDANetConfig
+from .export import export_to_fastgen
+from .model import EDANet
+
+__all__ = ["GeneratedEDA", "generate", "default_model", "DEFAULT_MODEL_DIR", "engine_for"]
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
+
+
+@dataclass
+class GeneratedEDA:
+    values: np.ndarray        # (num_samples, N) float64, µS
+    classes: np.ndarray       # (num_samples, N) int64
+    sample_rate: float        # EDA samples per second
+    backend: str              # the backend that ran
+    seed: int                 # the seed the uniforms were drawn from
+
+    @property
+    def median(self) -> np.ndarray:
+        return np.median(self.values, axis=0)
+
+    @property
+    def times(self) -> np.ndarray:
+        """Time (s) of each sample: sample j covers audio up to (j+1)/rate; stamped at its end."""
+        return (np.arange(self.values.shape[1]) + 1) / self.sample_rate
+
+
+_DEFAULT: EDANet | None = None
+
+
+def default_model() -> EDANet:
+    """The bundled default model (``edanet/assets/default``), loaded once."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        from .checkpoint import load_model
+        if not (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
+            raise FileNotFoundError(
+                f"the bundled default model is missing from {DEFAULT_MODEL_DIR}; pass model=... "
+                "(a model from edanet.load_model or a model folder path)")
+        _DEFAULT = load_model(DEFAULT_MODEL_DIR)
+    return _DEFAULT
+
+
+def _resolve_model(model) -> EDANet:
+    if model is None:
+        return default_model()
+    if isinstance(model, (str, os.PathLike)):
+        from .checkpoint import load_model
+        return load_model(model)
+    if not isinstance(model, EDANet):
+        raise TypeError(f"model must be an EDANet, a model folder path or None, got {type(model).__name__}")
+    return model
+
+
+def _fingerprint(model: EDANet) -> tuple:
+    # Changes whenever a parameter is replaced or updated in place (optimizer steps bump _version).
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+
+def engine_for(model: EDANet, backend: str = "auto", device=None, dtype=torch.float32) -> fastgen.Engine:
+    """A fastgen engine for ``model``: weights packed once per (model state, backend, device, dtype)."""
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    name = fastgen.resolve(backend, device)
+    cache = model.__dict__.setdefault("_fastgen_engines", {})
+    key = (name, str(device), dtype)
+    hit = cache.get(key)
+    fp = _fingerprint(model)
+    if hit is None or hit[0] != fp:
+        spec, weights = export_to_fastgen(model)
+        cache[key] = (fp, fastgen.create(name, spec, weights, device=device, dtype=dtype))
+    return cache[key][1]
+
+
+def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temperature: float = 1.0,
+             seed: int | None = None, num_samples: int = 1, eda_range_us: tuple[float, float] | None = None,
+             device=None, dtype=torch.float32) -> GeneratedEDA:
+    """Generate EDA for ``audio`` (a path soundfile reads, or an array with its ``sample_rate``).
+
+    Returns ``GeneratedEDA`` with ``values`` in µS ``(num_samples, N)``, N the number of
+    complete EDA steps in the audio. ``model=None`` uses the bundled default model.
+    ``eda_range_us=(lo, hi)`` maps the model's normalized output back to µS (default: the
+    model config's ``default_eda_range_us``). ``backend``: ``auto`` (fused if built, else
+    torch), ``fused``, ``cpu``, ``torch``, ``reference``, ``triton``, ``cuda``."""
+    from .audio import features          # librosa is slow to import: only when generating
+    from .eda import Normalization
+    from .quantize import dequantize
+
+    net = _resolve_model(model)
+    cfg: EDANetConfig = net.config
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    if not (isinstance(temperature, (int, float)) and 0 <= temperature < float("inf")):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = most likely class), got {temperature!r}")
+    if eda_range_us is not None and len(eda_range_us) != 2:
+        raise ValueError(f"eda_range_us must be a pair (lo, hi) in µS, got {eda_range_us!r}")
+    frames, n_steps = features(audio, sample_rate, cfg)
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    g = torch.Generator().manual_seed(int(seed))
+    uniforms = torch.rand(num_samples, n_steps, generator=g, dtype=torch.float32)
+    engine = engine_for(net, backend, device, dtype)
+    batch = torch.from_numpy(frames)[None].expand(num_samples, -1, -1, -1)
+    classes = engine.generate(batch, uniforms, float(temperature)).cpu().numpy().astype(np.int64)
+    lo, hi = eda_range_us if eda_range_us is not None else cfg.default_eda_range_us
+    if not (0 <= lo < hi < float("inf")):
+        raise ValueError(f"eda_range_us must be (lo, hi) in µS with 0 <= lo < hi, got {(lo, hi)}")
+    norm = Normalization(float(lo), float(hi))
+    values = norm.invert(dequantize(classes, cfg.quantization_bins, cfg.companding))
+    return GeneratedEDA(values=np.asarray(values, dtype=np.float64), classes=classes,
+                        sample_rate=float(cfg.eda_sample_rate), backend=engine.name, seed=int(seed))

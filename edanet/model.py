@@ -1,0 +1,92 @@
+"""``EDANet``: the PyTorch model used for training (SPEC §3), one teacher-forced parallel pass.
+
+Tensors are ``(B, C, T, F)``: T frames, F MFCC coefficients as a spatial axis. The F positions
+never mix before the output conv; the K frames of an EDA step mix only through dilations < K.
+
+For every layer (dilation d): a causal kernel-2 conv along T only (taps ``x[t-d]`` and
+``x[t]``), plus the previous EDA value's embedding projected to ``2*C_h`` and broadcast over
+the step's K frames and the F positions; gate ``tanh(f) * sigmoid(g)``; 1x1 convs into the
+skip sum and back onto the residual. Head: ``ReLU -> 1x1 -> ReLU -> 1x1``, then a learned
+``(K, F)`` conv with stride ``(K, 1)`` gives ``Q`` logits per EDA step.
+
+``logits[:, :, j]`` depends only on ``eda[:, :j]`` and frames ``[0, (j+1)*K)``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import EDANetConfig
+
+__all__ = ["EDANet"]
+
+
+class ResidualLayer(nn.Module):
+    def __init__(self, cfg: EDANetConfig, dilation: int):
+        super().__init__()
+        self.dilation = dilation
+        self.hidden = cfg.hidden_channels
+        self.dilated = nn.Conv2d(cfg.residual_channels, 2 * cfg.hidden_channels, (2, 1), dilation=(dilation, 1))
+        self.cond = nn.Linear(cfg.cond_channels, 2 * cfg.hidden_channels)
+        self.skip = nn.Conv2d(cfg.hidden_channels, cfg.skip_channels, 1)
+        self.residual = nn.Conv2d(cfg.hidden_channels, cfg.residual_channels, 1)
+
+    def forward(self, x, cond_frames):
+        # cond_frames: (B, E, T, 1), the held EDA embedding of each frame's group
+        a = self.dilated(F.pad(x, (0, 0, self.dilation, 0)))     # causal: zeros before frame 0
+        a = a + self.cond(cond_frames.transpose(1, 3)).transpose(1, 3)
+        z = torch.tanh(a[:, :self.hidden]) * torch.sigmoid(a[:, self.hidden:])
+        return x + self.residual(z), self.skip(z)
+
+
+class EDANet(nn.Module):
+    def __init__(self, config: EDANetConfig):
+        super().__init__()
+        if not isinstance(config, EDANetConfig):
+            raise TypeError(f"EDANet needs an EDANetConfig, got {type(config).__name__}")
+        self.config = cfg = config
+        self.input = nn.Conv2d(cfg.in_channels, cfg.residual_channels, 1)
+        # Q classes plus one start row: the "previous value" of the first step.
+        self.embedding = nn.Embedding(cfg.quantization_bins + 1, cfg.cond_channels)
+        self.layers = nn.ModuleList(ResidualLayer(cfg, d) for d in cfg.dilations)
+        self.head1 = nn.Conv2d(cfg.skip_channels, cfg.out_channels, 1)
+        self.head2 = nn.Conv2d(cfg.out_channels, cfg.out_channels, 1)
+        K = cfg.spectral_frames_per_eda_step
+        self.downsample = nn.Conv2d(cfg.out_channels, cfg.quantization_bins, (K, cfg.num_mfccs), stride=(K, 1))
+
+    def forward(self, mfcc: torch.Tensor, eda: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, Q, N)`` for MFCC frames ``(B, C_in, N*K, F)`` and EDA classes ``(B, N)``."""
+        self._check(mfcc, eda)
+        start = torch.full_like(eda[:, :1], self.config.start_class)
+        return self.forward_conditioned(mfcc, torch.cat([start, eda[:, :-1]], dim=1))
+
+    def forward_conditioned(self, mfcc: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, Q, N)`` given each step's conditioning class directly (``cond[:, j]`` is
+        the value step j sees as "previous"; the start class is ``config.start_class``)."""
+        K = self.config.spectral_frames_per_eda_step
+        e = self.embedding(cond).transpose(1, 2)                       # (B, E, N)
+        e = e.repeat_interleave(K, dim=2)[..., None]                   # (B, E, N*K, 1): held K frames
+        x = self.input(mfcc)
+        skip = 0
+        for layer in self.layers:
+            x, s = layer(x, e)
+            skip = skip + s
+        h = self.head2(torch.relu(self.head1(torch.relu(skip))))
+        return self.downsample(h)[..., 0]                              # (B, Q, N)
+
+    def _check(self, mfcc, eda):
+        cfg = self.config
+        K, Fn = cfg.spectral_frames_per_eda_step, cfg.num_mfccs
+        if mfcc.dim() != 4 or mfcc.shape[1] != cfg.in_channels or mfcc.shape[3] != Fn:
+            raise ValueError(f"mfcc must have shape (batch, {cfg.in_channels}, N*{K}, {Fn}), got {tuple(mfcc.shape)}")
+        if eda.dim() != 2 or eda.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"eda must be integer class indices of shape (batch, N), got {eda.dtype} {tuple(eda.shape)}")
+        if mfcc.shape[0] != eda.shape[0] or mfcc.shape[2] != eda.shape[1] * K:
+            raise ValueError(f"length mismatch: {mfcc.shape[2]} frames for {eda.shape[1]} EDA steps; "
+                             f"need exactly {K} frames per step (batch {mfcc.shape[0]} vs {eda.shape[0]})")
+        if eda.numel() and (int(eda.min()) < 0 or int(eda.max()) >= cfg.quantization_bins):
+            raise ValueError(f"eda classes must lie in [0, {cfg.quantization_bins})")
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

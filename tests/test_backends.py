@@ -1,0 +1,96 @@
+"""Parity of the reference and torch backends with the model and with each other."""
+import pytest
+import torch
+
+import fastgen
+from conftest import PARITY_SPECS, make_case
+from edanet import EDANet, EDANetConfig, export_to_fastgen
+from fastgen import reference as ref
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+@pytest.mark.parametrize("over", [
+    {},                                                             # tiny: K=4, F=5, two stacks
+    {"residual_channels": 12, "hidden_channels": 20, "skip_channels": 24, "out_channels": 7,
+     "audio_sample_rate": 6000, "mfcc_hop_size": 500, "mfcc_window_size": 600,    # K=3
+     "quantization_bins": 11, "context_size_in_seconds": 2.0},      # 3 stacks; dilations < and > K
+    {"in_channels": 2, "num_mfccs": 3, "mfcc_hop_size": 2000, "mfcc_window_size": 2000},   # K=1
+])
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-5)])
+def test_teacher_forced_matches_model(over, backend, dtype, tol):
+    torch.manual_seed(3)
+    cfg = EDANetConfig.from_preset("tiny", **over)
+    model = EDANet(cfg).to(dtype)
+    spec, w = export_to_fastgen(model)
+    K, N = cfg.spectral_frames_per_eda_step, cfg.receptive_field_frames // cfg.spectral_frames_per_eda_step + 5
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, cfg.in_channels, N * K, cfg.num_mfccs, generator=g, dtype=dtype)
+    e = torch.randint(0, cfg.quantization_bins, (3, N), generator=g)
+    with torch.no_grad():
+        want = model(x, e).transpose(1, 2)
+    got = fastgen.create(backend, spec, w, dtype=dtype).teacher_forced(x, e)
+    assert got.shape == want.shape
+    assert _rel(got, want) <= tol
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_sampling_identical_reference_vs_torch(parity_spec, B):
+    w, frames, _, u = make_case(parity_spec, B, 14, seed=5)
+    for temperature in (1.0, 0.5, 2.0, 0.0):
+        a = fastgen.create("reference", parity_spec, w).generate(frames, u, temperature)
+        b = fastgen.create("torch", parity_spec, w).generate(frames, u, temperature)
+        assert torch.equal(a, b)
+        if temperature > 0:
+            assert len(torch.unique(a)) > 1
+
+
+def test_sampling_is_inverse_cdf():
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0]])
+    for u, want in [(0.0, 0), (0.2, 0), (0.26, 1), (0.74, 2), (0.999, 3)]:
+        assert ref.sample(logits, torch.tensor([u]), 1.0).item() == want
+    skew = torch.tensor([[0.0, 5.0, 1.0]])
+    assert ref.sample(skew, torch.tensor([0.5]), 0.0).item() == 1
+    # higher temperature flattens: the same u lands on a lower class
+    assert ref.sample(skew, torch.tensor([0.01]), 50.0).item() == 0
+    assert ref.sample(skew, torch.tensor([0.01]), 0.2).item() == 1
+
+
+def test_engine_input_errors():
+    spec = PARITY_SPECS["odd"]
+    w, frames, classes, u = make_case(spec, 2, 4)
+    e = fastgen.create("torch", spec, w)
+    with pytest.raises(ValueError, match="multiple of frames_per_step"):
+        e.generate(frames[:, :, :-1], u)
+    with pytest.raises(ValueError, match="uniforms"):
+        e.generate(frames, u[:, :3])
+    with pytest.raises(ValueError, match="classes"):
+        e.teacher_forced(frames, classes + spec.num_classes)
+    with pytest.raises(ValueError, match="NaN"):
+        e.generate(frames * float("nan"), u)
+    with pytest.raises(ValueError, match="temperature"):
+        e.generate(frames, u, -1.0)
+    bad = dict(w)
+    bad["res_w"] = bad["res_w"][:, :-1]
+    with pytest.raises(ValueError, match="res_w"):
+        fastgen.create("torch", spec, bad)
+    with pytest.raises(ValueError, match="unknown backend"):
+        fastgen.create("warp", spec, w)
+
+
+def test_auto_falls_back_or_picks_fused():
+    name = fastgen.resolve("auto", "cpu")
+    assert name in ("cpu", "torch")
+    assert ("cpu" in fastgen.available("cpu")) == (name == "cpu")
+
+
+def test_zero_steps():
+    spec = PARITY_SPECS["round"]
+    w, frames, classes, u = make_case(spec, 2, 0)
+    for b in ("reference", "torch"):
+        e = fastgen.create(b, spec, w)
+        assert e.generate(frames, u).shape == (2, 0)
+        assert e.teacher_forced(frames, classes).shape == (2, 0, spec.num_classes)

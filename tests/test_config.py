@@ -1,0 +1,76 @@
+import dataclasses
+import math
+
+import pytest
+
+from edanet import PRESETS, EDANetConfig
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_derive_consistent_sizes(name):
+    c = EDANetConfig.from_preset(name)
+    K = c.spectral_frames_per_eda_step
+    assert K * c.eda_sample_rate * c.mfcc_hop_size == c.audio_sample_rate
+    assert c.frame_rate == c.audio_sample_rate / c.mfcc_hop_size
+    assert c.audio_time_steps_per_spectral_frame == c.mfcc_hop_size
+    assert c.upsampling_factor == c.downsampling_factor == K
+    assert len(c.dilations) == c.num_stacks * c.layers_per_stack
+    assert c.dilations[: c.layers_per_stack] == tuple(2 ** i for i in range(c.layers_per_stack))
+    assert c.receptive_field_frames == sum(c.dilations) + 1 + K - 1
+    assert c.receptive_field_seconds == pytest.approx(c.receptive_field_frames / c.frame_rate)
+
+
+@pytest.mark.parametrize("ctx", [0.1, 0.5, 1.0, 3.3, 16.0, 40.0, 100.0, 400.0])
+@pytest.mark.parametrize("cap", [3, 6, 9])
+def test_reached_field_covers_context_and_is_minimal(ctx, cap):
+    c = EDANetConfig(context_size_in_seconds=ctx, max_layers_per_stack=cap)
+    target = math.ceil(ctx * c.frame_rate - 1e-9)
+    assert c.receptive_field_frames >= target
+    assert c.layers_per_stack <= cap
+    # One stack fewer would not reach the target (or one layer fewer, for a single stack).
+    K, L, S = c.spectral_frames_per_eda_step, c.layers_per_stack, c.num_stacks
+    if S > 1:
+        assert (S - 1) * (2 ** L - 1) + K < target
+        assert L == cap
+    elif L > 1:
+        assert (2 ** (L - 1) - 1) + K < target
+
+
+def test_stacks_add_fields_not_multiply():
+    c = EDANetConfig(context_size_in_seconds=100.0, max_layers_per_stack=9)  # 1600 frames at 16 Hz
+    assert c.layers_per_stack == 9 and c.num_stacks == 4
+    assert c.receptive_field_frames == 4 * 511 + 1 + c.spectral_frames_per_eda_step - 1
+
+
+def test_non_integer_ratio_names_numbers_and_suggests_hops():
+    with pytest.raises(ValueError) as e:
+        EDANetConfig(audio_sample_rate=16000, eda_sample_rate=4, mfcc_hop_size=1024)
+    msg = str(e.value)
+    assert "16000" in msg and "1024" in msg and "1000" in msg
+
+
+@pytest.mark.parametrize("field,value", [
+    ("num_mfccs", 0), ("residual_channels", -1), ("hidden_channels", 1.5), ("quantization_bins", 1),
+    ("context_size_in_seconds", 0.0), ("context_size_in_seconds", float("nan")), ("companding", "alaw"),
+    ("max_layers_per_stack", 0), ("in_channels", True), ("default_eda_range_us", (3.0, 1.0)),
+])
+def test_bad_values_raise_clear_errors(field, value):
+    with pytest.raises(ValueError) as e:
+        dataclasses.replace(EDANetConfig(), **{field: value})
+    assert field in str(e.value) or str(value) in str(e.value)
+
+
+def test_json_round_trip_and_overrides():
+    c = EDANetConfig.from_preset("small", residual_channels=24, companding="linear")
+    assert c.residual_channels == 24 and c.companding == "linear"
+    back = EDANetConfig.from_json(c.to_json())
+    assert back == c and back.dilations == c.dilations
+
+
+def test_unknown_preset_and_fields():
+    with pytest.raises(ValueError, match="tiny"):
+        EDANetConfig.from_preset("huge")
+    with pytest.raises(ValueError, match="bogus"):
+        EDANetConfig.from_dict({**EDANetConfig().to_dict(), "bogus": 1})
+    with pytest.raises(ValueError, match="JSON"):
+        EDANetConfig.from_json("{not json")
