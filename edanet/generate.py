@@ -36,8 +36,9 @@ class GeneratedEDA:
 
     @property
     def times(self) -> np.ndarray:
-        """Time (s) of each sample: sample j covers audio up to (j+1)/rate; stamped at its end."""
-        return (np.arange(self.values.shape[1]) + 1) / self.sample_rate
+        """Time (s) of each sample, E4 style: sample j at j / rate (it is predicted from the audio
+        up to (j + 1) / rate)."""
+        return np.arange(self.values.shape[1]) / self.sample_rate
 
 
 _DEFAULT: EDANet | None = None

@@ -46,13 +46,30 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], N
 def write_eda_csv(path: str | os.PathLike, values_us, sample_rate: float, *, fmt: str = "e4",
                   start_time: float = 0.0) -> Path:
     """Write EDA (µS) as an Empatica E4 ``EDA.csv`` (``fmt="e4"``: start Unix time, sample
-    rate, then one value a row) or a ``time,eda`` CSV (``fmt="time"``: seconds from start)."""
-    v = np.asarray(values_us, dtype=np.float64).reshape(-1)
+    rate, then one value a row) or a ``time,eda`` CSV (``fmt="time"``: seconds from start).
+
+    ``values_us`` of shape ``(S, N)`` (several samples) writes S columns: in E4 form the two
+    header rows repeat per column (as E4's multi-column files do), in ``time`` form the
+    column ``eda`` holds the median and ``sample_0 ... sample_{S-1}`` follow."""
+    v = np.asarray(values_us, dtype=np.float64)
+    v = v.reshape(1, -1) if v.ndim <= 1 else v
+    if v.ndim != 2:
+        raise ValueError(f"EDA values must be 1-D or (samples, N), got shape {v.shape}")
+    S = v.shape[0]
+
+    def row(xs):
+        return ",".join(f"{x:.6f}" for x in xs) + "\n"
+
     if fmt == "e4":
-        body = f"{start_time:.6f}\n{float(sample_rate):.6f}\n" + "".join(f"{x:.6f}\n" for x in v)
+        body = row([start_time] * S) + row([float(sample_rate)] * S) + "".join(row(c) for c in v.T)
     elif fmt == "time":
-        t = start_time + np.arange(v.size) / float(sample_rate)
-        body = "time,eda\n" + "".join(f"{a:.6f},{b:.6f}\n" for a, b in zip(t, v))
+        t = start_time + np.arange(v.shape[1]) / float(sample_rate)
+        if S == 1:
+            body = "time,eda\n" + "".join(row((a, b)) for a, b in zip(t, v[0]))
+        else:
+            med = np.median(v, axis=0)
+            body = ("time,eda," + ",".join(f"sample_{i}" for i in range(S)) + "\n"
+                    + "".join(row((a, m, *c)) for a, m, c in zip(t, med, v.T)))
     else:
         raise ValueError(f"unknown EDA CSV format {fmt!r}; use 'e4' or 'time'")
     return atomic_write(path, body)

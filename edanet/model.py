@@ -55,9 +55,13 @@ class EDANet(nn.Module):
         K = cfg.spectral_frames_per_eda_step
         self.downsample = nn.Conv2d(cfg.out_channels, cfg.quantization_bins, (K, cfg.num_mfccs), stride=(K, 1))
 
-    def forward(self, mfcc: torch.Tensor, eda: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, Q, N)`` for MFCC frames ``(B, C_in, N*K, F)`` and EDA classes ``(B, N)``."""
-        self._check(mfcc, eda)
+    def forward(self, mfcc: torch.Tensor, eda: torch.Tensor, *, conditioned: bool = False) -> torch.Tensor:
+        """Logits ``(B, Q, N)`` for MFCC frames ``(B, C_in, N*K, F)`` and EDA classes ``(B, N)``.
+        ``conditioned=True``: ``eda`` already holds each step's conditioning class (see
+        ``forward_conditioned``)."""
+        self._check(mfcc, eda, conditioned)
+        if conditioned:
+            return self.forward_conditioned(mfcc, eda)
         start = torch.full_like(eda[:, :1], self.config.start_class)
         return self.forward_conditioned(mfcc, torch.cat([start, eda[:, :-1]], dim=1))
 
@@ -75,7 +79,7 @@ class EDANet(nn.Module):
         h = self.head2(torch.relu(self.head1(torch.relu(skip))))
         return self.downsample(h)[..., 0]                              # (B, Q, N)
 
-    def _check(self, mfcc, eda):
+    def _check(self, mfcc, eda, conditioned=False):
         cfg = self.config
         K, Fn = cfg.spectral_frames_per_eda_step, cfg.num_mfccs
         if mfcc.dim() != 4 or mfcc.shape[1] != cfg.in_channels or mfcc.shape[3] != Fn:
@@ -85,8 +89,9 @@ class EDANet(nn.Module):
         if mfcc.shape[0] != eda.shape[0] or mfcc.shape[2] != eda.shape[1] * K:
             raise ValueError(f"length mismatch: {mfcc.shape[2]} frames for {eda.shape[1]} EDA steps; "
                              f"need exactly {K} frames per step (batch {mfcc.shape[0]} vs {eda.shape[0]})")
-        if eda.numel() and (int(eda.min()) < 0 or int(eda.max()) >= cfg.quantization_bins):
-            raise ValueError(f"eda classes must lie in [0, {cfg.quantization_bins})")
+        top = cfg.quantization_bins + (1 if conditioned else 0)
+        if eda.numel() and (int(eda.min()) < 0 or int(eda.max()) >= top):
+            raise ValueError(f"eda classes must lie in [0, {top})")
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,161 @@
+"""The ``edanet`` command line: generate, synth, train, evaluate, bench.
+
+Errors a user can act on (bad files, bad values, missing backends) print one line and exit 2;
+anything else is a bug and keeps its traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _generate(a) -> int:
+    import edanet
+    from edanet.io import write_eda_csv
+
+    steps = ["features + generation", "write"] + (["plot"] if a.plot else [])
+    from tqdm import tqdm
+    bar = tqdm(steps, desc="edanet generate", unit="stage", disable=a.quiet)
+    it = iter(bar)
+    next(it)
+    res = edanet.generate(a.audio, model=a.model, backend=a.backend, temperature=a.temperature, seed=a.seed,
+                          num_samples=a.num_samples, eda_range_us=tuple(a.eda_range) if a.eda_range else None)
+    next(it)
+    write_eda_csv(a.output, res.values if res.values.shape[0] > 1 else res.values[0], res.sample_rate, fmt=a.format)
+    if a.plot:
+        next(it)
+        from edanet.plot import plot_generation
+        plot_generation(a.audio, res, a.plot, model=a.model)
+    bar.close()
+    print(f"wrote {a.output}: {res.values.shape[1]} EDA samples at {res.sample_rate:g} Hz x {res.values.shape[0]} "
+          f"sample(s) (backend {res.backend}, seed {res.seed})" + (f"; plot {a.plot}" if a.plot else ""))
+    return 0
+
+
+def _synth(a) -> int:
+    from edanet.synth import SynthConfig, write_dataset
+    cfg = SynthConfig(seconds=a.seconds, audio_sample_rate=a.audio_rate, eda_sample_rate=a.eda_rate)
+    names = write_dataset(a.out, a.pairs, cfg, a.seed, progress=not a.quiet)
+    print(f"wrote {len(names)} pairs to {a.out}")
+    return 0
+
+
+def _train(a) -> int:
+    import dataclasses
+
+    from edanet.config import EDANetConfig
+    from edanet.train import TRAIN_PRESETS, train
+    cfg = EDANetConfig.from_preset(a.preset, **dict(a.set or []))
+    tcfg = TRAIN_PRESETS.get(a.preset, TRAIN_PRESETS["small"])
+    over = {k: v for k, v in [("steps", a.steps), ("batch_size", a.batch_size), ("crop_steps", a.crop_steps),
+                              ("lr", a.lr), ("val_every", a.val_every), ("ckpt_every", a.ckpt_every),
+                              ("seed", a.seed)] if v is not None}
+    tcfg = dataclasses.replace(tcfg, **over)
+    summary = train(a.data, a.out, cfg, tcfg, resume=a.resume, skip_bad=a.skip_bad, device=a.device,
+                    progress=not a.quiet)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _evaluate(a) -> int:
+    from edanet.evaluate import evaluate
+    report = evaluate(a.data, model=a.model, out=a.out, backend=a.backend, num_samples=a.num_samples, seed=a.seed,
+                      max_recordings=a.max_recordings, progress=not a.quiet)
+    print(report["markdown"])
+    return 0
+
+
+def _bench(a) -> int:
+    try:
+        from benchmarks.report import main as bench_main
+    except ImportError:
+        raise ValueError("`edanet bench` runs from a source checkout (it needs the benchmarks/ folder): "
+                         "cd to the repository root and run it again") from None
+    return bench_main(a.rest)
+
+
+def _setting(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        return k, json.loads(v)
+    except json.JSONDecodeError:
+        return k, v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edanet", description="Synthetic EDA from audio (autoregressive WaveNet).")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="audio file -> EDA CSV (and a plot)")
+    g.add_argument("audio", help="input audio (any format soundfile reads)")
+    g.add_argument("-o", "--output", required=True, help="output CSV")
+    g.add_argument("--plot", help="also write a PNG plot here")
+    g.add_argument("--model", help="model folder (default: the bundled model)")
+    g.add_argument("--backend", default="auto", help="auto, fused, cpu, torch, reference, triton, cuda")
+    g.add_argument("--num-samples", type=int, default=1)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--format", choices=["e4", "time"], default="e4")
+    g.add_argument("--eda-range", type=float, nargs=2, metavar=("LO", "HI"), help="µS range of the output")
+    g.set_defaults(fn=_generate)
+
+    s = sub.add_parser("synth", help="write synthetic paired audio + EDA data")
+    s.add_argument("--out", required=True)
+    s.add_argument("--pairs", type=int, default=200)
+    s.add_argument("--seconds", type=float, default=120.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--audio-rate", type=int, default=16000)
+    s.add_argument("--eda-rate", type=int, default=4)
+    s.set_defaults(fn=_synth)
+
+    t = sub.add_parser("train", help="train a model on a folder of pairs")
+    t.add_argument("--data", required=True)
+    t.add_argument("--out", required=True, help="run folder (checkpoints, log, final model)")
+    t.add_argument("--preset", default="small", help="model preset: tiny, small, base")
+    t.add_argument("--set", type=_setting, action="append", metavar="NAME=VALUE", help="override a config field")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--crop-steps", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--val-every", type=int)
+    t.add_argument("--ckpt-every", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    t.add_argument("--skip-bad", action="store_true", help="skip unreadable pairs with a warning")
+    t.set_defaults(fn=_train)
+
+    e = sub.add_parser("evaluate", help="held-out NLL and stimulus-locked SCR F1")
+    e.add_argument("--data", required=True)
+    e.add_argument("--model", help="model folder (default: the bundled model)")
+    e.add_argument("--out", help="report path prefix: writes OUT.md and OUT.json")
+    e.add_argument("--backend", default="auto")
+    e.add_argument("--num-samples", type=int, default=4)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--max-recordings", type=int)
+    e.set_defaults(fn=_evaluate)
+
+    b = sub.add_parser("bench", help="benchmark every backend built here (see benchmarks/)")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for benchmarks/report.py")
+    b.set_defaults(fn=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import fastgen
+    try:
+        return args.fn(args)
+    except (ValueError, FileNotFoundError, FileExistsError, fastgen.BackendUnavailable) as e:
+        print(f"edanet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Training data: a folder of pairs ``NAME.<audio>`` + ``NAME.csv`` (synthetic or real).
+
+Each recording is loaded once: MFCC frames at the model's rate, EDA read (E4 or ``time,eda``),
+resampled to the model's EDA rate, normalized per recording (``Normalization.fit``) and
+quantized. Training draws random crops of ``crop_steps`` EDA steps preceded by a warm-up of
+``ceil((R - 1) / K)`` steps, R the receptive field in frames, so the first scored step sees a
+full receptive field; the loss is taken on the crop only. The split into train and validation
+is by recording (a stable hash of its name), never within one.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import EDANetConfig
+
+__all__ = ["Recording", "find_pairs", "load_recording", "PairedData", "AUDIO_SUFFIXES"]
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
+# Audio and EDA may disagree by a little at the end (a partial last second): trimmed silently.
+LENGTH_SLACK_SECONDS = 2.0
+
+
+@dataclass
+class Recording:
+    name: str
+    frames: np.ndarray        # (C, N*K, F) float32
+    classes: np.ndarray       # (N,) int64
+    lo: float                 # normalization range (µS) of this recording
+    hi: float
+
+    @property
+    def steps(self) -> int:
+        return int(self.classes.shape[0])
+
+
+def find_pairs(root: str | Path) -> list[tuple[str, Path, Path]]:
+    """``(name, audio_path, csv_path)`` for every ``NAME.csv`` that has audio beside it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    pairs = []
+    for csv in sorted(root.glob("*.csv")):
+        audio = [csv.with_suffix(s) for s in AUDIO_SUFFIXES if csv.with_suffix(s).is_file()]
+        if audio:
+            pairs.append((csv.stem, audio[0], csv))
+    if not pairs:
+        raise ValueError(f"no pairs in {root}: expected NAME.csv (EDA) beside NAME.wav (or "
+                         f"{', '.join(AUDIO_SUFFIXES[1:])}) audio")
+    return pairs
+
+
+def load_recording(name: str, audio_path: Path, csv_path: Path, config: EDANetConfig) -> Recording:
+    from .audio import features
+    from .eda import Normalization, load_eda
+    from .quantize import quantize
+
+    frames, n_audio = features(str(audio_path), None, config)
+    rec = load_eda(csv_path, config.eda_sample_rate)
+    n_eda = len(rec.values)
+    slack = max(2, int(LENGTH_SLACK_SECONDS * config.eda_sample_rate))
+    if abs(n_eda - n_audio) > slack:
+        raise ValueError(f"{name}: length mismatch: audio {audio_path.name} gives {n_audio} EDA steps "
+                         f"({n_audio / config.eda_sample_rate:.1f} s) but {csv_path.name} has {n_eda} "
+                         f"({n_eda / config.eda_sample_rate:.1f} s); they must cover the same time")
+    n = min(n_audio, n_eda)
+    K = config.spectral_frames_per_eda_step
+    norm = Normalization.fit(rec.values)
+    classes = np.asarray(quantize(norm.apply(rec.values[:n]), config.quantization_bins, config.companding),
+                         dtype=np.int64)
+    return Recording(name, np.ascontiguousarray(frames[:, : n * K]), classes, norm.lo, norm.hi)
+
+
+def _is_validation(name: str, fraction: float) -> bool:
+    h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+    return (h / 2 ** 64) < fraction
+
+
+class PairedData:
+    """Recordings of one split, with random crops for training and fixed windows for validation."""
+
+    def __init__(self, root: str | Path, config: EDANetConfig, split: str = "train", *,
+                 val_fraction: float = 0.1, crop_steps: int = 32, skip_bad: bool = False, progress: bool = False):
+        if split not in ("train", "val", "all"):
+            raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+        self.config = config
+        self.crop_steps = int(crop_steps)
+        K = config.spectral_frames_per_eda_step
+        self.warmup_steps = math.ceil((config.receptive_field_frames - 1) / K)
+        pairs = find_pairs(root)
+        chosen = [p for p in pairs if split == "all" or _is_validation(p[0], val_fraction) == (split == "val")]
+        if split == "val" and not chosen and pairs and val_fraction > 0:
+            chosen = pairs[-1:]          # tiny folders: still validate on something, stably
+        self.recordings: list[Recording] = []
+        self.skipped: list[tuple[str, str]] = []
+        it = chosen
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(chosen, desc=f"loading {split}", unit="rec")
+        for name, audio, csv in it:
+            try:
+                rec = load_recording(name, audio, csv, config)
+            except (ValueError, OSError) as e:
+                if not skip_bad:
+                    raise ValueError(f"bad pair {name!r} in {root}: {e} (use --skip-bad to skip such files)") from None
+                self.skipped.append((name, str(e)))
+                continue
+            if rec.steps < 1:
+                self.skipped.append((name, "no complete EDA step"))
+                continue
+            self.recordings.append(rec)
+        if self.skipped:
+            warnings.warn(f"skipped {len(self.skipped)} bad pair(s): " +
+                          "; ".join(f"{n}: {r}" for n, r in self.skipped[:5]), RuntimeWarning, stacklevel=2)
+        if not self.recordings:
+            raise ValueError(f"no usable recordings for split {split!r} in {root}")
+
+    @property
+    def window_steps(self) -> int:
+        return self.warmup_steps + self.crop_steps
+
+    def _window(self, rec: Recording, start: int, length: int):
+        """Frames, conditioning classes and targets of steps [start, start+length), zero-padded
+        (and masked) past the end; conditioning of the first step is the true previous value."""
+        K = self.config.spectral_frames_per_eda_step
+        n = min(length, rec.steps - start)
+        C, _, Fn = rec.frames.shape
+        frames = np.zeros((C, length * K, Fn), np.float32)
+        frames[:, : n * K] = rec.frames[:, start * K:(start + n) * K]
+        target = np.zeros(length, np.int64)
+        target[:n] = rec.classes[start:start + n]
+        cond = np.empty(length, np.int64)
+        cond[0] = rec.classes[start - 1] if start > 0 else self.config.start_class
+        cond[1:] = target[:-1]
+        valid = np.zeros(length, bool)
+        valid[:n] = True
+        return frames, cond, target, valid
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator):
+        """A training batch of random windows; ``mask`` marks the scored steps (the crop)."""
+        out = []
+        W = self.window_steps
+        for _ in range(batch_size):
+            r = self.recordings[int(torch.randint(len(self.recordings), (1,), generator=generator))]
+            hi = max(0, r.steps - W)
+            start = int(torch.randint(hi + 1, (1,), generator=generator))
+            frames, cond, target, valid = self._window(r, start, W)
+            mask = valid.copy()
+            if start > 0:       # steps before the crop lack part of their field: not scored
+                mask[: self.warmup_steps] = False
+            out.append((frames, cond, target, mask))
+        return tuple(torch.from_numpy(np.stack(x)) for x in zip(*out))
+
+    def validation_windows(self, max_windows_per_recording: int = 8):
+        """Deterministic windows tiling each recording (warm-up overlapping the previous crop)."""
+        W, C = self.window_steps, self.crop_steps
+        items = []
+        for r in self.recordings:
+            for i, s in enumerate(range(0, max(1, r.steps), C)):
+                if i >= max_windows_per_recording:
+                    break
+                start = max(0, s - self.warmup_steps)
+                frames, cond, target, valid = self._window(r, start, W)
+                mask = valid.copy()
+                mask[: s - start] = False
+                mask[s - start + C:] = False
+                items.append((frames, cond, target, mask))
+        return items

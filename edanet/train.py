@@ -1,0 +1,249 @@
+"""Training: AdamW, linear warm-up + cosine decay, gradient clipping, AMP on CUDA, validation
+NLL at intervals, a CSV log, and resumable checkpoints; multi-GPU (or multi-process CPU) data
+parallel through ``torchrun`` (PyTorch DDP).
+
+A run folder holds::
+
+    config.json, model.safetensors   the latest weights (``edanet.load_model(run_dir)`` works)
+    train.json                       the TrainConfig
+    log.csv                          step, lr, loss, grad norm, validation NLL, seconds
+    checkpoints/step_XXXXXXXX/       model + optimizer/scheduler/step/RNG state (safetensors + JSON)
+    latest.json                      names the newest *complete* checkpoint
+
+Every file is written atomically, and ``latest.json`` is replaced only after its checkpoint is
+complete, so a crash at any moment leaves the previous checkpoint usable. ``--resume`` restores
+model, optimizer, scheduler, step and the sampler's RNG: on a CPU in fp32, k steps + a kill +
+k resumed steps give the same weights as 2k uninterrupted steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from .checkpoint import save_model
+from .config import EDANetConfig
+from .io import atomic_write
+from .model import EDANet
+
+__all__ = ["TrainConfig", "train", "TRAIN_PRESETS"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 16
+    crop_steps: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    clip_norm: float = 1.0
+    val_every: int = 250
+    ckpt_every: int = 500
+    val_fraction: float = 0.1
+    seed: int = 0
+    amp: bool = True              # bf16 autocast, CUDA only
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "crop_steps", "val_every", "ckpt_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        if not (self.lr > 0 and 0 <= self.min_lr_ratio <= 1 and self.clip_norm > 0 and self.warmup_steps >= 0):
+            raise ValueError(f"bad TrainConfig {self}")
+
+    def lr_factor(self, step: int) -> float:
+        """Linear warm-up to 1, then cosine down to ``min_lr_ratio`` at ``steps``."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        t = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+TRAIN_PRESETS = {
+    "tiny": TrainConfig(steps=40, batch_size=4, crop_steps=8, warmup_steps=5, val_every=20, ckpt_every=20),
+    "small": TrainConfig(),
+}
+
+
+def _dist_info():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return world, rank
+
+
+def _masked_nll(logits, target, mask):
+    nll = F.cross_entropy(logits.float(), target, reduction="none")
+    m = mask.float()
+    return (nll * m).sum() / m.sum().clamp_min(1.0)
+
+
+@torch.no_grad()
+def validation_nll(model: EDANet, windows, device, batch_size: int = 16) -> float:
+    """Mean NLL (nats per EDA step) over the scored steps of the validation windows."""
+    model.eval()
+    total, count = 0.0, 0.0
+    for i in range(0, len(windows), batch_size):
+        frames, cond, target, mask = (torch.from_numpy(np.stack(x)).to(device)
+                                      for x in zip(*windows[i:i + batch_size]))
+        logits = model.forward_conditioned(frames, cond)
+        nll = F.cross_entropy(logits.float(), target, reduction="none")
+        total += float((nll * mask).sum())
+        count += float(mask.sum())
+    model.train()
+    return total / max(count, 1.0)
+
+
+# -- checkpoint state (no pickle: tensors to safetensors, the rest to JSON) ------------------------
+def _save_checkpoint(run: Path, step: int, model, opt, sched, sampler_states: list[torch.Tensor], tcfg) -> None:
+    ck = run / "checkpoints" / f"step_{step:08d}"
+    save_model(model, ck)
+    osd = opt.state_dict()
+    tensors = {f"opt.{i}.{k}": v.detach().cpu().contiguous()
+               for i, st in osd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
+    for r, s in enumerate(sampler_states):
+        tensors[f"rng.sampler.{r}"] = s.cpu()
+    tensors["rng.torch"] = torch.get_rng_state()
+    atomic_write(ck / "state.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+    meta = {"step": step, "param_groups": osd["param_groups"], "scheduler": sched.state_dict(),
+            "world_size": len(sampler_states), "train_config": dataclasses.asdict(tcfg)}
+    atomic_write(ck / "state.json", json.dumps(meta, indent=1))
+    # The run's top-level model, then the pointer: only now is this checkpoint "latest".
+    save_model(model, run)
+    atomic_write(run / "latest.json", json.dumps({"step": step, "path": str(ck.relative_to(run))}))
+
+
+def _load_checkpoint(run: Path, model, opt, sched, world: int, rank: int) -> tuple[int, torch.Tensor | None]:
+    latest = run / "latest.json"
+    if not latest.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint in {run} (no latest.json); start without --resume")
+    ck = run / json.loads(latest.read_text())["path"]
+    from .checkpoint import load_model
+    saved = load_model(ck)
+    if saved.config != model.config:
+        raise ValueError(f"--resume: checkpoint {ck} was trained with another model config; "
+                         f"use the same --preset/overrides or a new --out folder")
+    model.load_state_dict(saved.state_dict())
+    meta = json.loads((ck / "state.json").read_text())
+    tensors = load_file(str(ck / "state.safetensors"))
+    state = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+    sched.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    sampler = tensors.get(f"rng.sampler.{rank}") if meta.get("world_size", 1) == world else None
+    return int(meta["step"]), sampler
+
+
+def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig, tcfg: TrainConfig = TrainConfig(),
+          *, resume: bool = False, skip_bad: bool = False, device: str | None = None, progress: bool = True,
+          init_model: EDANet | None = None) -> dict:
+    """Train ``model_config`` on the pairs in ``data_dir``; returns a summary dict (also written
+    to ``out_dir/summary.json``)."""
+    from tqdm import tqdm
+
+    from .data import PairedData
+
+    world, rank = _dist_info()
+    if device is None:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    run = Path(out_dir)
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+        if not resume and (run / "latest.json").exists():
+            raise FileExistsError(f"{run} already holds a training run; pass --resume to continue it "
+                                  "or choose another --out")
+        atomic_write(run / "train.json", json.dumps(dataclasses.asdict(tcfg), indent=1))
+
+    torch.manual_seed(tcfg.seed)            # identical initial weights on every rank
+    model = init_model if init_model is not None else EDANet(model_config)
+    model.to(device).train()
+    train_data = PairedData(data_dir, model_config, "train", val_fraction=tcfg.val_fraction,
+                            crop_steps=tcfg.crop_steps, skip_bad=skip_bad, progress=progress and rank == 0)
+    val_windows = []
+    if rank == 0 and tcfg.val_fraction > 0:
+        val = PairedData(data_dir, model_config, "val", val_fraction=tcfg.val_fraction,
+                         crop_steps=tcfg.crop_steps, skip_bad=skip_bad)
+        val_windows = val.validation_windows()
+
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, foreach=False)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, tcfg.lr_factor)
+    sampler = torch.Generator().manual_seed(tcfg.seed * 1000 + rank)
+    step = 0
+    if resume:
+        step, state = _load_checkpoint(run, model, opt, sched, world, rank)
+        if state is not None:
+            sampler.set_state(state)
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    use_amp = tcfg.amp and device.type == "cuda"
+
+    log_path = run / "log.csv"
+    if rank == 0 and not log_path.exists():
+        atomic_write(log_path, "step,lr,loss,grad_norm,val_nll,seconds\n")
+    t0 = time.time()
+    bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", disable=not progress or rank != 0)
+    last_val = float("nan")
+    while step < tcfg.steps:
+        frames, cond, target, mask = (t.to(device) for t in train_data.sample_batch(tcfg.batch_size, sampler))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = ddp(frames, cond, conditioned=True)
+        loss = _masked_nll(logits, target, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
+        opt.step()
+        sched.step()
+        step += 1
+        val_now = ""
+        if rank == 0 and val_windows and (step % tcfg.val_every == 0 or step == tcfg.steps):
+            last_val = validation_nll(model, val_windows, device)
+            val_now = f"{last_val:.5f}"
+        if rank == 0:
+            with open(log_path, "a") as f:
+                f.write(f"{step},{sched.get_last_lr()[0]:.6g},{loss.item():.5f},{float(gnorm):.4f},{val_now},"
+                        f"{time.time() - t0:.2f}\n")
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{last_val:.3f}")
+            bar.update(1)
+        if step % tcfg.ckpt_every == 0 or step == tcfg.steps:
+            states = [sampler.get_state()]
+            if world > 1:
+                states = [torch.empty_like(states[0]) for _ in range(world)]
+                dist.all_gather(states, sampler.get_state())
+            if rank == 0:
+                _save_checkpoint(run, step, model, opt, sched, states, tcfg)
+    bar.close()
+
+    summary = {"steps": step, "final_loss": float(loss.item()) if tcfg.steps else None, "val_nll": last_val,
+               "val_bits_per_step": last_val / math.log(2), "world_size": world,
+               "seconds": time.time() - t0, "skipped": train_data.skipped}
+    if world > 1:   # the replicas must hold identical weights
+        flat = torch.cat([p.detach().flatten().float().cpu() for p in model.parameters()])
+        gathered = [torch.empty_like(flat) for _ in range(world)]
+        dist.all_gather(gathered, flat)
+        summary["replica_max_abs_diff"] = max(float((g - gathered[0]).abs().max()) for g in gathered)
+        dist.barrier()
+    if rank == 0:
+        atomic_write(run / "summary.json", json.dumps(summary, indent=1))
+    if world > 1:
+        dist.destroy_process_group()
+    return summary
