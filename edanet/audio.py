@@ -1,0 +1,216 @@
+"""Audio loading and causal MFCC features (SPEC §2).
+
+- :func:`load_audio` reads a file (anything soundfile reads) or takes an array, checks it,
+  resamples it to the model's rate with ``librosa.resample`` (soxr, high quality) and mixes or
+  keeps channels. It returns float32 ``(channels, n)``.
+- :func:`mfcc_frames` turns audio at ``config.audio_sample_rate`` into **causal** MFCC frames
+  ``(C, T, F)``: frame ``t`` summarises samples ``[(t+1)*hop - n_fft, (t+1)*hop)`` (the audio
+  is left-padded with ``n_fft - hop`` zeros and framed with ``center=False``), so
+  ``T = n // hop`` and no frame looks ahead.
+- :func:`features` = load + resample + MFCC, trimmed to ``N`` whole EDA steps of ``K`` frames.
+
+Silent audio is valid input: it gives the "silence" features (every mel band at the floor of
+``10*log10(amin) = -80`` dB, i.e. ``c0 = -80 * sqrt(num_mels) * MFCC_SCALE`` and the other
+coefficients 0), which are finite.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import EDANetConfig
+
+__all__ = ["MFCC_SCALE", "POWER_DB_AMIN", "load_audio", "mfcc_frames", "features"]
+
+#: Fixed scale applied to librosa's MFCCs (dB-scaled DCT coefficients, magnitudes ~10-1000) so
+#: that features are O(1). A fixed constant, not a per-recording statistic, so nothing looks ahead.
+MFCC_SCALE = 0.01
+#: Power floor of ``librosa.power_to_db`` (-80 dB). ``top_db`` is always None: librosa's default
+#: clips relative to the maximum of the whole signal, which would look ahead.
+POWER_DB_AMIN = 1e-8
+
+
+def _check_rate(rate: Any, what: str) -> float:
+    if isinstance(rate, bool):
+        raise ValueError(f"{what} must be a positive number of Hz, got {rate!r}")
+    try:
+        r = float(rate)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a positive number of Hz, got {rate!r}") from None
+    if not math.isfinite(r) or r <= 0:
+        raise ValueError(f"{what} must be a positive, finite number of Hz, got {rate!r}")
+    return r
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, float]:
+    import soundfile as sf
+
+    if not path.exists():
+        raise FileNotFoundError(f"audio file not found: {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"audio path {str(path)!r} is a directory, not an audio file")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile.LibsndfileError, RuntimeError, TypeError on odd files
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise ValueError(f"could not read audio file {str(path)!r}: not an audio file soundfile can read "
+                         f"(WAV, FLAC, OGG, MP3, ...) or it is corrupt ({msg})") from None
+    return data.T, float(sr)  # (channels, n)
+
+
+def _as_array(audio: Any) -> np.ndarray:
+    if type(audio).__module__.startswith("torch"):
+        audio = audio.detach().cpu().numpy()
+    try:
+        a = np.asarray(audio)
+    except Exception as e:
+        raise ValueError(f"audio must be a path or a numeric array, got {type(audio).__name__} ({e})") from None
+    if a.dtype.kind == "f":
+        return a.astype(np.float32, copy=False)
+    if a.dtype.kind == "i":
+        # integer PCM: full scale of the dtype maps to [-1, 1)
+        return (a.astype(np.float64) / float(-np.iinfo(a.dtype).min)).astype(np.float32)
+    if a.dtype.kind == "u":
+        info = np.iinfo(a.dtype)
+        mid = (info.max + 1) / 2.0
+        return ((a.astype(np.float64) - mid) / mid).astype(np.float32)
+    raise ValueError(f"audio array must hold real numbers (float or integer PCM), got dtype {a.dtype}")
+
+
+def _orient(a: np.ndarray) -> np.ndarray:
+    """1-D -> (1, n). 2-D: (channels, n), unless the first axis is longer than the second,
+    in which case it is taken as (n, channels) and transposed (the channel axis is the shorter)."""
+    if a.ndim == 1:
+        return a[None, :]
+    if a.ndim == 2:
+        return a.T if a.shape[0] > a.shape[1] else a
+    raise ValueError(f"audio array must be 1-D (mono) or 2-D (channels, samples); got shape {a.shape}")
+
+
+def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: float,
+               channels: int = 1) -> np.ndarray:
+    """Load ``audio`` as float32 ``(channels, n)`` at ``target_rate`` Hz.
+
+    ``audio``: a path (``str`` or ``os.PathLike``; any format soundfile reads) or an array —
+    1-D mono, or 2-D ``(channels, n)``; a 2-D array whose first axis is *longer* than its
+    second is taken as ``(n, channels)`` (soundfile's layout) and transposed, i.e. the shorter
+    axis is the channel axis (ties: first axis). Torch tensors are accepted; integer arrays are
+    PCM scaled by the dtype's full scale. ``sample_rate`` is required for arrays; for a file it
+    may be omitted, and if given must equal the file's rate.
+
+    Channels: ``channels == 1`` mixes to mono (mean of the channels); audio with exactly
+    ``channels`` channels is kept; mono audio with ``channels > 1`` is duplicated; anything
+    else is a ``ValueError``. Resampling (``librosa.resample``, soxr_hq) happens after mixing.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for an unreadable or
+    non-audio file, empty audio, NaN/inf samples, a missing, non-positive or non-finite sample
+    rate, or an unsupported channel count.
+    """
+    target = _check_rate(target_rate, "target_rate")
+    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
+        raise ValueError(f"channels must be a positive integer, got {channels!r}")
+    channels = int(channels)
+
+    if isinstance(audio, (str, os.PathLike)):
+        path = Path(audio).expanduser()
+        data, sr = _read_file(path)
+        where = f"audio file {str(path)!r}"
+        if sample_rate is not None:
+            given = _check_rate(sample_rate, "sample_rate")
+            if abs(given - sr) > 1e-6 * sr:
+                raise ValueError(f"sample_rate={sample_rate!r} was given but {where} is at {sr:g} Hz; "
+                                 f"leave sample_rate out for files")
+    else:
+        if audio is None:
+            raise ValueError("audio is None: pass a path or an array of samples")
+        if isinstance(audio, bytes):
+            raise ValueError("audio must be a path or an array of samples, got bytes")
+        if sample_rate is None:
+            raise ValueError("sample_rate is required when audio is an array (pass sample_rate=... in Hz)")
+        sr = _check_rate(sample_rate, "sample_rate")
+        data = _orient(_as_array(audio))
+        where = "audio array"
+
+    if data.size == 0:
+        raise ValueError(f"{where} is empty (shape {tuple(data.shape)}): no samples to process")
+    bad = ~np.isfinite(data)
+    if bad.any():
+        n_nan = int(np.isnan(data).sum())
+        n_inf = int(bad.sum()) - n_nan
+        first = int(np.argmax(bad.any(axis=0)))
+        raise ValueError(f"{where} contains non-finite samples ({n_nan} NaN, {n_inf} inf; first at sample "
+                         f"{first}); clean the audio before passing it")
+
+    have = data.shape[0]
+    if channels == 1:
+        data = data.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32) if have > 1 else data
+    elif have == channels:
+        pass
+    elif have == 1:
+        data = np.repeat(data, channels, axis=0)
+    else:
+        raise ValueError(f"{where} has {have} channels but {channels} are needed "
+                         f"(mono or {channels}-channel audio is accepted)")
+
+    if abs(sr - target) > 1e-9 * target:
+        import librosa
+        data = librosa.resample(data.astype(np.float32, copy=False), orig_sr=sr, target_sr=target, axis=-1)
+        if data.shape[-1] == 0:
+            raise ValueError(f"{where} is empty after resampling from {sr:g} Hz to {target:g} Hz")
+    return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def mfcc_frames(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
+    """Causal MFCC frames float32 ``(C, T, F)`` of ``audio`` ``(C, n)`` at ``config.audio_sample_rate``.
+
+    Frame ``t`` summarises samples ``[(t+1)*hop - n_fft, (t+1)*hop)`` (left-padded with
+    ``n_fft - hop`` zeros, ``center=False``), so ``T = n // hop``. Mel power spectrogram
+    (``n_fft = mfcc_window_size``, ``hop_length = mfcc_hop_size``, ``n_mels = num_mels``, Hann
+    window) -> ``power_to_db(ref=1.0, amin=1e-8, top_db=None)`` -> ``librosa.feature.mfcc``
+    (DCT-II, ortho) with ``n_mfcc = num_mfccs`` -> times :data:`MFCC_SCALE`. A 1-D input is
+    taken as mono. Audio shorter than one hop gives ``T = 0``.
+    """
+    import librosa
+
+    a = np.asarray(audio)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise ValueError(f"mfcc_frames expects audio of shape (channels, samples), got {a.shape}")
+    a = a.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(a)):
+        raise ValueError("audio contains NaN or inf samples")
+    C, n = a.shape
+    n_fft, hop, F = config.mfcc_window_size, config.mfcc_hop_size, config.num_mfccs
+    T = n // hop
+    if T == 0:
+        return np.zeros((C, 0, F), dtype=np.float32)
+    padded = np.concatenate([np.zeros((C, n_fft - hop)), a[:, :T * hop]], axis=1)
+    S = librosa.feature.melspectrogram(y=padded, sr=config.audio_sample_rate, n_fft=n_fft, hop_length=hop,
+                                       n_mels=config.num_mels, center=False, power=2.0)
+    S_db = librosa.power_to_db(S, ref=1.0, amin=POWER_DB_AMIN, top_db=None)
+    m = librosa.feature.mfcc(S=S_db, n_mfcc=F)  # (C, F, T)
+    assert m.shape[-1] == T, (m.shape, T)
+    return np.ascontiguousarray(np.swapaxes(m, -1, -2) * MFCC_SCALE, dtype=np.float32)
+
+
+def features(audio: Any, sample_rate: float | None, config: EDANetConfig) -> tuple[np.ndarray, int]:
+    """Load, resample and featurize ``audio``: returns ``(frames, N)`` with frames float32
+    ``(C, N*K, F)`` (``C = config.in_channels``) and ``N`` the number of complete EDA steps
+    (``n_samples_at_audio_sample_rate // (K * hop)``); the partial step at the end is dropped.
+    Audio shorter than one EDA step raises ``ValueError`` naming the minimum duration."""
+    a = load_audio(audio, sample_rate, target_rate=config.audio_sample_rate, channels=config.in_channels)
+    K, hop = config.spectral_frames_per_eda_step, config.mfcc_hop_size
+    step = K * hop
+    N = a.shape[1] // step
+    if N == 0:
+        need = step / config.audio_sample_rate
+        have = a.shape[1] / config.audio_sample_rate
+        raise ValueError(f"audio is too short: {have:.3f} s, but at least {need:g} s (one EDA step at "
+                         f"{config.eda_sample_rate} Hz) is needed")
+    frames = mfcc_frames(a[:, :N * step], config)
+    return frames, N

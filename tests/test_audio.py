@@ -1,0 +1,241 @@
+"""Audio loading and causal MFCC features (tiny preset: 8 kHz, hop 500, n_fft 512, 5 mfccs, K=4)."""
+import dataclasses
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from edanet.audio import MFCC_SCALE, features, load_audio, mfcc_frames
+from edanet.config import EDANetConfig
+
+CFG = EDANetConfig.from_preset("tiny")
+SR = CFG.audio_sample_rate
+HOP = CFG.mfcc_hop_size
+NFFT = CFG.mfcc_window_size
+
+
+def _noise(n, channels=None, seed=0, scale=0.1):
+    rng = np.random.default_rng(seed)
+    shape = (n,) if channels is None else (channels, n)
+    return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+
+def test_tiny_preset_numbers():
+    assert (SR, HOP, NFFT, CFG.num_mfccs, CFG.spectral_frames_per_eda_step) == (8000, 500, 512, 5, 4)
+
+
+@pytest.mark.parametrize("n", [500, 999, 1000, 1001, 4321, 8000])
+def test_frame_count(n):
+    f = mfcc_frames(_noise(n)[None], CFG)
+    assert f.shape == (1, n // HOP, CFG.num_mfccs) and f.dtype == np.float32
+    assert np.all(np.isfinite(f))
+
+
+def test_shorter_than_a_hop_gives_no_frames():
+    assert mfcc_frames(np.zeros((1, HOP - 1), np.float32), CFG).shape == (1, 0, CFG.num_mfccs)
+
+
+@pytest.mark.parametrize("s", [0, 1, 487, 488, 499, 500, 1234, 2999, 3000, 5999])
+def test_causal_impulse(s):
+    """An impulse at sample s changes only frames t with (t+1)*hop > s, and frame s // hop.
+
+    The background is faint noise (1e-4) so that even an impulse at the last sample of a frame's
+    window, where the Hann window weighs it by ~4e-5, makes a visible difference."""
+    n = 6000
+    base = _noise(n, seed=3, scale=1e-4)[None]
+    bumped = base.copy()
+    bumped[0, s] += 1.0
+    a, b = mfcc_frames(base, CFG), mfcc_frames(bumped, CFG)
+    t = np.arange(n // HOP)
+    # frames that end at or before s are bit-identical (nothing looks ahead) ...
+    before = (t + 1) * HOP <= s
+    np.testing.assert_array_equal(a[:, before], b[:, before])
+    # ... and so are frames whose window [(t+1)*hop - n_fft, (t+1)*hop) starts after s
+    after = (t + 1) * HOP - NFFT > s
+    np.testing.assert_array_equal(a[:, after], b[:, after])
+    # the frame that ends just after s does change
+    assert np.abs(a[0, s // HOP] - b[0, s // HOP]).max() > 1e-5
+
+
+def test_frames_of_a_prefix_are_a_prefix():
+    """Nothing looks ahead: the frames of the first m samples equal the first frames of all."""
+    x = _noise(8000, seed=5)[None]
+    full = mfcc_frames(x, CFG)
+    part = mfcc_frames(x[:, :3000], CFG)
+    np.testing.assert_allclose(part, full[:, :6], rtol=1e-5, atol=1e-6)
+    # a loud event late in the audio does not change earlier frames (no whole-signal dB reference)
+    y = x.copy()
+    y[0, 7000:] *= 100
+    np.testing.assert_allclose(mfcc_frames(y, CFG)[:, :14], full[:, :14], rtol=1e-5, atol=1e-6)
+
+
+def test_mfcc_matches_librosa_pipeline():
+    import librosa
+    x = _noise(4000, seed=7).astype(np.float64)
+    padded = np.concatenate([np.zeros(NFFT - HOP), x])
+    S = librosa.feature.melspectrogram(y=padded, sr=SR, n_fft=NFFT, hop_length=HOP, n_mels=CFG.num_mels,
+                                       center=False)
+    m = librosa.feature.mfcc(S=librosa.power_to_db(S, ref=1.0, amin=1e-8, top_db=None), n_mfcc=CFG.num_mfccs)
+    np.testing.assert_allclose(mfcc_frames(x[None], CFG)[0], (m.T * MFCC_SCALE), rtol=1e-5, atol=1e-5)
+    # values are O(1)
+    assert np.abs(mfcc_frames(x[None], CFG)).max() < 20
+
+
+def test_silence_gives_finite_features():
+    f, N = features(np.zeros(SR), SR, CFG)
+    assert N == 4 and f.shape == (1, 16, 5)
+    assert np.all(np.isfinite(f))
+    np.testing.assert_allclose(f[0, :, 0], -80 * np.sqrt(CFG.num_mels) * MFCC_SCALE, rtol=1e-5)
+    np.testing.assert_allclose(f[0, :, 1:], 0, atol=1e-5)
+
+
+def test_features_trim_to_whole_eda_steps():
+    step = CFG.spectral_frames_per_eda_step * HOP  # 2000 samples
+    f, N = features(_noise(3 * step + 1999), SR, CFG)
+    assert N == 3 and f.shape == (1, 3 * 4, 5)
+    full = mfcc_frames(_noise(3 * step + 1999)[None], CFG)
+    np.testing.assert_allclose(f, full[:, :12], rtol=1e-6, atol=1e-6)
+
+
+def test_features_too_short():
+    with pytest.raises(ValueError, match=r"at least 0\.25 s"):
+        features(_noise(1999), SR, CFG)
+
+
+@pytest.mark.parametrize("rate", [44100, 8000, 16000, 22050, 11025])
+def test_resampling_to_config_rate(rate):
+    sec = 1.5
+    t = np.arange(int(rate * sec)) / rate
+    x = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    a = load_audio(x, rate, target_rate=SR)
+    assert a.shape == (1, int(np.ceil(len(x) * SR / rate))) and a.dtype == np.float32
+    t8 = np.arange(a.shape[1]) / SR
+    ref = 0.5 * np.sin(2 * np.pi * 440 * t8)
+    np.testing.assert_allclose(a[0, 400:-400], ref[400:-400], atol=5e-3)
+
+
+def test_resampling_from_8k_to_16k_and_features():
+    x = _noise(8000)
+    a = load_audio(x, 8000, target_rate=16000)
+    assert a.shape == (1, 16000)
+    cfg16 = dataclasses.replace(CFG, audio_sample_rate=16000, mfcc_hop_size=1000, mfcc_window_size=1024)
+    f, N = features(x, 8000, cfg16)
+    assert N == 4 and f.shape == (1, 16, 5)
+    f44, N44 = features(np.zeros(44100), 44100, CFG)
+    assert N44 == 4 and f44.shape == (1, 16, 5)
+
+
+def test_stereo_mixing_is_the_mean_of_the_channels():
+    x = _noise(11025, channels=2, seed=11)
+    mono = load_audio(x, 11025, target_rate=SR)
+    left = load_audio(x[0], 11025, target_rate=SR)
+    right = load_audio(x[1], 11025, target_rate=SR)
+    assert mono.shape == left.shape == (1, 8000)
+    np.testing.assert_allclose(mono, (left + right) / 2, atol=1e-6)
+
+
+def test_orientation_rule():
+    x = _noise(4000, channels=2, seed=2)
+    a = load_audio(x, SR, target_rate=SR, channels=2)
+    b = load_audio(x.T, SR, target_rate=SR, channels=2)  # (n, channels): first axis longer
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, x)
+    np.testing.assert_array_equal(load_audio(torch.from_numpy(x), SR, target_rate=SR, channels=2), x)
+
+
+def test_in_channels_two_keeps_channels():
+    cfg = dataclasses.replace(CFG, in_channels=2)
+    x = _noise(8000, channels=2, seed=4)
+    x[1] *= 0.01
+    f, N = features(x, SR, cfg)
+    assert f.shape == (2, 16, 5) and N == 4
+    np.testing.assert_allclose(f[0], mfcc_frames(x[:1], CFG)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(f[1], mfcc_frames(x[1:], CFG)[0], rtol=1e-5, atol=1e-5)
+    # mono audio is duplicated for a 2-channel model
+    g, _ = features(x[0], SR, cfg)
+    np.testing.assert_array_equal(g[0], g[1])
+
+
+def test_channel_mismatch():
+    with pytest.raises(ValueError, match="3 channels but 2"):
+        load_audio(_noise(4000, channels=3), SR, target_rate=SR, channels=2)
+
+
+def test_wav_file_equals_array(tmp_path):
+    x = _noise(12000, channels=2, seed=9)
+    p = tmp_path / "clip.wav"
+    sf.write(p, x.T, 12000, subtype="FLOAT")
+    for path in (p, str(p)):
+        np.testing.assert_array_equal(load_audio(path, target_rate=SR), load_audio(x, 12000, target_rate=SR))
+    f1, n1 = features(p, None, CFG)
+    f2, n2 = features(x, 12000, CFG)
+    assert n1 == n2 == 4
+    np.testing.assert_array_equal(f1, f2)
+    # a matching sample_rate is accepted, a different one is an error
+    load_audio(p, 12000, target_rate=SR)
+    with pytest.raises(ValueError, match="12000 Hz"):
+        load_audio(p, 16000, target_rate=SR)
+
+
+# -- errors a user can act on -----------------------------------------------------------------
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_audio(tmp_path / "nope.wav", target_rate=SR)
+
+
+def test_not_audio_file(tmp_path):
+    p = tmp_path / "notes.wav"
+    p.write_text("this is not audio\n")
+    with pytest.raises(ValueError, match="could not read audio file"):
+        load_audio(p, target_rate=SR)
+    with pytest.raises(ValueError, match="directory"):
+        load_audio(tmp_path, target_rate=SR)
+
+
+def test_empty_audio(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        load_audio(np.zeros(0, np.float32), SR, target_rate=SR)
+    with pytest.raises(ValueError, match="empty"):
+        load_audio(np.zeros((2, 0), np.float32), SR, target_rate=SR)
+    p = tmp_path / "empty.wav"
+    sf.write(p, np.zeros((0, 1), np.float32), SR)
+    with pytest.raises(ValueError, match="empty"):
+        load_audio(p, target_rate=SR)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples(bad):
+    x = _noise(4000)
+    x[123] = bad
+    with pytest.raises(ValueError, match=r"non-finite samples.*first at sample 123"):
+        load_audio(x, SR, target_rate=SR)
+
+
+@pytest.mark.parametrize("rate", [0, -8000, np.nan, np.inf, "fast", True])
+def test_bad_sample_rate(rate):
+    with pytest.raises(ValueError, match="sample_rate must be a positive"):
+        load_audio(_noise(4000), rate, target_rate=SR)
+
+
+def test_array_needs_sample_rate():
+    with pytest.raises(ValueError, match="sample_rate is required"):
+        load_audio(_noise(4000), target_rate=SR)
+    with pytest.raises(ValueError, match="sample_rate is required"):
+        features(_noise(4000), None, CFG)
+
+
+def test_bad_array_shapes_and_types():
+    with pytest.raises(ValueError, match="1-D .* or 2-D"):
+        load_audio(np.zeros((2, 2, 100)), SR, target_rate=SR)
+    with pytest.raises(ValueError, match="dtype"):
+        load_audio(np.array(["a", "b"]), SR, target_rate=SR)
+    with pytest.raises(ValueError, match="path or an array"):
+        load_audio(None, SR, target_rate=SR)
+
+
+def test_integer_pcm_is_scaled():
+    x = np.array([0, 16384, -32768, 32767] * 1000, dtype=np.int16)
+    a = load_audio(x, SR, target_rate=SR)
+    np.testing.assert_allclose(a[0, :4], [0, 0.5, -1, 32767 / 32768])
