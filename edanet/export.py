@@ -26,6 +26,14 @@ def export_to_fastgen(model: EDANet) -> tuple[NetworkSpec, dict[str, torch.Tenso
     def stack(fn):
         return torch.stack([fn(layer) for layer in L])
 
+    def residual(layer, part):
+        # the last layer has no residual conv (its output feeds nothing): zeros in the spec
+        if layer.residual is None:
+            ref = L[0].skip.weight
+            shape = (cfg.residual_channels, cfg.hidden_channels) if part == "w" else (cfg.residual_channels,)
+            return torch.zeros(shape, dtype=ref.dtype, device=ref.device)
+        return layer.residual.weight[:, :, 0, 0] if part == "w" else layer.residual.bias
+
     w = {
         "in_w": model.input.weight[:, :, 0, 0], "in_b": model.input.bias,
         "cond_emb": model.embedding.weight,
@@ -34,7 +42,7 @@ def export_to_fastgen(model: EDANet) -> tuple[NetworkSpec, dict[str, torch.Tenso
         "dil_w1": stack(lambda l: l.dilated.weight[:, :, 1, 0]),
         "dil_b": stack(lambda l: l.dilated.bias),
         "cond_w": stack(lambda l: l.cond.weight), "cond_b": stack(lambda l: l.cond.bias),
-        "res_w": stack(lambda l: l.residual.weight[:, :, 0, 0]), "res_b": stack(lambda l: l.residual.bias),
+        "res_w": stack(lambda l: residual(l, "w")), "res_b": stack(lambda l: residual(l, "b")),
         "skip_w": stack(lambda l: l.skip.weight[:, :, 0, 0]), "skip_b": stack(lambda l: l.skip.bias),
         "head1_w": model.head1.weight[:, :, 0, 0], "head1_b": model.head1.bias,
         "head2_w": model.head2.weight[:, :, 0, 0], "head2_b": model.head2.bias,

@@ -23,21 +23,22 @@ __all__ = ["EDANet"]
 
 
 class ResidualLayer(nn.Module):
-    def __init__(self, cfg: EDANetConfig, dilation: int):
+    def __init__(self, cfg: EDANetConfig, dilation: int, last: bool = False):
         super().__init__()
         self.dilation = dilation
         self.hidden = cfg.hidden_channels
         self.dilated = nn.Conv2d(cfg.residual_channels, 2 * cfg.hidden_channels, (2, 1), dilation=(dilation, 1))
         self.cond = nn.Linear(cfg.cond_channels, 2 * cfg.hidden_channels)
         self.skip = nn.Conv2d(cfg.hidden_channels, cfg.skip_channels, 1)
-        self.residual = nn.Conv2d(cfg.hidden_channels, cfg.residual_channels, 1)
+        # The last layer's residual output feeds nothing: it has no residual conv.
+        self.residual = None if last else nn.Conv2d(cfg.hidden_channels, cfg.residual_channels, 1)
 
     def forward(self, x, cond_frames):
         # cond_frames: (B, E, T, 1), the held EDA embedding of each frame's group
         a = self.dilated(F.pad(x, (0, 0, self.dilation, 0)))     # causal: zeros before frame 0
         a = a + self.cond(cond_frames.transpose(1, 3)).transpose(1, 3)
         z = torch.tanh(a[:, :self.hidden]) * torch.sigmoid(a[:, self.hidden:])
-        return x + self.residual(z), self.skip(z)
+        return (x + self.residual(z) if self.residual is not None else x), self.skip(z)
 
 
 class EDANet(nn.Module):
@@ -49,7 +50,8 @@ class EDANet(nn.Module):
         self.input = nn.Conv2d(cfg.in_channels, cfg.residual_channels, 1)
         # Q classes plus one start row: the "previous value" of the first step.
         self.embedding = nn.Embedding(cfg.quantization_bins + 1, cfg.cond_channels)
-        self.layers = nn.ModuleList(ResidualLayer(cfg, d) for d in cfg.dilations)
+        n = len(cfg.dilations)
+        self.layers = nn.ModuleList(ResidualLayer(cfg, d, last=i == n - 1) for i, d in enumerate(cfg.dilations))
         self.head1 = nn.Conv2d(cfg.skip_channels, cfg.out_channels, 1)
         self.head2 = nn.Conv2d(cfg.out_channels, cfg.out_channels, 1)
         K = cfg.spectral_frames_per_eda_step
