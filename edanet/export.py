@@ -27,26 +27,27 @@ def export_to_fastgen(model: EDANet) -> tuple[NetworkSpec, dict[str, torch.Tenso
         return torch.stack([fn(layer) for layer in L])
 
     def residual(layer, part):
-        # the last layer has no residual conv (its output feeds nothing): zeros in the spec
+        # the last layer has no residual projection (its output feeds nothing): zeros in the spec
         if layer.residual is None:
             ref = L[0].skip.weight
             shape = (cfg.residual_channels, cfg.hidden_channels) if part == "w" else (cfg.residual_channels,)
             return torch.zeros(shape, dtype=ref.dtype, device=ref.device)
-        return layer.residual.weight[:, :, 0, 0] if part == "w" else layer.residual.bias
+        return layer.residual.weight if part == "w" else layer.residual.bias
 
+    K, Fn, Co, Q = cfg.spectral_frames_per_eda_step, cfg.num_mfccs, cfg.out_channels, cfg.quantization_bins
     w = {
-        "in_w": model.input.weight[:, :, 0, 0], "in_b": model.input.bias,
+        "in_w": model.input.weight, "in_b": model.input.bias,
         "cond_emb": model.embedding.weight,
-        # Conv2d kernel (2, 1) over a left-padded input: tap 0 reads x[t-d], tap 1 reads x[t].
-        "dil_w0": stack(lambda l: l.dilated.weight[:, :, 0, 0]),
-        "dil_w1": stack(lambda l: l.dilated.weight[:, :, 1, 0]),
-        "dil_b": stack(lambda l: l.dilated.bias),
+        "dil_w0": stack(lambda l: l.tap_past.weight), "dil_w1": stack(lambda l: l.tap_now.weight),
+        "dil_b": stack(lambda l: l.tap_past.bias),
         "cond_w": stack(lambda l: l.cond.weight), "cond_b": stack(lambda l: l.cond.bias),
         "res_w": stack(lambda l: residual(l, "w")), "res_b": stack(lambda l: residual(l, "b")),
-        "skip_w": stack(lambda l: l.skip.weight[:, :, 0, 0]), "skip_b": stack(lambda l: l.skip.bias),
-        "head1_w": model.head1.weight[:, :, 0, 0], "head1_b": model.head1.bias,
-        "head2_w": model.head2.weight[:, :, 0, 0], "head2_b": model.head2.bias,
-        "down_w": model.downsample.weight, "down_b": model.downsample.bias,
+        "skip_w": stack(lambda l: l.skip.weight), "skip_b": stack(lambda l: l.skip.bias),
+        "head1_w": model.head1.weight, "head1_b": model.head1.bias,
+        "head2_w": model.head2.weight, "head2_b": model.head2.bias,
+        # (Q, K*F*C_o) in (k, f, c) order -> fastgen's (Q, C_o, K, F)
+        "down_w": model.downsample.weight.reshape(Q, K, Fn, Co).permute(0, 3, 1, 2),
+        "down_b": model.downsample.bias,
     }
     dtype = torch.float64 if model.input.weight.dtype == torch.float64 else torch.float32
     w = {k: v.detach().to("cpu", dtype).contiguous().clone() for k, v in w.items()}

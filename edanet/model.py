@@ -23,21 +23,26 @@ __all__ = ["EDANet"]
 
 
 class ResidualLayer(nn.Module):
+    """One layer on channel-last tensors ``(B, T, F, C)``: every conv here is a 1x1 or a
+    kernel-2 conv along T, i.e. matmuls over the channel axis (far faster on a CPU than
+    ``Conv2d`` with so few channels)."""
+
     def __init__(self, cfg: EDANetConfig, dilation: int, last: bool = False):
         super().__init__()
         self.dilation = dilation
         self.hidden = cfg.hidden_channels
-        self.dilated = nn.Conv2d(cfg.residual_channels, 2 * cfg.hidden_channels, (2, 1), dilation=(dilation, 1))
+        self.tap_past = nn.Linear(cfg.residual_channels, 2 * cfg.hidden_channels)        # x[t - d] (+ bias)
+        self.tap_now = nn.Linear(cfg.residual_channels, 2 * cfg.hidden_channels, bias=False)  # x[t]
         self.cond = nn.Linear(cfg.cond_channels, 2 * cfg.hidden_channels)
-        self.skip = nn.Conv2d(cfg.hidden_channels, cfg.skip_channels, 1)
-        # The last layer's residual output feeds nothing: it has no residual conv.
-        self.residual = None if last else nn.Conv2d(cfg.hidden_channels, cfg.residual_channels, 1)
+        self.skip = nn.Linear(cfg.hidden_channels, cfg.skip_channels)
+        # The last layer's residual output feeds nothing: it has no residual projection.
+        self.residual = None if last else nn.Linear(cfg.hidden_channels, cfg.residual_channels)
 
     def forward(self, x, cond_frames):
-        # cond_frames: (B, E, T, 1), the held EDA embedding of each frame's group
-        a = self.dilated(F.pad(x, (0, 0, self.dilation, 0)))     # causal: zeros before frame 0
-        a = a + self.cond(cond_frames.transpose(1, 3)).transpose(1, 3)
-        z = torch.tanh(a[:, :self.hidden]) * torch.sigmoid(a[:, self.hidden:])
+        # x: (B, T, F, C_r); cond_frames: (B, T, 1, E), the held EDA embedding of each frame's group
+        past = F.pad(x, (0, 0, 0, 0, self.dilation, 0))[:, : x.shape[1]]   # causal: zeros before frame 0
+        a = self.tap_past(past) + self.tap_now(x) + self.cond(cond_frames)
+        z = torch.tanh(a[..., :self.hidden]) * torch.sigmoid(a[..., self.hidden:])
         return (x + self.residual(z) if self.residual is not None else x), self.skip(z)
 
 
@@ -47,15 +52,17 @@ class EDANet(nn.Module):
         if not isinstance(config, EDANetConfig):
             raise TypeError(f"EDANet needs an EDANetConfig, got {type(config).__name__}")
         self.config = cfg = config
-        self.input = nn.Conv2d(cfg.in_channels, cfg.residual_channels, 1)
+        self.input = nn.Linear(cfg.in_channels, cfg.residual_channels)
         # Q classes plus one start row: the "previous value" of the first step.
         self.embedding = nn.Embedding(cfg.quantization_bins + 1, cfg.cond_channels)
         n = len(cfg.dilations)
         self.layers = nn.ModuleList(ResidualLayer(cfg, d, last=i == n - 1) for i, d in enumerate(cfg.dilations))
-        self.head1 = nn.Conv2d(cfg.skip_channels, cfg.out_channels, 1)
-        self.head2 = nn.Conv2d(cfg.out_channels, cfg.out_channels, 1)
+        self.head1 = nn.Linear(cfg.skip_channels, cfg.out_channels)
+        self.head2 = nn.Linear(cfg.out_channels, cfg.out_channels)
         K = cfg.spectral_frames_per_eda_step
-        self.downsample = nn.Conv2d(cfg.out_channels, cfg.quantization_bins, (K, cfg.num_mfccs), stride=(K, 1))
+        # The learned (K, F) downsampling conv with stride (K, 1), as a matmul over each group's
+        # K*F*C_o values (weight layout (Q, K, F, C_o); export permutes it to fastgen's).
+        self.downsample = nn.Linear(K * cfg.num_mfccs * cfg.out_channels, cfg.quantization_bins)
 
     def forward(self, mfcc: torch.Tensor, eda: torch.Tensor, *, conditioned: bool = False) -> torch.Tensor:
         """Logits ``(B, Q, N)`` for MFCC frames ``(B, C_in, N*K, F)`` and EDA classes ``(B, N)``.
@@ -71,15 +78,16 @@ class EDANet(nn.Module):
         """Logits ``(B, Q, N)`` given each step's conditioning class directly (``cond[:, j]`` is
         the value step j sees as "previous"; the start class is ``config.start_class``)."""
         K = self.config.spectral_frames_per_eda_step
-        e = self.embedding(cond).transpose(1, 2)                       # (B, E, N)
-        e = e.repeat_interleave(K, dim=2)[..., None]                   # (B, E, N*K, 1): held K frames
-        x = self.input(mfcc)
+        B, _, T, Fn = mfcc.shape
+        e = self.embedding(cond).repeat_interleave(K, dim=1)[:, :, None, :]   # (B, N*K, 1, E): held K frames
+        x = self.input(mfcc.permute(0, 2, 3, 1))                               # (B, T, F, C_r)
         skip = 0
         for layer in self.layers:
             x, s = layer(x, e)
             skip = skip + s
-        h = self.head2(torch.relu(self.head1(torch.relu(skip))))
-        return self.downsample(h)[..., 0]                              # (B, Q, N)
+        h = self.head2(torch.relu(self.head1(torch.relu(skip))))              # (B, T, F, C_o)
+        logits = self.downsample(h.reshape(B, T // K, -1))                    # (B, N, Q)
+        return logits.transpose(1, 2)
 
     def _check(self, mfcc, eda, conditioned=False):
         cfg = self.config
