@@ -69,6 +69,10 @@ def _evaluate(a) -> int:
 
 
 def _bench(a) -> int:
+    # benchmarks/ lives in the source checkout beside the package (editable installs), or in the cwd
+    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (root / "benchmarks" / "report.py").is_file() and str(root) not in sys.path:
+            sys.path.insert(0, str(root))
     try:
         from benchmarks.report import main as bench_main
     except ImportError:
@@ -142,13 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(fn=_evaluate)
 
     b = sub.add_parser("bench", help="benchmark every backend built here (see benchmarks/)")
-    b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for benchmarks/report.py")
-    b.set_defaults(fn=_bench)
+    b.set_defaults(fn=_bench)   # every further argument goes to benchmarks/report.py
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.rest = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     import fastgen
     try:
         return args.fn(args)

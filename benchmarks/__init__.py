@@ -1,0 +1,1 @@
+"""Throughput/latency benchmarks of fastgen's backends (see README.md, "Benchmarks")."""

@@ -1,0 +1,36 @@
+"""pytest-benchmark view of the same matrix: every backend of one case shares a group, so
+``pytest benchmarks/ --benchmark-group-by=group`` prints one comparison table per case.
+
+    pytest benchmarks/ --benchmark-json=out.json
+"""
+import pytest
+import torch
+
+import fastgen
+
+from . import common
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+BATCHES = common.GPU_BATCHES if DEVICE.type == "cuda" else common.CPU_BATCHES
+BACKENDS = [b for b in fastgen.available(DEVICE) if b != "reference" and (DEVICE.type == "cuda" or not b.startswith("triton"))]
+STEPS = 512 if DEVICE.type == "cuda" else 64
+
+
+@pytest.mark.parametrize("preset", ["small", "base"])
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_generate(benchmark, preset, batch, backend):
+    spec, weights = common.spec_and_weights(preset)
+    engine = fastgen.create(backend, spec, weights, device=DEVICE)
+    frames, uniforms = common.make_inputs(spec, batch, STEPS, DEVICE)
+    benchmark.group = f"{preset} batch {batch}"
+    benchmark.extra_info.update(flops_per_step=spec.flops_per_step() * batch, steps=STEPS,
+                                bytes_per_step=common.bytes_per_step(spec, batch))
+
+    def run():
+        out = engine.generate(frames, uniforms)
+        common.sync(DEVICE)
+        return out
+
+    out = benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    assert out.shape == (batch, STEPS)
