@@ -54,8 +54,16 @@ def _train(a) -> int:
                               ("lr", a.lr), ("val_every", a.val_every), ("ckpt_every", a.ckpt_every),
                               ("seed", a.seed)] if v is not None}
     tcfg = dataclasses.replace(tcfg, **over)
+    init = None
+    if a.init:
+        from edanet.checkpoint import load_model
+        init = load_model(a.init)
+        if a.set or a.preset != "small":
+            raise ValueError("--init takes the model config from the model it starts from; "
+                             "drop --preset/--set")
+        cfg = init.config
     summary = train(a.data, a.out, cfg, tcfg, resume=a.resume, skip_bad=a.skip_bad, device=a.device,
-                    progress=not a.quiet)
+                    progress=not a.quiet, init_model=init)
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -63,7 +71,7 @@ def _train(a) -> int:
 def _evaluate(a) -> int:
     from edanet.evaluate import evaluate
     report = evaluate(a.data, model=a.model, out=a.out, backend=a.backend, num_samples=a.num_samples, seed=a.seed,
-                      max_recordings=a.max_recordings, progress=not a.quiet)
+                      temperature=a.temperature, max_recordings=a.max_recordings, progress=not a.quiet)
     print(report["markdown"])
     return 0
 
@@ -132,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--device")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    t.add_argument("--init", help="start from this model's weights (fine-tuning); its config is used")
     t.add_argument("--skip-bad", action="store_true", help="skip unreadable pairs with a warning")
     t.set_defaults(fn=_train)
 
@@ -142,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend", default="auto")
     e.add_argument("--num-samples", type=int, default=4)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--temperature", type=float, default=1.0)
     e.add_argument("--max-recordings", type=int)
     e.set_defaults(fn=_evaluate)
 

@@ -64,7 +64,7 @@ def _random_baseline(n: int, duration: float, true: np.ndarray, rng: np.random.G
 
 
 def evaluate(data_dir, *, model=None, out=None, backend: str = "auto", num_samples: int = 4, seed: int = 0,
-             max_recordings: int | None = None, progress: bool = True) -> dict:
+             temperature: float = 1.0, max_recordings: int | None = None, progress: bool = True) -> dict:
     """Evaluate ``model`` (default: the bundled one) on every pair in ``data_dir``; write
     ``OUT.md`` and ``OUT.json`` when ``out`` is given. Returns the report dict."""
     import torch
@@ -91,7 +91,7 @@ def evaluate(data_dir, *, model=None, out=None, backend: str = "auto", num_sampl
         true = np.array([s["onset"] for s in gt["scrs"] if s["kind"] == "stimulus"])
         audio = next(p for p in Path(data_dir).glob(f"{rec.name}.*") if p.suffix not in (".csv", ".json"))
         res = generate(str(audio), model=net, backend=backend, num_samples=num_samples, seed=seed + i,
-                       eda_range_us=(rec.lo, rec.hi))
+                       temperature=temperature, eda_range_us=(rec.lo, rec.hi))
         duration = res.values.shape[1] / res.sample_rate
         f1s, base = [], []
         for v in res.values:
@@ -111,10 +111,12 @@ def evaluate(data_dir, *, model=None, out=None, backend: str = "auto", num_sampl
               "nll_nats_per_step": nll, "nll_bits_per_step": nll / math.log(2),
               "f1_model": mean("f1_model"), "f1_audio_agnostic_baseline": mean("f1_baseline"),
               "f1_ceiling": mean("f1_ceiling"), "num_samples": num_samples, "backend": backend,
+              "temperature": temperature,
               "tolerance_s": TOLERANCE_S, "per_recording": rows, "torch": torch.__version__}
     report["markdown"] = (
         "| metric | value |\n|---|---|\n"
         f"| recordings | {len(recs)} ({len(rows)} with ground truth) |\n"
+        f"| sampling | {num_samples} samples each, temperature {temperature:g} |\n"
         f"| NLL (nats / step) | {nll:.4f} |\n| NLL (bits / step) | {nll / math.log(2):.4f} |\n"
         f"| SCR F1, model (+-{TOLERANCE_S:g} s) | {report['f1_model']:.3f} |\n"
         f"| SCR F1, audio-agnostic baseline | {report['f1_audio_agnostic_baseline']:.3f} |\n"

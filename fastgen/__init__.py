@@ -8,5 +8,18 @@ from .engine import Engine
 from .spec import NetworkSpec, check_weights, random_weights, weight_shapes
 
 __all__ = ["NetworkSpec", "Engine", "BackendUnavailable", "BACKENDS", "available", "create",
-           "resolve", "check_weights", "random_weights", "weight_shapes"]
+           "resolve", "check_weights", "random_weights", "weight_shapes", "build_info"]
 __version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """What native code this install has, and how it was built (recorded at build time)."""
+    import importlib
+    import json
+    info = {}
+    for key, mod in (("cpu", "fastgen._C"), ("cuda", "fastgen._cuda")):
+        try:
+            info[key] = json.loads(importlib.import_module(mod).build_info())
+        except ImportError as e:
+            info[key] = f"not built ({e})"
+    return info

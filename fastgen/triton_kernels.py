@@ -1,0 +1,526 @@
+"""Triton kernels for the ``triton`` and ``triton_persistent`` backends, and their launch helpers.
+
+The math is ``fastgen/reference.py`` (``forward`` and ``sample``) evaluated incrementally, one
+EDA step (K frames x F positions of every sequence) at a time, as
+``fastgen/backends/torch_backend.py`` does it. The reference beside these kernels is
+``fastgen/reference.py``; tests/test_triton.py holds them to it.
+
+Design
+------
+* Grid ``(cdiv(B, BLOCK_B),)``: a program owns ``BLOCK_B`` whole sequences (1 for small
+  batches: most parallelism, least latency; 16 for large ones, see below). It walks them in
+  sub-tiles of ``SUB_B`` sequences: the sub-tile's rows are ``SUB_B x PP`` positions (P = K*F
+  positions of a step, ordered p = k*F + f, padded to a power of two PP >= 16), held in
+  registers against channel tiles padded to powers of two >= 16, so every per-layer GEMM is
+  one ``tl.dot``: rows x C_r @ C_r x C_h for each dilation tap (past, current) and half
+  (filter, gate), rows x C_h @ C_h x C_s (skip) and rows x C_h @ C_h x C_r (residual), then
+  the two head convolutions. Accumulation is fp32 and the residual and skip streams stay in
+  fp32 registers; the matmul operands, ring buffers and weights are in the engine dtype
+  (fp32 / bf16 / fp16). fp32 dots use ``input_precision="ieee"`` (TF32 would miss 1e-4).
+* Weights are packed once (``pack_weights``), zero padded to the tiles and pre-transposed,
+  so the kernel loads them with no masks; padded channels stay exactly zero through every
+  layer. Biases and the conditioning table are fp32. Conditioning is folded into a
+  per-layer table over classes (cond_emb @ cond_w^T + cond_b + dil_b): one row per layer
+  and sequence, gathered per row.
+* History: per layer and sequence a ring buffer in global memory of (d + K) frames x F x
+  C_r(padded); frame t lives in slot t mod (d + K). A step first writes its K new frames of
+  the layer input, then, after ``tl.debug_barrier()`` (bar.sync: orders the CTA's global
+  stores before its loads), reads the past taps x[t - d] (zeros where t - d < 0). The same
+  code covers d >= K (every past tap from earlier steps) and d < K (part of the past tap lies
+  in the current group, read back from what was just written). The d + K slots never alias:
+  a step touches frames [gK - d, gK + K).
+* Everything of a step is one launch, head and sampling included: relu -> head1 -> relu ->
+  head2 on the tile; the learned downsampling is a contraction over positions *and*
+  channels (not a row-wise GEMM of the tile), so h goes to a per-sequence fp32 scratch row
+  (PP*C_o values, L1/L2 resident) and, after a barrier, logits (BLOCK_B x Q) = h-rows @ the
+  packed (PP*C_o, Q) down weights, chunk by chunk: ``tl.dot`` when BLOCK_B >= 16, CUDA-core
+  multiply-reduce otherwise. Softmax and inverse-CDF sampling (``reference.sample``: cumsum
+  in index order, count of c_i <= u * c_{Q-1}, clamped to Q-1; argmax for temperature 0)
+  follow in registers, one row per sequence.
+* ``_step_kernel``: one launch per step; the classes come from the previous launch's output.
+  ``_persistent_kernel``: one launch for the whole sequence, looping over steps in-kernel,
+  the sampled class fed back through the (B, n) output (written and re-read by the same
+  program, across a barrier), the uniforms of every step passed in, the ring buffers in
+  device memory across steps. Head / downsampling biases are loaded once per program; the
+  per-layer weights are re-read every step from L1/L2 (a real model's layers do not fit one
+  SM's registers or shared memory).
+* Large batches: BLOCK_B = 16 puts the downsampling on tensor cores (M = 16 sequences) and
+  divides the per-program weight traffic by 16; SUB_B ~ 128 / PP keeps the layer tiles at
+  ~128 rows (wgmma-sized) without blowing the register budget.
+* Teacher-forced mode (parity tests, likelihoods): ``TEACHER`` reads each step's
+  conditioning class from an input instead of the fed-back sample, ``WRITE_LOGITS`` writes
+  the fp32 logits of every step, ``SAMPLE`` turns the sampling on.
+
+The launches are ``torch.library`` custom ops (``torch.ops.fastgen.triton_step`` and
+``torch.ops.fastgen.triton_persistent``) with fake implementations, so ``torch.compile``
+can trace code that calls them (as opaque ops).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["pack_weights", "launch_config", "new_ring", "triton_step", "triton_persistent",
+           "DIMS_FIELDS", "CONFIG_FIELDS", "PACKED_FIELDS", "SUPPORTED_DTYPES", "interpreting"]
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+# Layout of the ``dims`` int list passed to the ops (the static sizes of one packed model).
+DIMS_FIELDS = ("CIN", "F", "K", "Q", "QC", "L", "START", "PP", "CR", "CH", "CS", "CO", "QP", "RING")
+# Layout of the ``config`` int list passed to the ops (how a launch is tiled).
+CONFIG_FIELDS = ("BLOCK_B", "SUB_B", "num_warps", "FP32_DOT")
+
+
+def _p2(n: int, lo: int = 16) -> int:
+    return max(lo, triton.next_power_of_2(int(n)))
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _group_step(b0, B, j, temperature,
+                cls_ptr, cls_stride, use_start,
+                u_ptr, u_stride, out_ptr, out_stride, lg_ptr, lg_stride,
+                frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
+                w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
+                b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
+                dil_ptr, roff_ptr, L,
+                CIN: tl.constexpr, F: tl.constexpr, K: tl.constexpr, Q: tl.constexpr,
+                QC: tl.constexpr, START: tl.constexpr, RING: tl.constexpr,
+                PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
+                CO: tl.constexpr, QP: tl.constexpr,
+                BLOCK_B: tl.constexpr, SUB_B: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
+                DOWN_DOT: tl.constexpr, WRITE_LOGITS: tl.constexpr, SAMPLE: tl.constexpr,
+                GREEDY: tl.constexpr, OPD: tl.constexpr, PREC: tl.constexpr):
+    """Step (group) ``j`` of sequences ``b0 .. b0 + BLOCK_B - 1`` (those < B).
+
+    Sequence s is conditioned on class ``cls_ptr[s * cls_stride]`` (``START`` when
+    ``use_start``); writes logits to ``lg_ptr[s * lg_stride + q]`` (``WRITE_LOGITS``) and the
+    class sampled with uniform ``u_ptr[s * u_stride]`` to ``out_ptr[s * out_stride]``
+    (``SAMPLE``).
+
+    ``DT`` is the engine dtype (weights, ring buffers, matmul operands); ``OPD`` the dtype the
+    operands reach ``tl.dot`` in: ``DT`` (the ``.to(OPD)`` are no-ops) except under the
+    interpreter for bf16, whose ``tl.dot`` multiplies the raw uint16 storage of bf16 tiles
+    (numpy has no bf16): there they go up to fp32 first, which is exact (a bf16 x bf16
+    product fits fp32; accumulation is fp32 either way). ``PREC`` is "ieee" for fp32 operands
+    ("tf32x3" if asked for), Triton's default otherwise (where it is unused). Helpers such as tanh and sigmoid are
+    written inline: every jit-function call costs the interpreter milliseconds."""
+    DT = w_dil_ptr.dtype.element_ty
+    P: tl.constexpr = K * F
+    M: tl.constexpr = SUB_B * PP
+    offs_m = tl.arange(0, M)
+    p = offs_m % PP
+    kk = p // F
+    ff = p % F
+    t = j * K + kk                                             # frame index of each row
+    pmask = p < P
+    offs_cr = tl.arange(0, CR)
+    offs_ch = tl.arange(0, CH)
+    offs_cs = tl.arange(0, CS)
+    offs_co = tl.arange(0, CO)
+    offs_q = tl.arange(0, QP)
+    qmask = offs_q < Q
+    w_rc = offs_cr[:, None] * CH + offs_ch[None, :]            # (CR, CH) tile offsets
+    w_hs = offs_ch[:, None] * CS + offs_cs[None, :]            # (CH, CS)
+    w_hr = offs_ch[:, None] * CR + offs_cr[None, :]            # (CH, CR)
+    sc_prog = scratch_ptr + b0 * (PP * CO)                     # BLOCK_B rows of PP*CO
+
+    for sub in range(BLOCK_B // SUB_B):
+        sb = sub * SUB_B + offs_m // PP                        # sequence of each row, in-program
+        seq = b0 + sb
+        smask = seq < B
+        rmask = pmask & smask
+        cls = tl.load(cls_ptr + seq * cls_stride, mask=smask & (use_start == 0), other=START).to(tl.int32)
+
+        # -- input 1x1 conv (C_in is tiny: outer products) ---------------------------------
+        x = tl.zeros([M, CR], dtype=tl.float32) + tl.load(b_in_ptr + offs_cr)[None, :]
+        fbase = frames_ptr + seq * s_fb + t.to(tl.int64) * s_ft + ff * s_ff
+        for c in tl.static_range(CIN):
+            fr = tl.load(fbase + c * s_fc, mask=rmask, other=0.0).to(tl.float32)
+            wr = tl.load(w_in_ptr + c * CR + offs_cr).to(tl.float32)
+            x += fr[:, None] * wr[None, :]
+
+        skip = tl.zeros([M, CS], dtype=tl.float32) + tl.load(b_skip_ptr + offs_cs)[None, :]
+        ring_r = ring_ptr + seq * RING
+        for l in range(L):
+            d = tl.load(dil_ptr + l)
+            cap = d + K
+            ring_l = ring_r + tl.load(roff_ptr + l)
+            xa = x.to(DT)
+            # Current group first: for d < K part of the past tap lies in this group.
+            slot = t % cap
+            tl.store(ring_l[:, None] + (slot * F + ff)[:, None] * CR + offs_cr[None, :], xa,
+                     mask=rmask[:, None])
+            tl.debug_barrier()
+            tp = t - d
+            pslot = tl.where(tp >= 0, tp, 0) % cap
+            past = tl.load(ring_l[:, None] + (pslot * F + ff)[:, None] * CR + offs_cr[None, :],
+                           mask=(rmask & (tp >= 0))[:, None], other=0.0).to(OPD)
+            xa = xa.to(OPD)
+
+            # a = W0 x[t-d] + W1 x[t] + table[cls] (= W_c c + b_c + b_dil); filter / gate halves
+            wl = w_dil_ptr + l * (4 * CR * CH)
+            crow = cond_ptr + (l * QC + cls) * (2 * CH)
+            af = tl.load(crow[:, None] + offs_ch[None, :])
+            ag = tl.load(crow[:, None] + CH + offs_ch[None, :])
+            af = tl.dot(past, tl.load(wl + w_rc).to(OPD), af, input_precision=PREC)
+            af = tl.dot(xa, tl.load(wl + 2 * CR * CH + w_rc).to(OPD), af, input_precision=PREC)
+            ag = tl.dot(past, tl.load(wl + CR * CH + w_rc).to(OPD), ag, input_precision=PREC)
+            ag = tl.dot(xa, tl.load(wl + 3 * CR * CH + w_rc).to(OPD), ag, input_precision=PREC)
+            # z = tanh(af) * sigmoid(ag), in forms that cannot overflow
+            ef = tl.exp(-2.0 * tl.abs(af))
+            th = (1.0 - ef) / (1.0 + ef)
+            th = tl.where(af >= 0, th, -th)
+            eg = tl.exp(-tl.abs(ag))
+            sg = 1.0 / (1.0 + eg)
+            sg = tl.where(ag >= 0, sg, eg * sg)
+            z = (th * sg).to(DT).to(OPD)
+            skip = tl.dot(z, tl.load(w_skip_ptr + l * (CH * CS) + w_hs).to(OPD), skip, input_precision=PREC)
+            x = tl.dot(z, tl.load(w_res_ptr + l * (CH * CR) + w_hr).to(OPD), x, input_precision=PREC)
+            x += tl.load(b_res_ptr + l * CR + offs_cr)[None, :]
+
+        # -- head --------------------------------------------------------------------------
+        hs = tl.maximum(skip, 0.0).to(DT).to(OPD)
+        w_h1 = tl.load(w_h1_ptr + offs_cs[:, None] * CO + offs_co[None, :]).to(OPD)
+        h1 = tl.dot(hs, w_h1, tl.zeros([M, CO], tl.float32) + tl.load(b_h1_ptr + offs_co)[None, :],
+                    input_precision=PREC)
+        h1 = tl.maximum(h1, 0.0).to(DT).to(OPD)
+        w_h2 = tl.load(w_h2_ptr + offs_co[:, None] * CO + offs_co[None, :]).to(OPD)
+        h = tl.dot(h1, w_h2, tl.zeros([M, CO], tl.float32) + tl.load(b_h2_ptr + offs_co)[None, :],
+                   input_precision=PREC)
+        h = tl.where(rmask[:, None], h, 0.0)
+        tl.store(sc_prog + (sub * M + offs_m)[:, None] * CO + offs_co[None, :], h)
+
+    # -- learned downsampling: logits[s, q] = b[q] + sum_{p,o} h[s, p, o] * Wd[p*CO + o, q] --
+    tl.debug_barrier()
+    offs_b = tl.arange(0, BLOCK_B)
+    seqs = b0 + offs_b
+    bmask = seqs < B
+    offs_r = tl.arange(0, BLOCK_R)
+    acc = tl.zeros([BLOCK_B, QP], dtype=tl.float32)
+    for r0 in range(0, R_END, BLOCK_R):
+        hv = tl.load(sc_prog + offs_b[:, None] * (PP * CO) + r0 + offs_r[None, :])
+        wv = tl.load(w_down_ptr + (r0 + offs_r)[:, None] * QP + offs_q[None, :])
+        if DOWN_DOT:
+            acc = tl.dot(hv.to(DT).to(OPD), wv.to(OPD), acc, input_precision=PREC)
+        else:
+            acc += tl.sum(hv[:, :, None] * wv.to(tl.float32)[None, :, :], axis=1)
+    logits = acc + tl.load(b_down_ptr + offs_q)[None, :]
+
+    if WRITE_LOGITS:
+        tl.store(lg_ptr + seqs[:, None] * lg_stride + offs_q[None, :], logits,
+                 mask=bmask[:, None] & qmask[None, :])
+    if SAMPLE:
+        # reference.sample: p_i ∝ exp((l_i - max l) / T); c = cumsum(p) in index order;
+        # class = #{i : c_i <= u * c_{Q-1}}, clamped to Q - 1; argmax (lowest index) for T = 0.
+        lm = tl.where(qmask[None, :], logits, float("-inf"))
+        if GREEDY:
+            nxt = tl.argmax(lm, 1, tie_break_left=True)
+        else:
+            m = tl.max(lm, 1)
+            e = tl.where(qmask[None, :], tl.exp((lm - m[:, None]) / temperature), 0.0)
+            c = tl.cumsum(e, 1)
+            u = tl.load(u_ptr + seqs * u_stride, mask=bmask, other=0.0)
+            thr = u * tl.max(c, 1)                             # c is non-decreasing: max = c_{Q-1}
+            cnt = tl.sum(((c <= thr[:, None]) & qmask[None, :]).to(tl.int32), 1)
+            nxt = tl.minimum(cnt, Q - 1)
+        tl.store(out_ptr + seqs * out_stride, nxt, mask=bmask)
+
+
+@triton.jit(do_not_specialize=["j"])
+def _step_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, j,
+                 cls_ptr, u_ptr, temperature, out_ptr, lg_ptr, ring_ptr, scratch_ptr,
+                 w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
+                 b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
+                 dil_ptr, roff_ptr, L,
+                 CIN: tl.constexpr, F: tl.constexpr, K: tl.constexpr, Q: tl.constexpr,
+                 QC: tl.constexpr, START: tl.constexpr, RING: tl.constexpr,
+                 PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
+                 CO: tl.constexpr, QP: tl.constexpr,
+                 BLOCK_B: tl.constexpr, SUB_B: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
+                 DOWN_DOT: tl.constexpr, WRITE_LOGITS: tl.constexpr, SAMPLE: tl.constexpr,
+                 GREEDY: tl.constexpr, OPD: tl.constexpr, PREC: tl.constexpr):
+    b0 = tl.program_id(0).to(tl.int64) * BLOCK_B
+    _group_step(b0, B, j, temperature, cls_ptr, 1, 0, u_ptr, 1, out_ptr, 1, lg_ptr, Q,
+                frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
+                w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
+                b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
+                dil_ptr, roff_ptr, L,
+                CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, SUB_B, BLOCK_R, R_END,
+                DOWN_DOT, WRITE_LOGITS, SAMPLE, GREEDY, OPD, PREC)
+
+
+@triton.jit(do_not_specialize=["n"])
+def _persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n,
+                       cls_ptr, u_ptr, temperature, out_ptr, lg_ptr, ring_ptr, scratch_ptr,
+                       w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
+                       b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
+                       dil_ptr, roff_ptr, L,
+                       CIN: tl.constexpr, F: tl.constexpr, K: tl.constexpr, Q: tl.constexpr,
+                       QC: tl.constexpr, START: tl.constexpr, RING: tl.constexpr,
+                       PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
+                       CO: tl.constexpr, QP: tl.constexpr,
+                       BLOCK_B: tl.constexpr, SUB_B: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
+                       DOWN_DOT: tl.constexpr, TEACHER: tl.constexpr, GREEDY: tl.constexpr,
+                       OPD: tl.constexpr, PREC: tl.constexpr):
+    """Generate: ``out (B, n)`` receives the sampled classes, and step j is conditioned on
+    ``out[:, j-1]`` (the start class for j = 0). TEACHER: step j is conditioned on
+    ``cls (B, n)[:, j]`` and ``lg (B, n, Q)`` receives the logits."""
+    b0 = tl.program_id(0).to(tl.int64) * BLOCK_B
+    for j in range(n):
+        if TEACHER:
+            _group_step(b0, B, j, temperature, cls_ptr + j, n, 0, u_ptr + j, n, out_ptr + j, n,
+                        lg_ptr + j * Q, n * Q,
+                        frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
+                        w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
+                        b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
+                        dil_ptr, roff_ptr, L,
+                        CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, SUB_B, BLOCK_R,
+                        R_END, DOWN_DOT, True, False, False, OPD, PREC)
+        else:
+            # The class of step j - 1 was written by this program before the last barrier.
+            _group_step(b0, B, j, temperature, out_ptr + j - 1, n, j == 0, u_ptr + j, n, out_ptr + j, n,
+                        lg_ptr, 0,
+                        frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
+                        w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
+                        b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
+                        dil_ptr, roff_ptr, L,
+                        CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, SUB_B, BLOCK_R,
+                        R_END, DOWN_DOT, False, True, GREEDY, OPD, PREC)
+        # The next step overwrites ring slots and scratch rows this one read, and reads the
+        # classes this one wrote.
+        tl.debug_barrier()
+
+
+def interpreting() -> bool:
+    """Whether the kernels run under Triton's interpreter (decided when they were defined)."""
+    return type(_step_kernel).__name__ == "InterpretedFunction"
+
+
+# --------------------------------------------------------------------------------------------
+# Packing (once per engine) and launches
+# --------------------------------------------------------------------------------------------
+PACKED_FIELDS = ("w_in", "b_in", "w_dil", "cond", "w_skip", "w_res", "b_res", "b_skip",
+                 "w_h1", "b_h1", "w_h2", "b_h2", "w_down", "b_down", "dil", "roff")
+
+
+def pack_weights(spec, weights: dict, device, dtype) -> tuple[list[torch.Tensor], list[int]]:
+    """Zero-padded, pre-transposed weights in the kernels' layout (list in ``PACKED_FIELDS``
+    order) and the static sizes (list in ``DIMS_FIELDS`` order)."""
+    if dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"the triton backends support {SUPPORTED_DTYPES}, got {dtype}")
+    device = torch.device(device)
+    s = spec
+    w = {k: v.detach().to(torch.float64).cpu() for k, v in weights.items()}
+    L, Cin, Fn, K = s.num_layers, s.in_channels, s.num_features, s.frames_per_step
+    Cr, Ch, Cs, Co, Q, Qc = (s.residual_channels, s.hidden_channels, s.skip_channels,
+                             s.out_channels, s.num_classes, s.cond_classes)
+    P = K * Fn
+    PP, CR, CH, CS, CO, QP = _p2(P), _p2(Cr), _p2(Ch), _p2(Cs), _p2(Co), _p2(Q)
+    f64 = torch.float64
+
+    def z(*shape):
+        return torch.zeros(shape, dtype=f64)
+
+    w_in = z(Cin, CR); w_in[:, :Cr] = w["in_w"].T
+    b_in = z(CR); b_in[:Cr] = w["in_b"]
+    w_dil = z(L, 4, CR, CH)     # taps (past, current) x halves (filter, gate), as (in, out)
+    for tap, name in enumerate(("dil_w0", "dil_w1")):
+        wt = w[name]                                                  # (L, 2Ch, Cr)
+        w_dil[:, 2 * tap, :Cr, :Ch] = wt[:, :Ch].transpose(1, 2)
+        w_dil[:, 2 * tap + 1, :Cr, :Ch] = wt[:, Ch:].transpose(1, 2)
+    table = (torch.einsum("ce,loe->lco", w["cond_emb"], w["cond_w"])
+             + w["cond_b"][:, None, :] + w["dil_b"][:, None, :])      # (L, Qc, 2Ch)
+    cond = z(L, Qc, 2, CH)
+    cond[:, :, 0, :Ch] = table[..., :Ch]
+    cond[:, :, 1, :Ch] = table[..., Ch:]
+    w_skip = z(L, CH, CS); w_skip[:, :Ch, :Cs] = w["skip_w"].transpose(1, 2)
+    w_res = z(L, CH, CR); w_res[:, :Ch, :Cr] = w["res_w"].transpose(1, 2)
+    b_res = z(L, CR); b_res[:, :Cr] = w["res_b"]
+    b_skip = z(CS); b_skip[:Cs] = w["skip_b"].sum(0)
+    w_h1 = z(CS, CO); w_h1[:Cs, :Co] = w["head1_w"].T
+    b_h1 = z(CO); b_h1[:Co] = w["head1_b"]
+    w_h2 = z(CO, CO); w_h2[:Co, :Co] = w["head2_w"].T
+    b_h2 = z(CO); b_h2[:Co] = w["head2_b"]
+    w_down = z(PP, CO, QP)      # row p*CO + o with p = k*F + f
+    w_down[:P, :Co, :Q] = w["down_w"].permute(2, 3, 1, 0).reshape(P, Co, Q)
+    w_down = w_down.reshape(PP * CO, QP)
+    b_down = z(QP); b_down[:Q] = w["down_b"]
+
+    dil = torch.tensor(s.dilations, dtype=torch.int32)
+    caps = [d + K for d in s.dilations]
+    roff = torch.tensor([0] + [sum(caps[:i + 1]) * Fn * CR for i in range(L - 1)], dtype=torch.int32)
+    ring = sum(caps) * Fn * CR
+
+    mats = {"w_in", "w_dil", "w_skip", "w_res", "w_h1", "w_h2", "w_down"}
+    local = dict(w_in=w_in, b_in=b_in, w_dil=w_dil, cond=cond, w_skip=w_skip, w_res=w_res, b_res=b_res,
+                 b_skip=b_skip, w_h1=w_h1, b_h1=b_h1, w_h2=w_h2, b_h2=b_h2, w_down=w_down, b_down=b_down,
+                 dil=dil, roff=roff)
+    packed = []
+    for name in PACKED_FIELDS:
+        t = local[name]
+        if t.is_floating_point():
+            t = t.to(dtype if name in mats else torch.float32)
+        packed.append(t.contiguous().to(device))
+
+    dims = dict(CIN=Cin, F=Fn, K=K, Q=Q, QC=Qc, L=L, START=s.start_class, PP=PP, CR=CR, CH=CH, CS=CS,
+                CO=CO, QP=QP, RING=ring)
+    return packed, [int(dims[k]) for k in DIMS_FIELDS]
+
+
+def _dims(dims: list[int]) -> dict:
+    return dict(zip(DIMS_FIELDS, dims))
+
+
+FP32_DOT = ("ieee", "tf32x3")
+
+
+def launch_config(batch: int, dims: list[int], dtype: torch.dtype = torch.float32,
+                  seqs_per_program: int | None = None, sub_seqs: int | None = None,
+                  num_warps: int | None = None, fp32_dot: str = "ieee") -> list[int]:
+    """``[BLOCK_B, SUB_B, num_warps, fp32 dot mode]`` for a batch (``CONFIG_FIELDS``); None
+    picks a default (chosen from sm_90 compiles' register use, not yet from timings).
+
+    Up to 128 sequences: one program per sequence (most parallelism, least latency). Beyond:
+    16 sequences per program (the downsampling becomes a tensor-core GEMM, and each weight
+    read serves 16 sequences), walked in sub-tiles whose live fp32 tiles (x, skip, filter and
+    gate: C_r + C_s + 2 C_h per row) stay within a register budget, at most 128 rows.
+    ``fp32_dot``: "ieee" (exact fp32 FMA dots: parity, but register-hungry for wide layers)
+    or "tf32x3" (fp32 emulated on tensor cores with three TF32 products)."""
+    D = _dims(dims)
+    PP = D["PP"]
+    per_row = D["CR"] + D["CS"] + 2 * D["CH"]
+    half = dtype != torch.float32
+    if seqs_per_program is None:
+        seqs_per_program = 1 if batch <= 128 else 16
+    block_b = triton.next_power_of_2(max(1, int(seqs_per_program)))
+    if sub_seqs is None:
+        budget = 16384 if half else 4096
+        sub_seqs = max(1, min(128 // PP, budget // (PP * per_row)))
+        sub_seqs = 1 << (sub_seqs.bit_length() - 1)                  # power of two, rounded down
+    sub_b = min(block_b, triton.next_power_of_2(max(1, int(sub_seqs))))
+    if num_warps is None:
+        num_warps = 4 if half and sub_b * PP * per_row <= 4096 else 8
+    if fp32_dot not in FP32_DOT:
+        raise ValueError(f"fp32_dot must be one of {FP32_DOT}, got {fp32_dot!r}")
+    return [block_b, sub_b, int(num_warps), FP32_DOT.index(fp32_dot)]
+
+
+_TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+
+
+def _operand_dtype(dtype: torch.dtype):
+    """tl.dot operand dtype for weights of ``dtype`` (see ``_group_step``: fp32 for bf16 only
+    under the interpreter)."""
+    if dtype == torch.bfloat16 and interpreting():
+        return tl.float32
+    return _TL_DTYPES[dtype]
+
+
+def _launch_args(packed, dims, config):
+    D = _dims(dims)
+    block_b, sub_b, _, fp32_dot = config
+    PP, CO, QP, P = D["PP"], D["CO"], D["QP"], D["K"] * D["F"]
+    down_dot = block_b >= 16
+    # Downsampling chunk: a (BLOCK_B, BLOCK_R, QP) product tile on CUDA cores, or the K-dim
+    # of a (BLOCK_B x BLOCK_R) @ (BLOCK_R x QP) dot.
+    budget = 4096 if not down_dot else 8192
+    block_r = max(16, min(PP * CO, 128, triton.next_power_of_2(max(1, budget // (QP * (1 if down_dot else block_b))))))
+    # Rows of padded positions (p >= P) are zero: stop at the first chunk past P*CO.
+    r_end = min(triton.cdiv(P * CO, block_r) * block_r, PP * CO)
+    opd = _operand_dtype(packed[2].dtype)
+    return dict(
+        w_in_ptr=packed[0], b_in_ptr=packed[1], w_dil_ptr=packed[2], cond_ptr=packed[3],
+        w_skip_ptr=packed[4], w_res_ptr=packed[5], b_res_ptr=packed[6], b_skip_ptr=packed[7],
+        w_h1_ptr=packed[8], b_h1_ptr=packed[9], w_h2_ptr=packed[10], b_h2_ptr=packed[11],
+        w_down_ptr=packed[12], b_down_ptr=packed[13], dil_ptr=packed[14], roff_ptr=packed[15],
+        L=D["L"], CIN=D["CIN"], F=D["F"], K=D["K"], Q=D["Q"], QC=D["QC"], START=D["START"], RING=D["RING"],
+        PP=PP, CR=D["CR"], CH=D["CH"], CS=D["CS"], CO=CO, QP=QP,
+        BLOCK_B=block_b, SUB_B=sub_b, BLOCK_R=block_r, R_END=r_end, DOWN_DOT=down_dot,
+        OPD=opd, PREC=FP32_DOT[fp32_dot] if opd == tl.float32 else "tf32",
+    )
+
+
+def new_ring(batch: int, dims: list[int], device, dtype) -> torch.Tensor:
+    """The history ring buffers of ``batch`` sequences, (B, RING) in the activation dtype."""
+    return torch.zeros((batch, _dims(dims)["RING"]), dtype=dtype, device=device)
+
+
+def _scratch(batch: int, dims: list[int], config: list[int], device) -> torch.Tensor:
+    D = _dims(dims)
+    rows = triton.cdiv(batch, config[0]) * config[0]
+    return torch.empty((rows, D["PP"] * D["CO"]), dtype=torch.float32, device=device)
+
+
+# -- custom ops --------------------------------------------------------------------------------
+@torch.library.custom_op("fastgen::triton_step", mutates_args=("ring",))
+def triton_step(frames: torch.Tensor, step: int, cls: torch.Tensor, uniforms: torch.Tensor,
+                temperature: float, ring: torch.Tensor, packed: list[torch.Tensor], dims: list[int],
+                config: list[int], write_logits: bool, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step (group ``step``) of every sequence in one launch. ``frames (B, C_in, n*K, F)``
+    in the engine dtype, ``cls (B,)`` int64 the step's conditioning classes, ``uniforms (B,)``
+    fp32, ``ring`` (``new_ring``) updated in place, ``packed``/``dims`` from ``pack_weights``,
+    ``config`` from ``launch_config``. Returns ``(logits (B, Q) fp32, or (B, 0) without
+    write_logits; sampled classes (B,) int64, = cls without sample)``."""
+    D = _dims(dims)
+    B = frames.shape[0]
+    logits = frames.new_empty((B, D["Q"] if write_logits else 0), dtype=torch.float32)
+    out = cls.to(torch.int64).clone()
+    if B == 0:
+        return logits, out
+    greedy = sample and temperature == 0
+    grid = (triton.cdiv(B, config[0]),)
+    _step_kernel[grid](
+        frames, *frames.stride(), B, step,
+        cls.contiguous(), uniforms.contiguous(), 1.0 if greedy else float(temperature), out, logits,
+        ring, _scratch(B, dims, config, frames.device), **_launch_args(packed, dims, config),
+        WRITE_LOGITS=bool(write_logits), SAMPLE=bool(sample), GREEDY=bool(greedy),
+        num_warps=config[2])
+    return logits, out
+
+
+@triton_step.register_fake
+def _(frames, step, cls, uniforms, temperature, ring, packed, dims, config, write_logits, sample):
+    D = _dims(dims)
+    B = frames.shape[0]
+    return (frames.new_empty((B, D["Q"] if write_logits else 0), dtype=torch.float32),
+            cls.new_empty((B,), dtype=torch.int64))
+
+
+@torch.library.custom_op("fastgen::triton_persistent", mutates_args=())
+def triton_persistent(frames: torch.Tensor, cond: torch.Tensor, uniforms: torch.Tensor, temperature: float,
+                      packed: list[torch.Tensor], dims: list[int], config: list[int],
+                      teacher: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ``n = frames.shape[2] // K`` steps in one launch. Teacher mode: ``cond (B, n)``
+    int64 are the steps' conditioning classes (``reference.shift_conditioning``); returns
+    ``(logits (B, n, Q) fp32, a copy of cond)``. Generate mode: ``uniforms (B, n)`` fp32;
+    returns ``(empty (B, 0, Q), sampled classes (B, n) int64)``."""
+    D = _dims(dims)
+    B, T = frames.shape[0], frames.shape[2]
+    n = T // D["K"]
+    logits = frames.new_empty((B, n if teacher else 0, D["Q"]), dtype=torch.float32)
+    out = frames.new_empty((B, n), dtype=torch.int64)
+    if teacher:
+        out.copy_(cond)
+    if B == 0 or n == 0:
+        return logits, out
+    greedy = (not teacher) and temperature == 0
+    grid = (triton.cdiv(B, config[0]),)
+    _persistent_kernel[grid](
+        frames, *frames.stride(), B, n,
+        cond.contiguous(), uniforms.contiguous(), 1.0 if greedy else float(temperature), out, logits,
+        new_ring(B, dims, frames.device, packed[2].dtype), _scratch(B, dims, config, frames.device),
+        **_launch_args(packed, dims, config), TEACHER=bool(teacher), GREEDY=bool(greedy),
+        num_warps=config[2])
+    return logits, out
+
+
+@triton_persistent.register_fake
+def _(frames, cond, uniforms, temperature, packed, dims, config, teacher):
+    D = _dims(dims)
+    B, n = frames.shape[0], frames.shape[2] // D["K"]
+    return (frames.new_empty((B, n if teacher else 0, D["Q"]), dtype=torch.float32),
+            frames.new_empty((B, n), dtype=torch.int64))

@@ -1,0 +1,224 @@
+"""Parity of the Triton backends (``triton``: one launch per step; ``triton_persistent``: one
+launch per sequence) with the float64 reference engine.
+
+Without a GPU the kernels run on CPU tensors through Triton's interpreter (conftest sets
+TRITON_INTERPRET=1), which is slow: shapes and step counts here are tiny.
+"""
+import functools
+
+import pytest
+import torch
+
+import fastgen
+from conftest import PARITY_SPECS, make_case
+
+pytest.importorskip("triton")
+from fastgen.backends import triton_backend  # noqa: E402
+
+pytestmark = pytest.mark.skipif(triton_backend.unavailable_reason() is not None,
+                                reason=f"triton unavailable: {triton_backend.unavailable_reason()}")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+VARIANTS = ("triton", "triton_persistent")
+SPECS = sorted(PARITY_SPECS)
+STEPS = 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # The shapes here are tiny: intra-op threads only spin (badly so on a loaded 2-core box).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@functools.lru_cache(maxsize=None)
+def _case(spec_name, batch, steps=STEPS, seed=0):
+    return make_case(PARITY_SPECS[spec_name], batch, steps, seed=seed)
+
+
+@functools.lru_cache(maxsize=None)
+def _reference_engine(spec_name, batch, dtype=torch.float64):
+    weights = _case(spec_name, batch)[0]
+    return fastgen.create("reference", PARITY_SPECS[spec_name], weights, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _reference_logits(spec_name, batch, dtype=torch.float64, steps=STEPS):
+    _, frames, classes, _ = _case(spec_name, batch, steps)
+    return _reference_engine(spec_name, batch, dtype).teacher_forced(frames, classes)
+
+
+@functools.lru_cache(maxsize=None)
+def _reference_samples(spec_name, batch, temperature, steps=STEPS):
+    _, frames, _, uniforms = _case(spec_name, batch, steps)
+    return _reference_engine(spec_name, batch).generate(frames, uniforms, temperature).cpu()
+
+
+@functools.lru_cache(maxsize=None)
+def _engine(variant, spec_name, batch, dtype=torch.float32):
+    weights = _case(spec_name, batch)[0]
+    return fastgen.create(variant, PARITY_SPECS[spec_name], weights, device=DEVICE, dtype=dtype)
+
+
+def _rel_err(a, ref):
+    return ((a.double().cpu() - ref.double().cpu()).abs().max() / ref.double().abs().max()).item()
+
+
+def test_available_and_registered():
+    assert triton_backend.unavailable_reason() is None
+    assert {"triton", "triton_persistent"} <= set(fastgen.available(DEVICE))
+    assert hasattr(torch.ops.fastgen, "triton_step")
+    assert hasattr(torch.ops.fastgen, "triton_persistent")
+
+
+# -- fp32: teacher-forced logits within 1e-4 of float64 ----------------------------------------
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("spec_name", SPECS)
+def test_teacher_forced_fp32(variant, spec_name):
+    _, frames, classes, _ = _case(spec_name, 2)
+    ref = _reference_logits(spec_name, 2)
+    out = _engine(variant, spec_name, 2).teacher_forced(frames, classes)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    err = _rel_err(out, ref)
+    assert err <= 1e-4, f"{variant}/{spec_name}: relative error {err:.3g}"
+
+
+def test_step_and_persistent_agree():
+    _, frames, classes, _ = _case("odd", 2)
+    a = _engine("triton", "odd", 2).teacher_forced(frames, classes)
+    b = _engine("triton_persistent", "odd", 2).teacher_forced(frames, classes)
+    assert _rel_err(a, b) <= 1e-6
+
+
+# -- sampling: identical sequences for the same uniforms ---------------------------------------
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("spec_name", SPECS)
+@pytest.mark.parametrize("batch,temperature", [(1, 1.0), (2, 0.7)])
+def test_generate_matches_reference(variant, spec_name, batch, temperature):
+    _, frames, _, uniforms = _case(spec_name, batch)
+    ref = _reference_samples(spec_name, batch, temperature)
+    out = _engine(variant, spec_name, batch).generate(frames, uniforms, temperature).cpu()
+    assert out.dtype == torch.long and out.shape == (batch, STEPS)
+    assert torch.equal(out, ref), f"{variant}/{spec_name} T={temperature}:\n{out}\nvs reference\n{ref}"
+    assert out.unique().numel() > 1, "sampled sequence is constant: the test would prove little"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_generate_greedy(variant):
+    spec_name = "odd"
+    _, frames, _, uniforms = _case(spec_name, 2)
+    ref = _reference_samples(spec_name, 2, 0.0)
+    out = _engine(variant, spec_name, 2).generate(frames, uniforms, 0.0).cpu()
+    assert torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_zero_steps(variant):
+    spec = PARITY_SPECS["k1_stereo"]
+    eng = _engine(variant, "k1_stereo", 1)
+    frames = torch.zeros(1, spec.in_channels, 0, spec.num_features)
+    assert eng.generate(frames, torch.zeros(1, 0)).shape == (1, 0)
+    assert eng.teacher_forced(frames, torch.zeros(1, 0, dtype=torch.long)).shape == (1, 0, spec.num_classes)
+
+
+# -- half precision: 2e-2 of the fp32 reference ----------------------------------------------
+# fp16 runs under the interpreter as it is; bf16 needs the kernels' interpreter-only upcast
+# before tl.dot (the interpreter's dot multiplies the raw uint16 storage of bf16), everything
+# else (bf16 ring buffers, weights, casts) is exercised as on a GPU.
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("spec_name", SPECS)
+def test_teacher_forced_half(variant, spec_name, dtype):
+    _, frames, classes, _ = _case(spec_name, 2)
+    ref = _reference_logits(spec_name, 2, torch.float32)
+    out = _engine(variant, spec_name, 2, dtype).teacher_forced(frames, classes)
+    assert out.dtype == torch.float32
+    err = _rel_err(out, ref)
+    assert err <= 2e-2, f"{variant}/{spec_name}/{dtype}: relative error {err:.3g}"
+
+
+# -- several sequences per program (the large-batch tiling), some of them masked off --------
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("seqs,sub", [(2, 2), (16, 4)])  # 16: downsampling as a tl.dot
+def test_sequences_per_program(variant, seqs, sub):
+    spec_name, batch, steps = "odd", 3, 5
+    weights, frames, classes, uniforms = _case(spec_name, batch, steps)
+    eng = fastgen.create(variant, PARITY_SPECS[spec_name], weights, device=DEVICE,
+                         seqs_per_program=seqs, sub_seqs=sub)
+    err = _rel_err(eng.teacher_forced(frames, classes), _reference_logits(spec_name, batch, steps=steps))
+    assert err <= 1e-4, f"relative error {err:.3g}"
+    out = eng.generate(frames, uniforms, 0.7).cpu()
+    assert torch.equal(out, _reference_samples(spec_name, batch, 0.7, steps=steps))
+
+
+def test_bad_options():
+    spec = PARITY_SPECS["k1_stereo"]
+    with pytest.raises(ValueError):
+        fastgen.create("triton", spec, _case("k1_stereo", 1)[0], device=DEVICE, fp32_dot="tf32")
+    with pytest.raises(ValueError):
+        fastgen.create("triton", spec, _case("k1_stereo", 1)[0], device=DEVICE, dtype=torch.float64)
+
+
+# -- torch.library ops --------------------------------------------------------------------------
+def _op_args(batch=1, steps=2):
+    spec = PARITY_SPECS["k1_stereo"]
+    eng = _engine("triton", "k1_stereo", 1)
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randn(batch, spec.in_channels, steps * spec.frames_per_step, spec.num_features,
+                         generator=g).to(DEVICE)
+    return spec, eng, frames, eng._config(batch)
+
+
+def test_fake_impls_under_fake_mode():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from fastgen import triton_kernels as tk
+    spec, eng, frames, config = _op_args(batch=3, steps=5)
+    Q = spec.num_classes
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        f = mode.from_tensor(frames)
+        packed = [mode.from_tensor(p) for p in eng.packed]
+        cond = torch.zeros(3, 5, dtype=torch.long, device=DEVICE)
+        u = torch.zeros(3, 5, device=DEVICE)
+        logits, out = torch.ops.fastgen.triton_persistent(f, cond, u, 1.0, packed, eng.dims, config, True)
+        assert logits.shape == (3, 5, Q) and logits.dtype == torch.float32
+        assert out.shape == (3, 5) and out.dtype == torch.int64
+        logits, out = torch.ops.fastgen.triton_persistent(f, cond, u, 1.0, packed, eng.dims, config, False)
+        assert logits.shape == (3, 0, Q) and out.shape == (3, 5)
+        ring = tk.new_ring(3, eng.dims, DEVICE, eng.dtype)
+        logits, nxt = torch.ops.fastgen.triton_step(f, 1, cond[:, 0], u[:, 0], 1.0, ring, packed, eng.dims,
+                                                    config, True, True)
+        assert logits.shape == (3, Q) and nxt.shape == (3,) and nxt.dtype == torch.int64
+
+
+def test_opcheck_persistent():
+    spec, eng, frames, config = _op_args(batch=1, steps=2)
+    cond = torch.full((1, 2), spec.start_class, dtype=torch.long, device=DEVICE)
+    u = torch.tensor([[0.3, 0.8]], device=DEVICE)
+    torch.library.opcheck(torch.ops.fastgen.triton_persistent.default,
+                          (frames, cond, u, 1.0, eng.packed, eng.dims, config, False),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_opcheck_step():
+    from fastgen import triton_kernels as tk
+    spec, eng, frames, config = _op_args(batch=1, steps=2)
+    ring = tk.new_ring(1, eng.dims, DEVICE, eng.dtype)
+    cls = torch.full((1,), spec.start_class, dtype=torch.long, device=DEVICE)
+    u = torch.tensor([0.4], device=DEVICE)
+    torch.library.opcheck(torch.ops.fastgen.triton_step.default,
+                          (frames, 0, cls, u, 1.0, ring, eng.packed, eng.dims, config, True, True),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_torch_compile_traces_the_op():
+    spec, eng, frames, config = _op_args(batch=1, steps=2)
+    u = torch.tensor([[0.3, 0.8]], device=DEVICE)
+    no_cond = torch.zeros(1, 2, dtype=torch.long, device=DEVICE)
+
+    def run(frames, u):
+        return torch.ops.fastgen.triton_persistent(frames, no_cond, u, 1.0, eng.packed, eng.dims, config, False)[1]
+
+    compiled = torch.compile(run, backend="aot_eager", fullgraph=True)
+    assert torch.equal(compiled(frames, u), run(frames, u))
