@@ -1,0 +1,477 @@
+// The persistent generation kernel: one launch runs every step of a batch of sequences.
+//
+// Grid (nf, G): block (fs, g) owns the positions f in [fs*Fb, fs*Fb + Fb) (all K frames of a
+// step) of the sequences [g*S, g*S + S). Positions do not interact before the output conv, so
+// the nf blocks of a group run their layer stacks independently; per step they meet once:
+// every block reduces its rows' share of the learned downsampling to partial logits (Q per
+// sequence); the group's leader (fs == 0) sums them in block order, samples (or writes the
+// teacher-forced logits) and hands the sampled class to the others through a flag.
+//
+// Rows of a block: m = (s*K + k)*Fc + fl for its Sc sequences, K frames and Fc positions.
+// Per step and layer l (dilation d), with x the residual stream (fp32, shared memory):
+//   A[m] = [x(t-d) | x(t)] as T                (x(t-d) from shared memory when it lies in the
+//                                               current group, else from the history ring)
+//   ring[t mod (d+K)] = x(t)                   (per-layer ring of d+K frames x F x C_r, global)
+//   z    = tanh(a_f) * sigmoid(a_g),  a = A W_dil^T + cond_table[l][class]   (GEMM + gate)
+//   skip (+)= z W_s^T + b_s;  x += z W_r^T + b_r                              (one GEMM, N = C_s+C_r)
+// then h = W_h2 relu(W_h1 relu(skip) + b_h1) + b_h2 and the partial logits sum_{rows,c} W_down h.
+//
+// GEMMs: MMA = true uses mma.sync m16n8k16 (bf16/fp16 in, fp32 accumulate) with weights
+// pre-packed in per-lane fragment order (one 8-byte load per lane per 16x8 tile); MMA = false
+// is a plain fp32-FMA path (any channel counts, any T; the float32 engine uses it for parity).
+//
+// Shared memory (per block): the packed weight blob or as much of its prefix as fits (the
+// rest is read from global memory / L2 through the same generic pointers), this block's
+// slice of down_w when it fits, and the activations (x, skip, h in fp32; the GEMM A operands
+// in T). Biases and the conditioning table stay fp32.
+//
+// Hand-off protocol (nf > 1), flags are per group and step-indexed (monotone, never reset
+// during a launch, zeroed by the launcher before it):
+//   done[g]      = j+1 after the leader consumed the partials of step j and (generate mode)
+//                  wrote the sampled classes of step j to `samples`.
+//   part[g][fs]  = j+1 after follower fs wrote its partial logits of step j.
+// A follower waits for done >= j before it reads the classes of step j-1 (generate mode) and
+// before it overwrites its partial slot with step j's (all modes), so one slot suffices.
+// Writers: bar.sync; thread 0: __threadfence(); st.release.gpu. Readers: thread 0:
+// ld.acquire.gpu spin; __threadfence(); bar.sync; data read with ld.global.cg.
+// Blocks spin on each other, so the grid must be co-resident: the launcher uses a cooperative
+// launch (and checks the occupancy first). A wait longer than 20 s prints the block and flag
+// and traps (a broken invariant must not hang the GPU).
+//
+// Supported sizes (all runtime parameters, checked by fg_prepare with messages): any positive
+// C_in, F, K, Q <= Q_c; 1..FG_MAX_LAYERS layers, dilations up to 2^24; channel counts any
+// positive value on the FMA path, multiples of 16 (C_r, C_h, C_s, C_o) on the tensor-core path;
+// 32..FG_MAX_THREADS threads (a multiple of 32); everything bounded by the per-block shared
+// memory: rows M = S*K*Fb need M*(C_r + C_s + C_o)*4 bytes of fp32 activations plus the two
+// GEMM operands (cuda.py's plan_launch picks S and Fb, or reports the sizes and the limit).
+#pragma once
+
+#include "compat.cuh"
+#include "fastgen_cuda.h"
+
+namespace fastgen_cuda {
+
+FG_DEVICE int fg_imin(int a, int b) { return a < b ? a : b; }
+
+FG_DEVICE float fg_sigmoid(float x) { return fg_div(1.0f, 1.0f + fg_exp(-x)); }
+
+FG_DEVICE float fg_tanh(float x) {
+  const float ax = fabsf(x);
+  if (ax < 0.625f) {  // Cephes tanhf polynomial: relative error < 3e-7
+    const float s = x * x;
+    const float p = (((-5.70498872745e-3f * s + 2.06390887954e-2f) * s - 5.37397155531e-2f) * s +
+                     1.33314422036e-1f) * s - 3.33332819422e-1f;
+    return fmaf(p * s, x, x);
+  }
+  const float e = fg_exp(2.0f * ax);  // inf for large |x|: 2/(inf+1) = 0, tanh = +-1
+  return copysignf(1.0f - fg_div(2.0f, e + 1.0f), x);
+}
+
+template <class T> FG_DEVICE T fg_zero() { return fg_from_float<T>(0.0f); }
+
+// Spin until *flag >= want (thread-level; callers publish the result with a block barrier).
+FG_DEVICE void fg_wait_geq(const unsigned* flag, unsigned want, const char* what) {
+  unsigned have = fg_load_acquire(flag);
+  if (have >= want) return;
+  const unsigned long long t0 = fg_clock_ns();
+  unsigned spins = 0;
+  while ((have = fg_load_acquire(flag)) < want) {
+    if ((++spins & 1023u) == 0 && fg_clock_ns() - t0 > 20000000000ull) fg_wait_timeout(what, have, want);
+#if defined(FASTGEN_CUDA_EMULATE)
+    fg_emu::spin_pause();
+#endif
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMMs over the block's rows: out[m][n] = sum_k A[m][k] W[n][k], handed to an epilogue.
+// ---------------------------------------------------------------------------------------------
+
+// Tensor cores. A: Mp x Kd (row-major, stride ldA, T, Mp a multiple of 16, rows >= M zero);
+// W packed as fragments: uint2 at ((nt*KT + kt)*32 + lane) holds this lane's B fragment of the
+// 16x8 tile (k-tile kt, n-tile nt). Kd % 16 == 0, N % 8 == 0.
+template <class T>
+FG_DEVICE void fg_mma_tile(float c[4], const T* A, int ldA, int mt, int KT, const uint2* B, int nt, int lane) {
+  const int g = lane >> 2, t4 = lane & 3;
+  const T* a0 = A + (mt * 16 + g) * ldA + t4 * 2;
+  const T* a1 = a0 + 8 * ldA;
+  for (int kt = 0; kt < KT; ++kt) {
+    uint32_t a[4];
+    a[0] = fg_ld32(a0 + kt * 16);
+    a[1] = fg_ld32(a1 + kt * 16);
+    a[2] = fg_ld32(a0 + kt * 16 + 8);
+    a[3] = fg_ld32(a1 + kt * 16 + 8);
+    const uint2 b = fg_ld64(B + (nt * KT + kt) * 32 + lane);
+    fg_mma_16816<T>(c, a, b.x, b.y);
+  }
+}
+
+template <class T, class Epi>
+FG_DEVICE void fg_gemm_mma(const T* A, int ldA, int Mp, int M, int Kd, const T* W, int N, Epi&& epi) {
+  const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5, nwarps = (int)blockDim.x >> 5;
+  const int MT = Mp >> 4, NT = N >> 3, KT = Kd >> 4;
+  const uint2* B = reinterpret_cast<const uint2*>(W);
+  for (int task = warp; task < MT * NT; task += nwarps) {
+    const int mt = task % MT, nt = task / MT;
+    float c[4] = {0.f, 0.f, 0.f, 0.f};
+    fg_mma_tile<T>(c, A, ldA, mt, KT, B, nt, lane);
+    const int r0 = mt * 16 + (lane >> 2), col = nt * 8 + (lane & 3) * 2;
+    if (r0 < M) { epi(r0, col, c[0]); epi(r0, col + 1, c[1]); }
+    if (r0 + 8 < M) { epi(r0 + 8, col, c[2]); epi(r0 + 8, col + 1, c[3]); }
+  }
+}
+
+// Two column halves at once (filter n and gate n + Nh of the dilated conv) so the gate is
+// applied in registers: epi(m, n, a_filter, a_gate) for n < Nh.
+template <class T, class Epi>
+FG_DEVICE void fg_gemm_pair_mma(const T* A, int ldA, int Mp, int M, int Kd, const T* W, int Nh, Epi&& epi) {
+  const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5, nwarps = (int)blockDim.x >> 5;
+  const int MT = Mp >> 4, NTh = Nh >> 3, KT = Kd >> 4;
+  const uint2* B = reinterpret_cast<const uint2*>(W);
+  for (int task = warp; task < MT * NTh; task += nwarps) {
+    const int mt = task % MT, nt = task / MT;
+    float cf[4] = {0.f, 0.f, 0.f, 0.f}, cg[4] = {0.f, 0.f, 0.f, 0.f};
+    fg_mma_tile<T>(cf, A, ldA, mt, KT, B, nt, lane);
+    fg_mma_tile<T>(cg, A, ldA, mt, KT, B, nt + NTh, lane);
+    const int r0 = mt * 16 + (lane >> 2), col = nt * 8 + (lane & 3) * 2;
+    if (r0 < M) { epi(r0, col, cf[0], cg[0]); epi(r0, col + 1, cf[1], cg[1]); }
+    if (r0 + 8 < M) { epi(r0 + 8, col, cf[2], cg[2]); epi(r0 + 8, col + 1, cf[3], cg[3]); }
+  }
+}
+
+// Plain FMA. W stored transposed, Wt[k][n] (Kd x ldW, N <= ldW), so a warp's threads (consecutive n)
+// read consecutive weights and share A[m][k] (broadcast). Each thread does TM rows of one
+// column; the k loop runs in order (fp32 accumulation).
+constexpr int FG_TM = 4;
+
+template <class T, class Epi>
+FG_DEVICE void fg_gemm_fma(const T* A, int ldA, int M, int Kd, const T* Wt, int ldW, int N, Epi&& epi) {
+  const int tid = (int)threadIdx.x, nthr = (int)blockDim.x;
+  const int MG = (M + FG_TM - 1) / FG_TM;
+  for (int i = tid; i < MG * N; i += nthr) {
+    const int mg = i / N, n = i - mg * N, m0 = mg * FG_TM;
+    const T* a[FG_TM];
+    float acc[FG_TM];
+#pragma unroll
+    for (int r = 0; r < FG_TM; ++r) { a[r] = A + fg_imin(m0 + r, M - 1) * ldA; acc[r] = 0.f; }
+    for (int k = 0; k < Kd; ++k) {
+      const float w = fg_to_float(Wt[k * ldW + n]);
+#pragma unroll
+      for (int r = 0; r < FG_TM; ++r) acc[r] = fmaf(fg_to_float(a[r][k]), w, acc[r]);
+    }
+#pragma unroll
+    for (int r = 0; r < FG_TM; ++r)
+      if (m0 + r < M) epi(m0 + r, n, acc[r]);
+  }
+}
+
+template <class T, class Epi>
+FG_DEVICE void fg_gemm_pair_fma(const T* A, int ldA, int M, int Kd, const T* Wt, int Nh, Epi&& epi) {
+  const int tid = (int)threadIdx.x, nthr = (int)blockDim.x;
+  const int MG = (M + FG_TM - 1) / FG_TM, N = 2 * Nh;
+  for (int i = tid; i < MG * Nh; i += nthr) {
+    const int mg = i / Nh, n = i - mg * Nh, m0 = mg * FG_TM;
+    const T* a[FG_TM];
+    float af[FG_TM], ag[FG_TM];
+#pragma unroll
+    for (int r = 0; r < FG_TM; ++r) { a[r] = A + fg_imin(m0 + r, M - 1) * ldA; af[r] = 0.f; ag[r] = 0.f; }
+    for (int k = 0; k < Kd; ++k) {
+      const float wf = fg_to_float(Wt[k * N + n]), wg = fg_to_float(Wt[k * N + Nh + n]);
+#pragma unroll
+      for (int r = 0; r < FG_TM; ++r) {
+        const float av = fg_to_float(a[r][k]);
+        af[r] = fmaf(av, wf, af[r]);
+        ag[r] = fmaf(av, wg, ag[r]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < FG_TM; ++r)
+      if (m0 + r < M) epi(m0 + r, n, af[r], ag[r]);
+  }
+}
+
+template <class T, bool MMA, class Epi>
+FG_DEVICE void fg_gemm(const T* A, int ldA, int Mp, int M, int Kd, const T* W, int ldW, int N, Epi&& epi) {
+  if constexpr (MMA) fg_gemm_mma<T>(A, ldA, Mp, M, Kd, W, N, epi);  // fragment-packed: ldW unused
+  else fg_gemm_fma<T>(A, ldA, M, Kd, W, ldW, N, epi);
+}
+
+template <class T, bool MMA, class Epi>
+FG_DEVICE void fg_gemm_pair(const T* A, int ldA, int Mp, int M, int Kd, const T* W, int Nh, Epi&& epi) {
+  if constexpr (MMA) fg_gemm_pair_mma<T>(A, ldA, Mp, M, Kd, W, Nh, epi);
+  else fg_gemm_pair_fma<T>(A, ldA, M, Kd, W, Nh, epi);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sampling of one sequence by one warp (reference.sample): p_i ~ exp((l_i - max)/T), running
+// sum c_i in index order (sequential, fp32, lane 0), sample = #{i: c_i <= u c_{Q-1}} clamped
+// to Q-1; temperature 0 is argmax with the lowest index on ties. `lg` (Q floats, shared) is
+// overwritten.
+// ---------------------------------------------------------------------------------------------
+FG_DEVICE int fg_sample_warp(float* lg, int Q, float u, float temperature, int lane) {
+  if (temperature <= 0.f) {
+    float best = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int q = lane; q < Q; q += 32) {
+      const float v = lg[q];
+      if (bi == 0x7fffffff || v > best) { best = v; bi = q; }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ob = fg_shfl_xor(best, o);
+      const int oi = fg_shfl_xor(bi, o);
+      if (oi != 0x7fffffff && (bi == 0x7fffffff || ob > best || (ob == best && oi < bi))) { best = ob; bi = oi; }
+    }
+    return bi;
+  }
+  float mx = -INFINITY;
+  for (int q = lane; q < Q; q += 32) mx = fmaxf(mx, lg[q]);
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, fg_shfl_xor(mx, o));
+  for (int q = lane; q < Q; q += 32) lg[q] = fg_exp(fg_div(lg[q] - mx, temperature));
+  fg_syncwarp();
+  float total = 0.f;
+  if (lane == 0) {
+    float c = 0.f;
+    for (int q = 0; q < Q; ++q) { c += lg[q]; lg[q] = c; }
+    total = c;
+  }
+  fg_syncwarp();
+  total = fg_shfl(total, 0);
+  const float thr = u * total;
+  int cnt = 0;
+  for (int q = lane; q < Q; q += 32) cnt += lg[q] <= thr ? 1 : 0;
+  for (int o = 16; o > 0; o >>= 1) cnt += fg_shfl_xor(cnt, o);
+  return cnt < Q - 1 ? cnt : Q - 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernel.
+// ---------------------------------------------------------------------------------------------
+template <class T, bool MMA>
+FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GRID_CONSTANT FgParams p) {
+  static_assert(!MMA || sizeof(T) == 2, "the tensor-core path is for 16-bit types");
+  FG_DECLARE_SMEM(smem);
+  const int tid = (int)threadIdx.x, nthr = (int)blockDim.x;
+  const int lane = tid & 31, warp = tid >> 5, nwarps = nthr >> 5;
+  const int fs = (int)blockIdx.x, grp = (int)blockIdx.y;
+  const int K = p.K, F = p.F, Cr = p.Cr, Ch = p.Ch, Cs = p.Cs, Co = p.Co, Q = p.Q, L = p.L;
+  const int f0 = fs * p.Fb, Fc = fg_imin(p.Fb, F - f0);
+  const int s0 = grp * p.S, Sc = fg_imin(p.S, p.batch - s0);
+  const int KF = K * Fc;                 // rows per sequence
+  const int M = Sc * KF;                 // rows of this block
+  const int Mp = MMA ? (M + 15) & ~15 : M;
+  const bool leader = fs == 0;
+  const int nsteps = p.steps;
+  const long long Tn = (long long)nsteps * K;
+  const int ldA = p.ldA, ldZ = p.ldZ;
+  constexpr long long es = (long long)sizeof(T);
+
+  unsigned char* core_s = smem + p.sm_core;
+  T* down_s = reinterpret_cast<T*>(smem + p.sm_down);
+  float* xs = reinterpret_cast<float*>(smem + p.sm_x);     // M x Cr   residual stream
+  float* sk = reinterpret_cast<float*>(smem + p.sm_skip);  // M x Cs   skip sum
+  float* hs = reinterpret_cast<float*>(smem + p.sm_h);     // M x Co   head output
+  T* As = reinterpret_cast<T*>(smem + p.sm_a);             // Mp x ldA GEMM operand
+  T* Zs = reinterpret_cast<T*>(smem + p.sm_z);             // Mp x ldZ GEMM operand
+  float* red = reinterpret_cast<float*>(smem + p.sm_red);  // threads  GEMV scratch
+  float* part = reinterpret_cast<float*>(smem + p.sm_part);// S x Q    partial logits / logits
+  int* cls = reinterpret_cast<int*>(smem + p.sm_cls);      // S        conditioning classes
+
+  // -- once: resident weights into shared memory, operands zeroed (padding rows stay zero)
+  {
+    const uint4* src = reinterpret_cast<const uint4*>(p.core);
+    uint4* dst = reinterpret_cast<uint4*>(core_s);
+    for (long long i = tid; i < p.core_resident / 16; i += nthr) dst[i] = src[i];
+    if (p.down_resident) {
+      const T* dsrc = static_cast<const T*>(p.down) + (long long)f0 * K * Co * Q;
+      const long long nd = (long long)Fc * K * Co * Q;
+      for (long long i = tid; i < nd; i += nthr) down_s[i] = dsrc[i];
+    }
+    for (int i = tid; i < Mp * ldA; i += nthr) As[i] = fg_zero<T>();
+    for (int i = tid; i < Mp * ldZ; i += nthr) Zs[i] = fg_zero<T>();
+  }
+  // A weight segment from shared memory when it lies in the resident prefix, else global.
+  auto wseg = [&](long long off, long long bytes) -> const unsigned char* {
+    return off + bytes <= p.core_resident ? core_s + off : p.core + off;
+  };
+  const float* in_w = reinterpret_cast<const float*>(wseg(p.off_in_w, 4LL * Cr * p.Cin));
+  const float* in_b = reinterpret_cast<const float*>(wseg(p.off_in_b, 4LL * Cr));
+  const float* down_b = reinterpret_cast<const float*>(wseg(p.off_down_b, 4LL * Q));
+  const T* h1w = reinterpret_cast<const T*>(wseg(p.off_h1w, es * Co * Cs));
+  const float* h1b = reinterpret_cast<const float*>(wseg(p.off_h1b, 4LL * Co));
+  const T* h2w = reinterpret_cast<const T*>(wseg(p.off_h2w, es * Co * Co));
+  const float* h2b = reinterpret_cast<const float*>(wseg(p.off_h2b, 4LL * Co));
+  const T* Wd = p.down_resident ? down_s : static_cast<const T*>(p.down) + (long long)f0 * K * Co * Q;
+  unsigned* gflags = p.flags + (long long)grp * (p.nf + 1);  // [0] done, [fs] partial of block fs
+  fg_sync();
+
+  for (int j = 0; j < nsteps; ++j) {
+    const long long t0 = (long long)j * K;
+
+    // (1) input projection x = W_in frame + b_in (fp32)
+    for (int i = tid; i < M * Cr; i += nthr) {
+      const int m = i / Cr, c = i - m * Cr;
+      const int s = m / KF, r = m - s * KF, k = r / Fc, fl = r - k * Fc;
+      const T* fr = static_cast<const T*>(p.frames) + ((long long)(s0 + s) * p.Cin * Tn + t0 + k) * F + f0 + fl;
+      float acc = in_b[c];
+      for (int ci = 0; ci < p.Cin; ++ci) acc = fmaf(in_w[c * p.Cin + ci], fg_to_float(fr[ci * Tn * F]), acc);
+      xs[m * Cr + c] = acc;
+    }
+    // conditioning class of each sequence for this step (published by the barrier below)
+    if (tid == 0) {
+      for (int s = 0; s < Sc; ++s) {
+        const long long b = s0 + s;
+        int c;
+        if (j == 0) c = p.start_class;
+        else if (p.mode == FG_MODE_TEACHER) c = (int)p.classes[b * nsteps + j - 1];
+        else if (leader) c = cls[s];  // sampled by this block at the end of step j-1
+        else {
+          if (s == 0) { fg_wait_geq(gflags, (unsigned)j, "the leader's sample"); fg_fence(); }
+          c = (int)fg_ldcg(p.samples + b * nsteps + j - 1);
+        }
+        cls[s] = c;
+      }
+    }
+    fg_sync();
+
+    for (int l = 0; l < L; ++l) {
+      const int d = p.dil[l], R = d + K;
+      // (2) A = [x(t-d) | x(t)] and the history write of x(t)
+      for (int i = tid; i < M * Cr; i += nthr) {
+        const int m = i / Cr, c = i - m * Cr;
+        const int s = m / KF, r = m - s * KF, k = r / Fc, fl = r - k * Fc;
+        T* ring = static_cast<T*>(p.ring) + (long long)(s0 + s) * p.ring_stride + p.ring_off[l];
+        const long long t = t0 + k;
+        const T cur = fg_from_float<T>(xs[m * Cr + c]);
+        T past;
+        if (t < d) past = fg_zero<T>();                                       // before the sequence
+        else if (k >= d) past = fg_from_float<T>(xs[(m - d * Fc) * Cr + c]);  // same step
+        else past = ring[(((t - d) % R) * F + f0 + fl) * Cr + c];             // earlier step
+        As[m * ldA + c] = past;
+        As[m * ldA + Cr + c] = cur;
+        ring[((t % R) * F + f0 + fl) * Cr + c] = cur;  // slots of frames t0..t0+K-1: never read above
+      }
+      fg_sync();
+
+      const long long lbase = p.off_layers + (long long)l * p.layer_stride;
+      const T* wdil = reinterpret_cast<const T*>(wseg(lbase + p.loff_wdil, es * 4 * Ch * Cr));
+      const T* wsr = reinterpret_cast<const T*>(wseg(lbase + p.loff_wsr, es * (Cs + Cr) * Ch));
+      const float* bsr = reinterpret_cast<const float*>(wseg(lbase + p.loff_bsr, 4LL * (Cs + Cr)));
+      const float* cond_l = p.cond + (long long)l * p.Qc * 2 * Ch;
+
+      // (3) dilated conv (both taps) + conditioning + gate -> Z
+      fg_gemm_pair<T, MMA>(As, ldA, Mp, M, 2 * Cr, wdil, Ch, [&](int m, int n, float af, float ag) {
+        const float* crow = cond_l + (long long)cls[m / KF] * (2 * Ch);
+        af += fg_ldg(crow + n);
+        ag += fg_ldg(crow + Ch + n);
+        Zs[m * ldZ + n] = fg_from_float<T>(fg_tanh(af) * fg_sigmoid(ag));
+      });
+      fg_sync();
+
+      // (4) skip and residual in one GEMM (the last layer's residual is never used)
+      const int Nsr = Cs + (l + 1 < L ? Cr : 0);
+      const bool first = l == 0;
+      fg_gemm<T, MMA>(Zs, ldZ, Mp, M, Ch, wsr, Cs + Cr, Nsr, [&](int m, int n, float acc) {
+        const float v = acc + bsr[n];
+        if (n < Cs) {
+          float* sp = sk + m * Cs + n;
+          *sp = first ? v : *sp + v;
+        } else {
+          xs[m * Cr + (n - Cs)] += v;
+        }
+      });
+      fg_sync();
+    }
+
+    // (5) head: h = W_h2 relu(W_h1 relu(skip) + b_h1) + b_h2
+    for (int i = tid; i < M * Cs; i += nthr) {
+      const int m = i / Cs, c = i - m * Cs;
+      As[m * ldA + c] = fg_from_float<T>(fmaxf(sk[i], 0.f));
+    }
+    fg_sync();
+    fg_gemm<T, MMA>(As, ldA, Mp, M, Cs, h1w, Co, Co, [&](int m, int n, float acc) {
+      Zs[m * ldZ + n] = fg_from_float<T>(fmaxf(acc + h1b[n], 0.f));
+    });
+    fg_sync();
+    fg_gemm<T, MMA>(Zs, ldZ, Mp, M, Co, h2w, Co, Co, [&](int m, int n, float acc) { hs[m * Co + n] = acc + h2b[n]; });
+    fg_sync();
+
+    // (6) this block's share of the downsampling: part[s][q] = sum_{fl,k,c} Wd[fl][k][c][q] h
+    const int items = Sc * Q;
+    {
+      const int pairs = KF;  // (fl, k) pairs, each Co long
+      int nsplit = items >= nthr ? 1 : nthr / items;
+      if (nsplit > pairs) nsplit = pairs;
+      auto dot = [&](int r, int e0, int e1) {
+        const int s = r / Q, q = r - s * Q;
+        float acc = 0.f;
+        for (int e = e0; e < e1; ++e) {
+          const int fl = e / K, k = e - fl * K;
+          const float* hrow = hs + (s * KF + k * Fc + fl) * Co;
+          const T* w = Wd + (long long)e * Co * Q + q;
+          for (int c = 0; c < Co; ++c) acc = fmaf(hrow[c], fg_to_float(w[(long long)c * Q]), acc);
+        }
+        return acc;
+      };
+      if (nsplit <= 1) {
+        for (int r = tid; r < items; r += nthr) part[r] = dot(r, 0, pairs);
+      } else {
+        const int chunk = (pairs + nsplit - 1) / nsplit;
+        if (tid < nsplit * items) {
+          const int sp = tid / items, r = tid - sp * items;
+          const int e0 = sp * chunk, e1 = fg_imin(pairs, e0 + chunk);
+          red[tid] = e0 < e1 ? dot(r, e0, e1) : 0.f;
+        }
+        fg_sync();
+        for (int r = tid; r < items; r += nthr) {
+          float acc = 0.f;
+          for (int sp = 0; sp < nsplit; ++sp) acc += red[sp * items + r];
+          part[r] = acc;
+        }
+      }
+      fg_sync();
+    }
+
+    // (7) cross-block reduction, logits / sampling, hand-off
+    if (!leader) {
+      if (tid == 0 && j > 0) { fg_wait_geq(gflags, (unsigned)j, "the leader to consume partials"); fg_fence(); }
+      fg_sync();
+      float* gp = p.partials + ((long long)grp * p.nf + fs) * p.S * Q;
+      for (int r = tid; r < items; r += nthr) gp[r] = part[r];
+      fg_sync();
+      if (tid == 0) { fg_fence(); fg_store_release(gflags + fs, (unsigned)(j + 1)); }
+    } else {
+      if (p.nf > 1) {
+        if (tid == 0) {
+          for (int f2 = 1; f2 < p.nf; ++f2) fg_wait_geq(gflags + f2, (unsigned)(j + 1), "partial logits");
+          fg_fence();
+        }
+        fg_sync();
+      }
+      for (int r = tid; r < items; r += nthr) {
+        float acc = part[r];
+        for (int f2 = 1; f2 < p.nf; ++f2) acc += fg_ldcg(p.partials + ((long long)grp * p.nf + f2) * p.S * Q + r);
+        part[r] = acc + down_b[r % Q];
+      }
+      fg_sync();
+      if (p.mode == FG_MODE_TEACHER) {
+        for (int r = tid; r < items; r += nthr) {
+          const int s = r / Q, q = r - s * Q;
+          p.logits[((long long)(s0 + s) * nsteps + j) * Q + q] = part[r];
+        }
+      } else {
+        for (int s = warp; s < Sc; s += nwarps) {
+          const long long b = s0 + s;
+          const int smp = fg_sample_warp(part + s * Q, Q, p.uniforms[b * nsteps + j], p.temperature, lane);
+          if (lane == 0) {
+            cls[s] = smp;
+            p.samples[b * nsteps + j] = smp;
+          }
+        }
+      }
+      fg_sync();
+      if (p.nf > 1 && tid == 0) { fg_fence(); fg_store_release(gflags, (unsigned)(j + 1)); }
+    }
+  }
+}
+
+}  // namespace fastgen_cuda

@@ -1,0 +1,619 @@
+"""The ``cuda`` backend: host logic on the CPU, the kernel in a CPU emulator, parity on a GPU.
+
+- Host logic (always): weight packing round trip and the mma fragment layout, the launch
+  plan and its error messages, the C++ parameter validation, ``unavailable_reason``.
+- Kernel on the CPU (needs g++): ``csrc/cuda/emu`` compiles the real kernel source with an
+  emulation layer (one OS thread per CUDA thread, mma.sync evaluated from the PTX fragment
+  layouts, flags as C++ atomics) into a shared library; ``CudaEngine`` drives it through its
+  ``_runtime`` hook, so packing, planning, the parameter hand-over, indexing, the barriers and
+  the cross-block protocol are all exercised. Same parity bars as on a GPU.
+- GPU (skipped without one): the same parity checks against the float64 reference for
+  tests/conftest.py's PARITY_SPECS, batch 1, 3 and 64, float32 / bfloat16 / float16.
+
+Parity: teacher-forced logits, max |cuda - ref| / max |ref| <= 1e-4 (float32) or 2e-2
+(bfloat16/float16); generated samples identical to the reference's on the engine's own
+sequence (the float64 logits of that sequence sampled with the same uniforms), except where
+the reference's threshold lies within a logit error of 1e-5 (float32) or 2e-2 (16-bit) of a
+CDF step (a near-tie).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import fastgen
+from fastgen import reference as ref
+from fastgen.backends import BackendUnavailable
+from fastgen.backends import cuda as cb
+from conftest import PARITY_SPECS, make_case
+
+ROOT = Path(__file__).resolve().parents[1]
+EMU_SRC = ROOT / "csrc" / "cuda" / "emu" / "emu_capi.cpp"
+HAS_GPU = torch.cuda.is_available()
+DT_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2, torch.int64: 3, torch.uint8: 4, torch.int32: 5}
+TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-2}
+# A generated sample may differ from the reference's only where a logit error of this size
+# (relative to the logit scale) could flip it. float32 logits are off by ~1e-6.
+SAMPLE_MARGIN = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-2}
+ALL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------
+def ref_logits(spec, weights, frames, classes):
+    """float64 whole-sequence reference logits of a class sequence."""
+    w64 = {k: v.detach().cpu().double() for k, v in weights.items()}
+    cond = ref.shift_conditioning(classes.cpu(), spec.start_class)
+    return ref.forward(spec, w64, frames.detach().cpu().double(), cond)
+
+
+def rel_err(got, want):
+    return ((got.detach().cpu().double() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+
+
+def check_teacher_forced(engine, spec, weights, frames, classes, tol):
+    got = engine.teacher_forced(frames, classes)
+    assert got.dtype == torch.float32 and tuple(got.shape) == (frames.shape[0], classes.shape[1], spec.num_classes)
+    want = ref_logits(spec, weights, frames, classes)
+    err = rel_err(got, want)
+    assert err <= tol, f"teacher-forced logits off by {err:.3g} (relative to max |logit|), tolerance {tol}"
+    return err
+
+
+def near_tie(logits, u, temperature, idx, margin):
+    """Whether a sample of float64 ``logits`` (Q,) is within ``margin`` (relative to the logit
+    scale) of flipping between ``idx`` and a neighbour."""
+    scale = logits.abs().max().item()
+    if temperature == 0:
+        top = logits.topk(2).values
+        return (top[0] - top[1]).item() <= 2 * margin * scale
+    # perturbing every logit by <= margin*scale moves each CDF ratio by <= exp(2*margin*scale/T) - 1
+    e = torch.exp((logits - logits.max()) / temperature)
+    c = torch.cumsum(e, 0) / e.sum()
+    slack = (torch.exp(torch.tensor(2 * margin * scale / temperature, dtype=torch.float64)) - 1).item()
+    lo, hi = (c[idx - 1].item() if idx > 0 else 0.0), c[idx].item()
+    return abs(u - lo) <= slack + 1e-12 or abs(hi - u) <= slack + 1e-12
+
+
+def check_generate(engine, spec, weights, frames, uniforms, temperature):
+    tol = SAMPLE_MARGIN[engine.dtype]
+    got = engine.generate(frames, uniforms, temperature).cpu()
+    assert got.dtype == torch.long and tuple(got.shape) == tuple(uniforms.shape)
+    assert got.min() >= 0 and got.max() < spec.num_classes
+    want_logits = ref_logits(spec, weights, frames, got)        # the engine's own sequence
+    want = ref.sample(want_logits, uniforms.double(), temperature)
+    bad = (got != want).nonzero().tolist()
+    for b, j in bad:
+        assert near_tie(want_logits[b, j], uniforms[b, j].item(), temperature, int(want[b, j]), tol), (
+            f"sample ({b}, {j}) is {int(got[b, j])}, the reference gives {int(want[b, j])} (not a near-tie)")
+    return len(bad)
+
+
+# ------------------------------------------------------------------------------------------
+# The CPU emulator of the kernel
+# ------------------------------------------------------------------------------------------
+class EmuRuntime:
+    """``fastgen._cuda``'s ``run`` with the kernel emulated on the CPU (csrc/cuda/emu)."""
+
+    def __init__(self, lib_path, timeout_s=120.0):
+        self.lib = ctypes.CDLL(str(lib_path))
+        self.lib.fg_emu_run.restype = ctypes.c_int
+        self.lib.fg_emu_smem_bytes.restype = ctypes.c_longlong
+        self.timeout_s = timeout_s
+
+    def run(self, ints, dilations, temperature, *tensors):
+        assert len(tensors) == 11
+        for t in tensors:
+            assert t.device.type == "cpu" and (t.numel() == 0 or t.is_contiguous())
+        keys = list(ints)
+        c_keys = (ctypes.c_char_p * len(keys))(*[k.encode() for k in keys])
+        c_vals = (ctypes.c_longlong * len(keys))(*[int(ints[k]) for k in keys])
+        c_dils = (ctypes.c_longlong * len(dilations))(*[int(d) for d in dilations])
+        ptrs = (ctypes.c_void_p * 11)(*[t.data_ptr() if t.numel() else None for t in tensors])
+        numels = (ctypes.c_longlong * 11)(*[t.numel() for t in tensors])
+        dtypes = (ctypes.c_int * 11)(*[DT_CODES.get(t.dtype, -1) for t in tensors])
+        err = ctypes.create_string_buffer(4096)
+        rc = self.lib.fg_emu_run(len(keys), c_keys, c_vals, len(dilations), c_dils, ctypes.c_double(temperature),
+                                 ptrs, numels, dtypes, ctypes.c_double(self.timeout_s), err, len(err))
+        if rc == 1:
+            raise ValueError("fastgen cuda: " + err.value.decode())
+        if rc != 0:
+            raise RuntimeError("fastgen cuda (emulated): " + err.value.decode())
+
+    def smem_bytes(self, *args):
+        return self.lib.fg_emu_smem_bytes(*[ctypes.c_longlong(a) if i == 11 else ctypes.c_int(a)
+                                            for i, a in enumerate(args)])
+
+
+def _emu_sources():
+    d = ROOT / "csrc" / "cuda"
+    return sorted([*d.glob("*.h"), *d.glob("*.cuh"), *(d / "emu").glob("*")])
+
+
+@pytest.fixture(scope="session")
+def emu():
+    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler to build the kernel emulator")
+    h = hashlib.sha256()
+    for p in _emu_sources():
+        h.update(p.name.encode() + p.read_bytes())
+    out_dir = Path(tempfile.gettempdir()) / "fastgen_cuda_emu"
+    out_dir.mkdir(exist_ok=True)
+    lib = out_dir / f"libfastgen_cuda_emu_{h.hexdigest()[:16]}.so"
+    if not lib.exists():
+        tmp = lib.with_suffix(f".{os.getpid()}.tmp")
+        cmd = [cxx, "-std=c++17", "-O2", "-fno-strict-aliasing", "-pthread", "-shared", "-fPIC", "-Wall", "-Wextra",
+               "-Wno-unknown-pragmas", "-Werror", "-o", str(tmp), str(EMU_SRC)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, f"building the emulator failed:\n{' '.join(cmd)}\n{r.stderr[-6000:]}"
+        os.replace(tmp, lib)
+    return EmuRuntime(lib)
+
+
+def emu_engine(emu, spec, weights, dtype, smem=200_000, sms=4, **kw):
+    kw.setdefault("threads", 64)
+    return cb.CudaEngine(spec, weights, device="cpu", dtype=dtype, _runtime=emu, _device_limits=(smem, sms), **kw)
+
+
+# ------------------------------------------------------------------------------------------
+# Host logic
+# ------------------------------------------------------------------------------------------
+def test_unavailable_reason_names_what_is_missing():
+    reason = cb.unavailable_reason()
+    try:
+        importlib.import_module("fastgen._cuda")
+        built = True
+    except ImportError:
+        built = False
+    if built and HAS_GPU:
+        assert reason is None
+        return
+    assert isinstance(reason, str) and reason
+    if not built:
+        assert "fastgen._cuda" in reason
+        assert "pip install --no-build-isolation -e ." in reason
+        assert "FASTGEN_BUILD_CUDA=1" in reason
+    else:
+        assert "torch.cuda.is_available()" in reason
+    with pytest.raises(BackendUnavailable, match="backend 'cuda' is not available"):
+        fastgen.create("cuda", PARITY_SPECS["round"], fastgen.random_weights(PARITY_SPECS["round"]), device="cuda")
+
+
+@pytest.mark.parametrize("arch,cap,ok", [
+    ("8.0;9.0a", (8, 0), True), ("8.0;9.0a", (8, 9), True), ("8.0;9.0a", (9, 0), True),
+    ("8.0;9.0a", (10, 0), False), ("8.0;9.0a", (7, 5), False), ("8.0;9.0+PTX", (10, 0), True), ("9.0a", (8, 6), False),
+])
+def test_unavailable_reason_checks_the_gpu_arch(monkeypatch, arch, cap, ok):
+    import json
+    import types
+    ext = types.SimpleNamespace(build_info=lambda: json.dumps({"arch": arch}))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: cap)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Some GPU")
+    reason = cb._arch_mismatch(ext)
+    if ok:
+        assert reason is None
+    else:
+        assert f"{cap[0]}.{cap[1]}" in reason and ("8.0+" in reason or "TORCH_CUDA_ARCH_LIST" in reason)
+
+
+def test_engine_refuses_cpu_device_without_runtime():
+    spec = PARITY_SPECS["round"]
+    with pytest.raises(ValueError, match="runs on CUDA devices"):
+        cb.CudaEngine(spec, fastgen.random_weights(spec), device="cpu")
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("name", sorted(PARITY_SPECS))
+def test_pack_round_trip(name, dtype):
+    spec = PARITY_SPECS[name]
+    w = fastgen.random_weights(spec, seed=3)
+    paths = ["fma"] + (["mma"] if cb.select_path(spec, dtype, "auto") == "mma" else [])
+    for path in paths:
+        packed = cb.pack_weights(spec, w, dtype, path)
+        assert packed.core.dtype == torch.uint8 and packed.core.numel() == cb.core_layout(spec, dtype, path).total
+        assert packed.down.dtype == dtype and packed.cond_table.dtype == torch.float32
+        back = cb.unpack_weights(spec, packed)
+        for k, v in back.items():
+            if k == "cond_table":
+                continue
+            want = w[k].to(torch.float32 if k in ("in_w", "in_b") or k.endswith("_b") else dtype).double()
+            assert torch.equal(v, want), f"{k} ({path}) does not round-trip"
+        w64 = {k: v.double() for k, v in w.items()}
+        table = (torch.einsum("ce,loe->lco", w64["cond_emb"], w64["cond_w"]) + w64["cond_b"][:, None]
+                 + w64["dil_b"][:, None])
+        assert torch.allclose(back["cond_table"], table, rtol=1e-6, atol=1e-7)
+
+
+def test_mma_fragment_layout_follows_the_ptx_formula():
+    # B (16x8, "col") fragment of mma.m16n8k16: b_i with i = 2*reg + half sits at
+    # row(k) = tig*2 + (i&1) + 8*(i>=2), col(n) = groupID; lane = groupID*4 + tig.
+    N, Kd = 24, 48
+    w = torch.arange(N * Kd, dtype=torch.float64).reshape(N, Kd)
+    flat = cb._pack_matrix(w, "mma")
+    KT = Kd // 16
+    for nt in range(N // 8):
+        for kt in range(KT):
+            for lane in range(32):
+                g, tig = lane >> 2, lane & 3
+                for i in range(4):
+                    k = kt * 16 + tig * 2 + (i & 1) + (8 if i >= 2 else 0)
+                    assert flat[((nt * KT + kt) * 32 + lane) * 4 + i] == w[nt * 8 + g, k]
+    assert torch.equal(cb._unpack_matrix(flat, N, Kd, "mma"), w)
+    with pytest.raises(ValueError, match="N % 8 == 0 and K % 16 == 0"):
+        cb._pack_matrix(torch.zeros(12, 16), "mma")
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_core_layout_segments_are_aligned_and_disjoint(dtype):
+    for spec in PARITY_SPECS.values():
+        lay = cb.core_layout(spec, dtype, "fma")
+        es = torch.empty((), dtype=dtype).element_size()
+        Cin, Cr, Ch, Cs, Co, Q = (spec.in_channels, spec.residual_channels, spec.hidden_channels,
+                                  spec.skip_channels, spec.out_channels, spec.num_classes)
+        segs = [(lay.offsets["in_w"], 4 * Cr * Cin), (lay.offsets["in_b"], 4 * Cr), (lay.offsets["down_b"], 4 * Q),
+                (lay.offsets["h1b"], 4 * Co), (lay.offsets["h2b"], 4 * Co), (lay.offsets["h1w"], es * Co * Cs),
+                (lay.offsets["h2w"], es * Co * Co)]
+        for l in range(spec.num_layers):
+            base = lay.offsets["layers"] + l * lay.layer_stride
+            segs += [(base + lay.layer_offsets["wdil"], es * 4 * Ch * Cr),
+                     (base + lay.layer_offsets["wsr"], es * (Cs + Cr) * Ch),
+                     (base + lay.layer_offsets["bsr"], 4 * (Cs + Cr))]
+        segs.sort()
+        for (o1, n1), (o2, _) in zip(segs, segs[1:]):
+            assert o1 % 16 == 0 and o1 + n1 <= o2
+        assert segs[-1][0] + segs[-1][1] <= lay.total and lay.total % 16 == 0
+
+
+def test_select_path():
+    spec = PARITY_SPECS["round"]
+    assert cb.select_path(spec, torch.float32) == "fma"
+    assert cb.select_path(spec, torch.bfloat16) == "mma"
+    assert cb.select_path(PARITY_SPECS["odd"], torch.float16) == "fma"
+    with pytest.raises(ValueError, match="needs dtype bfloat16 or float16"):
+        cb.select_path(spec, torch.float32, "mma")
+    with pytest.raises(ValueError, match=r"multiples of 16; got residual_channels=12, hidden_channels=20"):
+        cb.select_path(PARITY_SPECS["odd"], torch.bfloat16, "mma")
+    with pytest.raises(ValueError, match="path must be"):
+        cb.select_path(spec, torch.float32, "wgmma")
+    with pytest.raises(ValueError, match="supports float32, bfloat16 and float16"):
+        cb.select_path(spec, torch.float64)
+
+
+def test_plan_small_batch_splits_positions_across_blocks():
+    spec = PARITY_SPECS["round"]                                      # F=8, K=4
+    p = cb.plan_launch(spec, 1, 227 * 1024, 132, dtype=torch.bfloat16)
+    assert p.path == "mma" and p.seqs_per_block == 1
+    assert p.f_splits == 2 and p.f_per_block == 4                       # 16 rows per block for the mma tiles
+    p = cb.plan_launch(spec, 1, 227 * 1024, 132, dtype=torch.float32)
+    assert p.path == "fma" and p.f_splits == 4 and p.f_per_block == 2  # 8 rows per block
+    assert p.grid == (4, 1) and p.launches == 1
+    # the whole blob fits: weights and this block's down_w slice resident
+    assert p.core_resident == p.core_bytes and p.down_resident
+    odd = PARITY_SPECS["odd"]                                          # F=5, K=3: uneven split
+    p = cb.plan_launch(odd, 1, 227 * 1024, 132)
+    assert p.f_splits == 2 and p.f_per_block == 3
+
+
+def test_plan_large_batch_puts_sequences_in_blocks():
+    spec = PARITY_SPECS["round"]
+    p = cb.plan_launch(spec, 64, 227 * 1024, 132, dtype=torch.bfloat16)
+    assert p.f_splits == 2 and p.seqs_per_block == 1 and p.groups == 64 and p.blocks <= 132
+    p = cb.plan_launch(spec, 1000, 227 * 1024, 132, dtype=torch.bfloat16)
+    assert p.f_splits == 1 and p.seqs_per_block == 8 and p.groups == 125 and p.launches == 1
+    assert p.threads == 256                                            # 8*4*8 = 256 rows
+    # more sequences than fit in shared memory: several launches
+    p = cb.plan_launch(spec, 1000, 40_000, 8, dtype=torch.bfloat16)
+    assert p.launches > 1 and p.batch_per_launch * p.launches >= 1000 and p.smem_bytes <= 40_000
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_plan_invariants(dtype):
+    for spec in PARITY_SPECS.values():
+        for batch in (1, 2, 3, 7, 64, 200):
+            for smem, sms in ((227 * 1024, 132), (163 * 1024, 108), (48 * 1024, 4), (20_000, 3)):
+                p = cb.plan_launch(spec, batch, smem, sms, dtype=dtype)
+                F = spec.num_features
+                assert p.f_splits * p.f_per_block >= F > (p.f_splits - 1) * p.f_per_block
+                assert p.blocks <= sms and p.smem_bytes <= smem
+                assert p.groups * p.seqs_per_block >= p.batch_per_launch > (p.groups - 1) * p.seqs_per_block
+                assert p.batch_per_launch * p.launches >= batch > p.batch_per_launch * (p.launches - 1)
+                assert p.core_resident % 16 == 0 and 0 <= p.core_resident <= p.core_bytes
+                assert p.smem_bytes == cb.smem_layout(spec, dtype, p.path, p.seqs_per_block, p.f_per_block,
+                                                      p.threads, p.core_resident, p.down_resident)["total"]
+
+
+def test_plan_streams_weights_that_do_not_fit():
+    spec = PARITY_SPECS["round"]
+    full = cb.plan_launch(spec, 1, 227 * 1024, 132, dtype=torch.float32, f_splits=4)
+    p = cb.plan_launch(spec, 1, full.activation_bytes + 4096, 132, dtype=torch.float32, f_splits=4)
+    assert 0 < p.core_resident < p.core_bytes and not p.down_resident
+    p = cb.plan_launch(spec, 1, full.activation_bytes, 132, dtype=torch.float32, f_splits=4)
+    assert p.core_resident == 0 and not p.down_resident
+    # without a fixed split, a small budget splits positions further (down_w slice per block)
+    p = cb.plan_launch(spec, 1, full.activation_bytes, 132, dtype=torch.float32)
+    assert p.f_splits == 8 and p.smem_bytes <= full.activation_bytes
+
+
+def test_plan_errors_are_clear():
+    spec = PARITY_SPECS["round"]
+    with pytest.raises(ValueError, match=r"need \d+ bytes of shared memory \(.*\), more than the 1000 bytes per block"):
+        cb.plan_launch(spec, 1, 1000, 132)
+    with pytest.raises(ValueError, match="C_r=16, C_h=16, C_s=32, C_o=32, Q=64"):
+        cb.plan_launch(spec, 1, 1000, 132)
+    with pytest.raises(ValueError, match="threads must be a multiple of 32"):
+        cb.plan_launch(spec, 1, 227 * 1024, 132, threads=100)
+    with pytest.raises(ValueError, match="f_splits must be in"):
+        cb.plan_launch(spec, 1, 227 * 1024, 132, f_splits=9)
+    with pytest.raises(ValueError, match="exceed the 2 co-resident blocks"):
+        cb.plan_launch(spec, 1, 227 * 1024, 2, f_splits=4)
+    with pytest.raises(ValueError, match="batch must be a positive int"):
+        cb.plan_launch(spec, 0, 227 * 1024, 132)
+    deep = fastgen.NetworkSpec(**{**spec.to_dict(), "dilations": (1,) * 129})
+    with pytest.raises(ValueError, match="at most 128 layers"):
+        cb.plan_launch(deep, 1, 227 * 1024, 132)
+    few = fastgen.NetworkSpec(**{**spec.to_dict(), "cond_classes": 10, "start_class": 0})
+    with pytest.raises(ValueError, match=r"cond_classes \(10\) must be >= num_classes \(64\)"):
+        cb.plan_launch(few, 1, 227 * 1024, 132)
+
+
+def test_smem_layout_matches_the_kernel(emu):
+    for spec in PARITY_SPECS.values():
+        for dtype in ALL_DTYPES:
+            for path in ("fma", "mma"):
+                for S, Fb, thr, core, down in ((1, 1, 32, 0, False), (3, 2, 128, 4096, True), (8, 5, 256, 160, False)):
+                    py = cb.smem_layout(spec, dtype, path, S, Fb, thr, core, down)["total"]
+                    es = torch.empty((), dtype=dtype).element_size()
+                    cpp = emu.smem_bytes(spec.frames_per_step, Fb, S, spec.residual_channels, spec.hidden_channels,
+                                         spec.skip_channels, spec.out_channels, spec.num_classes, es,
+                                         int(path == "mma"), thr, core, int(down))
+                    assert py == cpp
+
+
+def _raw_args(spec, dtype=torch.float32, batch=1, steps=2):
+    """Arguments of one valid teacher-forced launch, for the validation tests."""
+    w, frames, classes, _ = make_case(spec, batch, steps)
+    packed = cb.pack_weights(spec, w, dtype)
+    plan = cb.plan_launch(spec, batch, 100_000, 4, dtype=dtype, threads=32)
+    ints = cb.launch_ints(spec, plan, packed.layout, batch, steps, cb.MODE_TEACHER)
+    e = torch.empty(0)
+    tensors = [packed.core, packed.down, packed.cond_table, frames.to(dtype), e, classes, e.long(),
+               torch.empty(batch, steps, spec.num_classes), torch.empty(batch * plan.ring_elems_per_seq, dtype=dtype),
+               torch.empty(plan.partial_floats), torch.zeros(plan.flag_count, dtype=torch.int32)]
+    return ints, list(spec.dilations), tensors
+
+
+def test_prepare_rejects_bad_launches(emu):
+    spec = PARITY_SPECS["round"]
+    ints, dils, ts = _raw_args(spec)
+    emu.run(ints, dils, 0.0, *ts)                                       # valid
+
+    def expect(match, ints=ints, dils=dils, ts=ts):
+        with pytest.raises(ValueError, match=match):
+            emu.run(ints, dils, 0.0, *ts)
+
+    expect("parameter 'Cin' is missing", ints={k: v for k, v in ints.items() if k != "Cin"})
+    expect("got 4 dilations for 5 layers", dils=dils[:4])
+    expect(r"plan's shared memory size \(\d+ bytes\) differs", ints={**ints, "smem_bytes": ints["smem_bytes"] + 16})
+    expect("does not tile F=8 exactly", ints={**ints, "nf": 3})
+    expect("do not tile a batch of 1 exactly", ints={**ints, "G": 2})
+    expect("threads per block must be a multiple of 32", ints={**ints, "threads": 48})
+    expect("multiples of 16, got 16, 16, 32, 32|needs bfloat16 or float16", ints={**ints, "mma": 1})
+    expect("buffer frames must be float32, got bfloat16", ts=ts[:3] + [ts[3].bfloat16()] + ts[4:])
+    expect(r"buffer ring holds \d+ elements, the launch needs \d+", ts=ts[:8] + [ts[8][:-1]] + ts[9:])
+    expect("buffer classes must be int64", ts=ts[:5] + [ts[5].int()] + ts[6:])
+    expect("segment head1_w .* lies outside", ints={**ints, "off_h1w": ints["core_bytes"]})
+    odd = PARITY_SPECS["odd"]
+    i2, d2, t2 = _raw_args(odd, torch.bfloat16)
+    expect(r"multiples of 16, got 12, 20, 24, 7 \(use path='fma'\)", ints={**i2, "mma": 1}, dils=d2, ts=t2)
+
+
+# ------------------------------------------------------------------------------------------
+# The kernel, emulated on the CPU
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_emulated_parity(emu, parity_spec, batch, dtype):
+    spec = parity_spec
+    w, frames, classes, uniforms = make_case(spec, batch, 5, seed=batch)
+    eng = emu_engine(emu, spec, w, dtype)
+    check_teacher_forced(eng, spec, w, frames, classes, TOL[dtype])
+    for temperature in (1.0, 0.0):
+        check_generate(eng, spec, w, frames, uniforms, temperature)
+
+
+@pytest.mark.parametrize("dtype,path", [(torch.float32, "fma"), (torch.bfloat16, "mma"), (torch.float16, "fma")])
+def test_emulated_batch_64(emu, dtype, path):
+    spec = PARITY_SPECS["round"]
+    w, frames, classes, uniforms = make_case(spec, 64, 2 if path == "mma" else 3, seed=7)
+    eng = emu_engine(emu, spec, w, dtype, path=path, smem=400_000, sms=4, threads=128)
+    p = eng.plan(64)
+    assert p.seqs_per_block == 16 and p.groups == 4
+    check_teacher_forced(eng, spec, w, frames, classes, TOL[dtype])
+    if path == "fma":  # (the emulated tensor cores are slow; their sampling is covered above)
+        check_generate(eng, spec, w, frames, uniforms, 0.7)
+
+
+@pytest.mark.parametrize("options", [
+    dict(f_splits=5, threads=32),                  # odd: F=5 -> one position per block, 5-way hand-off
+    dict(f_splits=2, threads=256),                 # odd: uneven split (3 + 2 positions)
+    dict(seqs_per_block=2, threads=96),            # batch 3 -> groups of 2 and 1
+    dict(sms=2, seqs_per_block=1),                 # batch 3 on 2 blocks: two launches
+    dict(smem="stream"),                           # weights streamed from global memory
+    dict(smem="partial", f_splits=2),              # part of the blob resident, 2-way hand-off
+], ids=["f5", "f2-uneven", "seqs2", "launches", "stream", "partial"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_emulated_plans(emu, options, dtype):
+    spec = PARITY_SPECS["odd"]
+    options = dict(options)
+    w, frames, classes, uniforms = make_case(spec, 3, 4, seed=11)
+    kw = {"sms": options.pop("sms", 8)}
+    smem = options.pop("smem", None)
+    if smem is not None:
+        probe = cb.plan_launch(spec, 3, 200_000, kw["sms"], dtype=dtype, threads=options.get("threads", 64),
+                               f_splits=options.get("f_splits"))
+        kw["smem"] = probe.activation_bytes + (0 if smem == "stream" else probe.core_bytes // 2)
+    eng = emu_engine(emu, spec, w, dtype, **kw, **options)
+    p = eng.plan(3)
+    if smem == "stream":
+        assert p.core_resident == 0 and not p.down_resident
+    if smem == "partial":
+        assert 0 < p.core_resident < p.core_bytes
+    if kw["sms"] == 2:
+        assert p.launches == 2
+    check_teacher_forced(eng, spec, w, frames, classes, TOL[dtype])
+    check_generate(eng, spec, w, frames, uniforms, 1.3)
+
+
+def test_emulated_mma_with_f_splits(emu):
+    spec = PARITY_SPECS["round"]
+    w, frames, classes, uniforms = make_case(spec, 2, 4, seed=5)
+    for dtype in (torch.bfloat16, torch.float16):
+        eng = emu_engine(emu, spec, w, dtype, sms=8, f_splits=4, threads=32)   # 8 rows in a 16-row tile
+        assert eng.plan(2).grid == (4, 2)
+        check_teacher_forced(eng, spec, w, frames, classes, TOL[dtype])
+        check_generate(eng, spec, w, frames, uniforms, 1.0)
+
+
+def test_emulated_edge_cases(emu):
+    spec = PARITY_SPECS["k1_stereo"]
+    w, frames, classes, uniforms = make_case(spec, 2, 3)
+    eng = emu_engine(emu, spec, w, torch.float32)
+    # zero steps / zero batch
+    assert eng.generate(frames[:, :, :0], uniforms[:, :0]).shape == (2, 0)
+    assert eng.teacher_forced(frames[:0], classes[:0]).shape == (0, 3, spec.num_classes)
+    # extreme uniforms
+    got = eng.generate(frames, torch.tensor([[0.0, 1.0, 0.999999], [1e-9, 0.5, 0.0]]))
+    assert got.min() >= 0 and got.max() < spec.num_classes
+    # a single step
+    check_generate(eng, spec, w, frames[:, :, :1], uniforms[:, :1], 1.0)
+
+
+SANITIZER_SCRIPT = r"""
+import sys, torch
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
+import test_cuda_backend as t
+from fastgen.backends import cuda as cb
+torch.set_num_threads(1)   # torch's OpenMP regions are invisible to TSan: keep them out
+rt = t.EmuRuntime(sys.argv[1], timeout_s=600)
+for name, dtype, batch, opts in [("round", torch.float32, 2, dict(f_splits=4, threads=32)),
+                                 ("round", torch.bfloat16, 2, dict(f_splits=2, threads=64)),
+                                 ("odd", torch.float16, 3, dict(f_splits=2, seqs_per_block=2, threads=64))]:
+    spec = t.PARITY_SPECS[name]
+    w, frames, classes, uniforms = t.make_case(spec, batch, 2, seed=1)
+    eng = cb.CudaEngine(spec, w, device="cpu", dtype=dtype, _runtime=rt, _device_limits=(200_000, 8), **opts)
+    t.check_teacher_forced(eng, spec, w, frames, classes, t.TOL[dtype])
+    t.check_generate(eng, spec, w, frames, uniforms, 1.0)
+print("SANITIZED-RUN-OK")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sanitizer", ["thread", "address,undefined"])
+def test_emulated_kernel_under_sanitizers(tmp_path, sanitizer):
+    """The emulated kernel under ThreadSanitizer (barriers, warp collectives and the cross-block
+    flag protocol: no data races) and AddressSanitizer/UBSan (no out-of-bounds accesses to the
+    buffers; shared memory is one allocation per block, so overruns between its regions are not
+    seen): a CPU stand-in for compute-sanitizer's racecheck and memcheck."""
+    cxx = shutil.which(os.environ.get("CXX", "g++"))
+    if cxx is None or "g++" not in Path(cxx).name:
+        pytest.skip("needs g++ with its sanitizer runtimes")
+    runtimes = []
+    for lib in (["libtsan.so"] if sanitizer == "thread" else ["libasan.so", "libubsan.so"]):
+        path = subprocess.run([cxx, f"-print-file-name={lib}"], capture_output=True, text=True).stdout.strip()
+        if not os.path.isabs(path) or not os.path.exists(path):
+            pytest.skip(f"{lib} not found")
+        runtimes.append(path)
+    so = tmp_path / "libemu_san.so"
+    cmd = [cxx, "-std=c++17", "-O1", "-g", f"-fsanitize={sanitizer}", "-fno-omit-frame-pointer",
+           "-fno-strict-aliasing", "-pthread", "-shared", "-fPIC", "-Wno-unknown-pragmas", "-Wno-tsan",
+           "-o", str(so), str(EMU_SRC)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-4000:]
+    env = dict(os.environ, LD_PRELOAD=" ".join(runtimes), OMP_NUM_THREADS="1",
+               TSAN_OPTIONS="report_signal_unsafe=0 halt_on_error=0",
+               ASAN_OPTIONS="detect_leaks=0:halt_on_error=1", UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    r = subprocess.run([os.sys.executable, "-c", SANITIZER_SCRIPT, str(so), str(Path(__file__).parent), str(ROOT)],
+                       capture_output=True, text=True, env=env, timeout=1800)
+    out = r.stdout + r.stderr
+    if "SANITIZED-RUN-OK" not in out and "Sanitizer" in out and "ERROR" not in out and "WARNING" not in out:
+        pytest.skip(f"the sanitizer runtime could not start under python:\n{out[-2000:]}")
+    # reports about the emulated kernel (their stacks name the emulator library)
+    reports = [rep for rep in out.split("==================") if "Sanitizer" in rep or "runtime error" in rep]
+    ours = [rep for rep in reports if so.name in rep or "fg_persistent_kernel" in rep or "emu_runtime" in rep]
+    assert not ours, "\n".join(ours)[-12000:]
+    assert "SANITIZED-RUN-OK" in out, out[-12000:]
+
+
+# ------------------------------------------------------------------------------------------
+# On a GPU
+# ------------------------------------------------------------------------------------------
+gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_gpu_parity(parity_spec, batch, dtype):
+    spec = parity_spec
+    w, frames, classes, uniforms = make_case(spec, batch, 24, seed=batch)
+    eng = fastgen.create("cuda", spec, w, device="cuda", dtype=dtype)
+    check_teacher_forced(eng, spec, w, frames, classes, TOL[dtype])
+    for temperature in (1.0, 0.0):
+        check_generate(eng, spec, w, frames, uniforms, temperature)
+    # deterministic
+    assert torch.equal(eng.generate(frames, uniforms, 1.0), eng.generate(frames, uniforms, 1.0))
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("options", [dict(f_splits=1), dict(f_splits=4, threads=32), dict(seqs_per_block=2),
+                                     dict(path="fma"), dict(threads=256)])
+def test_gpu_plans(options):
+    spec = PARITY_SPECS["round"]
+    w, frames, classes, uniforms = make_case(spec, 3, 16, seed=2)
+    for dtype in (torch.float32, torch.bfloat16):
+        if dtype == torch.float32 and options.get("path") == "fma":
+            continue
+        eng = cb.CudaEngine(spec, w, device="cuda", dtype=dtype, **options)
+        check_teacher_forced(eng, spec, w, frames, classes, TOL[dtype])
+        check_generate(eng, spec, w, frames, uniforms, 1.0)
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_streamed_weights_match_resident():
+    spec = PARITY_SPECS["round"]
+    w, frames, classes, _ = make_case(spec, 2, 12, seed=4)
+    eng = cb.CudaEngine(spec, w, device="cuda", dtype=torch.bfloat16, f_splits=2)
+    full = eng.plan(2)
+    assert full.core_resident == full.core_bytes
+    streamed = cb.CudaEngine(spec, w, device="cuda", dtype=torch.bfloat16, f_splits=2,
+                             _runtime=eng._runtime, _device_limits=(full.activation_bytes, eng._limits[1]))
+    assert streamed.plan(2).core_resident == 0
+    assert torch.equal(eng.teacher_forced(frames, classes), streamed.teacher_forced(frames, classes))
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_long_generation_and_larger_model():
+    spec = fastgen.NetworkSpec(in_channels=1, num_features=8, frames_per_step=4, residual_channels=64,
+                               hidden_channels=64, skip_channels=128, out_channels=128, num_classes=256,
+                               cond_classes=257, cond_channels=32, dilations=tuple(2 ** i for i in range(10)) * 2,
+                               start_class=256)
+    w, frames, classes, uniforms = make_case(spec, 2, 300, seed=9)
+    for dtype in (torch.float32, torch.bfloat16):
+        eng = fastgen.create("cuda", spec, w, device="cuda", dtype=dtype)
+        check_teacher_forced(eng, spec, w, frames, classes, TOL[dtype])
+        check_generate(eng, spec, w, frames, uniforms, 1.0)
