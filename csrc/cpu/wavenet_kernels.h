@@ -1,0 +1,108 @@
+// fastgen fused CPU backend, the torch-free part: packed weights, microkernels, the loop.
+//
+// Weights are packed once (pack) into a layout made for the microkernels:
+//   - every channel count is padded to a multiple of 8 floats (one AVX2 vector; padded
+//     weights, biases and therefore activations are zero);
+//   - every matrix used as "rows x in @ in x out" is stored in column panels of 16 output
+//     channels (the last one 8 wide where the padded count is an odd number of vectors): a
+//     panel is (in x 16) contiguous, so the register-blocked kernel streams it linearly;
+//   - the dilated conv has its filter and gate channels interleaved per 8-channel group, so
+//     one 16-wide panel yields 8 filter and the matching 8 gate pre-activations and the gate
+//     is applied in registers; the conditioning (cond_emb @ cond_w^T + cond_b + dil_b) is
+//     folded into a per-layer table over classes in the same interleaved order.
+// Generation keeps one ring buffer per layer and sequence of (dilation + K) frames.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+// Internal to the extension module, and hidden like the pybind11 internals that wrap these
+// types (else GCC warns about the visibility of PackedWeights' Python class).
+#pragma GCC visibility push(hidden)
+
+namespace fastgen {
+namespace cpu {
+
+constexpr int kVectorWidth = 8;  // floats per vector: channel counts are padded to a multiple
+constexpr int kPanel = 16;       // output channels per weight panel
+
+// A zero-initialized, 64-byte aligned float array.
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(size_t n);
+  AlignedBuffer(AlignedBuffer&&) noexcept = default;
+  AlignedBuffer& operator=(AlignedBuffer&&) noexcept = default;
+  float* data() { return ptr_.get(); }
+  const float* data() const { return ptr_.get(); }
+  size_t size() const { return n_; }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float[], Free> ptr_;
+  size_t n_ = 0;
+};
+
+struct PackedWeights {
+  // Network sizes (from the weight shapes) and their padded versions.
+  int64_t Cin = 0, F = 0, K = 0, Cr = 0, Ch = 0, Cs = 0, Co = 0, Q = 0, Qc = 0, E = 0, L = 0;
+  int64_t Crp = 0, Chp = 0, Csp = 0, Cop = 0, Qp = 0;
+  std::vector<int64_t> dilations;
+
+  AlignedBuffer in_w;        // (Cin, Crp)
+  AlignedBuffer in_b;        // (Crp)
+  AlignedBuffer dil_w;       // L x panels of (2*Crp) x 16, filter/gate interleaved
+  AlignedBuffer cond_table;  // L x Qc x 2*Chp, same interleaved order, biases folded in
+  AlignedBuffer skip_w;      // L x panels of Chp -> Csp
+  AlignedBuffer res_w;       // L x panels of Chp -> Crp
+  AlignedBuffer res_b;       // L x Crp
+  AlignedBuffer skip_b;      // Csp: the sum of every layer's skip bias
+  AlignedBuffer head1_w, head1_b;  // panels Csp -> Cop, (Cop)
+  AlignedBuffer head2_w, head2_b;  // panels Cop -> Cop, (Cop)
+  AlignedBuffer down_w, down_b;    // panels (K*F*Cop) -> Qp, input index (k*F + f)*Cop + c; (Qp)
+
+  size_t nbytes() const;
+  double flops_per_step() const;  // of one sequence, as NetworkSpec.flops_per_step
+  std::string repr() const;
+};
+
+// One call: generate (uniforms and samples set) or teacher forced (classes and logits_out set).
+struct Job {
+  const PackedWeights& pw;
+  const float* frames;  // (B, Cin, T, F) contiguous
+  int64_t B, n, T;      // T = n * K
+  const float* uniforms = nullptr;   // (B, n)
+  double temperature = 1.0;
+  int64_t* samples = nullptr;        // (B, n)
+  const int64_t* classes = nullptr;  // (B, n)
+  float* logits_out = nullptr;       // (B, n, Q)
+  int64_t start_class = 0;
+};
+
+// Run the whole loop on num_threads OpenMP threads (call without the GIL). split: with fewer
+// sequences than threads, split each sequence's F positions across threads: 1 always, 0 never,
+// -1 (auto) only where a step has enough work for the barrier each step then needs to cost
+// little, and only while the threads do not wait long at it (a busy machine): else one thread
+// per sequence goes on alone. -2 (for tests) splits, then goes on alone after a few steps.
+void run_job(const Job& job, int num_threads, int split);
+
+// Pack get(o, i) (o < nout valid, padded to nout_pad; i < nin_pad) into panels of kPanel.
+template <typename Get>
+void pack_panels(float* dst, int64_t nin_pad, int64_t nout, int64_t nout_pad, Get get) {
+  for (int64_t c0 = 0; c0 < nout_pad; c0 += kPanel) {
+    const int64_t w = nout_pad - c0 < kPanel ? nout_pad - c0 : kPanel;
+    float* p = dst + c0 * nin_pad;
+    for (int64_t i = 0; i < nin_pad; ++i)
+      for (int64_t c = 0; c < w; ++c) p[i * w + c] = (c0 + c < nout) ? (float)get(c0 + c, i) : 0.0f;
+  }
+}
+
+}  // namespace cpu
+}  // namespace fastgen
+
+#pragma GCC visibility pop

@@ -1,0 +1,72 @@
+"""Backend ``cpu``: the fused C++ engine (``fastgen._C``, sources in ``csrc/cpu``).
+
+The whole generation loop runs in native code with the GIL released: each step computes every
+layer (dilated conv on ring-buffered history, conditioning row, gate, residual and skip) on the
+step's K x F positions, the head and the output conv, then samples with the host's uniforms
+and feeds the class back. Sequences are split across OpenMP threads; with fewer sequences than
+threads and enough work per step, a sequence's F positions are (they never mix before the
+output conv). Weights are packed once, here at construction. float32 only.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..engine import Engine
+
+_BUILD_HINT = "pip install --no-build-isolation -e .   (from the repository root)"
+
+try:  # the extension is optional: the registry reports why it cannot be used
+    from .. import _C
+    _IMPORT_ERROR = None
+except ImportError as e:  # pragma: no cover - depends on the build
+    _C = None
+    _IMPORT_ERROR = e
+
+SUPPORTED_DTYPES = (torch.float32,)
+
+
+def unavailable_reason() -> str | None:
+    """None when the native CPU engine can be used, else why not (and how to build it)."""
+    if _C is None:
+        return f"the native extension fastgen._C is not built ({_IMPORT_ERROR}); run  {_BUILD_HINT}"
+    if not all(hasattr(_C, f) for f in ("pack", "generate", "teacher_forced")):
+        return f"the native extension fastgen._C is out of date (no fused CPU engine in it); rebuild with  {_BUILD_HINT}"
+    return None
+
+
+class CpuEngine(Engine):
+    name = "cpu"
+
+    def __init__(self, spec, weights, device="cpu", dtype=torch.float32, num_threads: int | None = None,
+                 split_positions: bool | None = None):
+        """``num_threads``: OpenMP threads of the loop (default: ``torch.get_num_threads()`` at
+        each call). ``split_positions``: with fewer sequences than threads, share each sequence's
+        F positions among threads (a barrier every step): True always, False never, None
+        (default) where a step has enough work to pay for the barrier, and only while the threads
+        do not wait long for each other (on a busy machine one thread per sequence goes on alone)."""
+        if dtype not in SUPPORTED_DTYPES:
+            raise ValueError(f"backend 'cpu' supports dtype {', '.join(map(str, SUPPORTED_DTYPES))} only, got {dtype}")
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"backend 'cpu' runs on the CPU only, got device {device!r}")
+        reason = unavailable_reason()
+        if reason:
+            raise RuntimeError(f"backend 'cpu' is not available: {reason}")
+        super().__init__(spec, weights, device, dtype)
+        if num_threads is not None and int(num_threads) < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        self.num_threads = 0 if num_threads is None else int(num_threads)
+        self.split = -1 if split_positions is None else int(bool(split_positions))
+        # Packed once, here: a copy in the native layout (later changes to `weights` are not seen).
+        self._packed = _C.pack({k: v.detach().to("cpu") for k, v in weights.items()}, list(spec.dilations))
+
+    @property
+    def packed_nbytes(self) -> int:
+        return self._packed.nbytes
+
+    def _generate(self, frames, uniforms, temperature):
+        return _C.generate(self._packed, frames, uniforms.contiguous(), float(temperature),
+                           self.spec.start_class, self.num_threads, self.split)
+
+    def _teacher_forced(self, frames, classes):
+        return _C.teacher_forced(self._packed, frames, classes.contiguous(), self.spec.start_class,
+                                 self.num_threads, self.split)

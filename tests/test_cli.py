@@ -1,0 +1,86 @@
+"""The edanet command line end to end on tiny data: synth, generate (CSV + plot), evaluate, errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from edanet import EDANet, EDANetConfig, save_model
+from edanet.eda import read_eda_csv
+
+CLI = [sys.executable, "-m", "edanet.cli", "-q"]
+
+
+def _cli(*args):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    r = _cli("synth", "--out", root / "data", "--pairs", 2, "--seconds", 24, "--seed", 5, "--audio-rate", 8000)
+    assert r.returncode == 0, r.stderr
+    torch.manual_seed(0)
+    save_model(EDANet(EDANetConfig.from_preset("tiny")), root / "model")
+    return root
+
+
+def test_synth_writes_pairs(workspace):
+    names = sorted(p.name for p in (workspace / "data").iterdir())
+    for stem in ("synth_00000", "synth_00001"):
+        assert {f"{stem}.wav", f"{stem}.csv", f"{stem}.json"} <= set(names)
+    assert "dataset.json" in names
+    rec = read_eda_csv(workspace / "data" / "synth_00000.csv")
+    assert rec.sample_rate == 4 and len(rec.values) == 96
+
+
+def test_generate_csv_and_plot(workspace, tmp_path):
+    wav = workspace / "data" / "synth_00000.wav"
+    r = _cli("generate", wav, "-o", tmp_path / "out.csv", "--plot", tmp_path / "out.png", "--model",
+             workspace / "model", "--seed", 3, "--backend", "torch")
+    assert r.returncode == 0, r.stderr
+    rec = read_eda_csv(tmp_path / "out.csv")
+    assert rec.sample_rate == 4 and len(rec.values) == 96 and (rec.values > 0).all()
+    png = (tmp_path / "out.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # several samples, time format: a median column and one column per sample
+    r = _cli("generate", wav, "-o", tmp_path / "multi.csv", "--model", workspace / "model", "--num-samples", 3,
+             "--format", "time", "--seed", 3, "--backend", "torch")
+    assert r.returncode == 0, r.stderr
+    lines = (tmp_path / "multi.csv").read_text().splitlines()
+    assert lines[0] == "time,eda,sample_0,sample_1,sample_2" and len(lines) == 97
+    row = np.array([float(v) for v in lines[5].split(",")])
+    assert row[1] == pytest.approx(np.median(row[2:]), abs=1e-5)
+    # the same seed reproduces the single-sample run's first column
+    single = read_eda_csv(tmp_path / "out.csv").values
+    again = np.array([float(l.split(",")[2]) for l in lines[1:]])
+    assert np.allclose(single, again, atol=1e-5)
+
+
+def test_evaluate_writes_report(workspace, tmp_path):
+    r = _cli("evaluate", "--data", workspace / "data", "--model", workspace / "model", "--out", tmp_path / "rep",
+             "--num-samples", 2, "--backend", "torch")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "rep.json").read_text())
+    assert rep["recordings"] == 2 and rep["scored_recordings"] == 2
+    assert 0 < rep["nll_nats_per_step"] < 10
+    assert rep["nll_bits_per_step"] == pytest.approx(rep["nll_nats_per_step"] / np.log(2))
+    for k in ("f1_model", "f1_audio_agnostic_baseline", "f1_ceiling"):
+        assert 0.0 <= rep[k] <= 1.0
+    assert "| NLL (nats / step) |" in (tmp_path / "rep.md").read_text()
+
+
+@pytest.mark.parametrize("args,match", [
+    (["generate", "missing.wav", "-o", "x.csv"], "missing.wav"),
+    (["generate", "{data}/synth_00000.csv", "-o", "x.csv", "--model", "{model}"], "audio"),
+    (["generate", "{data}/synth_00000.wav", "-o", "x.csv", "--model", "{model}", "--backend", "nope"], "unknown backend"),
+    (["train", "--data", "{data}/nothing", "--out", "r"], "does not exist"),
+])
+def test_user_errors_are_one_line(workspace, tmp_path, args, match):
+    args = [a.format(data=workspace / "data", model=workspace / "model") for a in args]
+    r = subprocess.run(CLI + args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 2
+    assert match in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.csv").exists()

@@ -1,0 +1,187 @@
+"""The fused C++ CPU backend (``cpu``) against the reference backend."""
+import contextlib
+
+import pytest
+import torch
+
+import fastgen
+from fastgen.backends import cpu as cpu_backend
+
+from conftest import PARITY_SPECS, make_case
+
+pytestmark = pytest.mark.skipif(cpu_backend.unavailable_reason() is not None,
+                                reason=f"cpu backend not built: {cpu_backend.unavailable_reason()}")
+
+STEPS = 20
+TEMPERATURES = (1.0, 0.5, 2.0, 0.0)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    # The reference's many tiny ops gain nothing from threads and can stall badly on a busy machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _ref_teacher_forced(spec, weights, frames, classes):
+    with _one_thread():
+        eng = fastgen.create("reference", spec, {k: v.double() for k, v in weights.items()}, dtype=torch.float64)
+        return eng.teacher_forced(frames.double(), classes)
+
+
+def _ref_generate(spec, weights, frames, uniforms, temperature):
+    with _one_thread():
+        return fastgen.create("reference", spec, weights).generate(frames, uniforms, temperature)
+
+
+def _assert_logits_close(got, ref):
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    err = (got.double() - ref).abs().max().item()
+    assert err <= 1e-4 * ref.abs().max().item(), f"max abs error {err:.3g} vs max |logit| {ref.abs().max().item():.3g}"
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_teacher_forced_matches_reference(parity_spec, batch):
+    weights, frames, classes, _ = make_case(parity_spec, batch, STEPS, seed=1)
+    ref = _ref_teacher_forced(parity_spec, weights, frames, classes)
+    got = fastgen.create("cpu", parity_spec, weights, num_threads=2).teacher_forced(frames, classes)
+    _assert_logits_close(got, ref)
+
+
+@pytest.mark.parametrize("num_threads,split", [(1, True), (2, True), (4, True), (4, False), (3, None)])
+def test_thread_splits(num_threads, split):
+    # Fewer sequences than threads: with split_positions a sequence's positions are shared among
+    # threads (F=5 over 4 threads: uneven parts); without, extra threads stay idle.
+    spec = PARITY_SPECS["odd"]
+    weights, frames, classes, uniforms = make_case(spec, 3, 12, seed=2)
+    ref = _ref_teacher_forced(spec, weights, frames, classes)
+    eng = fastgen.create("cpu", spec, weights, num_threads=num_threads, split_positions=split)
+    _assert_logits_close(eng.teacher_forced(frames, classes), ref)
+    _assert_logits_close(eng.teacher_forced(frames[:1], classes[:1]), ref[:1])
+    want = _ref_generate(spec, weights, frames[:2], uniforms[:2], 1.0)
+    assert torch.equal(eng.generate(frames[:2], uniforms[:2], 1.0), want)
+    assert torch.equal(eng.generate(frames[:1], uniforms[:1], 1.0), want[:1])
+
+
+@pytest.mark.parametrize("num_threads", [2, 4])
+def test_split_then_one_thread_per_sequence(num_threads):
+    # split=-2: positions split across threads, then (after 8 steps) one thread per sequence
+    # takes over all its positions, as the auto mode does when the threads wait too long.
+    spec = PARITY_SPECS["round"]
+    weights, frames, classes, uniforms = make_case(spec, 2, STEPS, seed=8)
+    ref = _ref_teacher_forced(spec, weights, frames, classes)
+    eng = fastgen.create("cpu", spec, weights)
+    _C, packed = cpu_backend._C, eng._packed
+    for b in (1, 2):
+        got = _C.teacher_forced(packed, frames[:b], classes[:b], spec.start_class, num_threads, -2)
+        _assert_logits_close(got, ref[:b])
+        want = _ref_generate(spec, weights, frames[:b], uniforms[:b], 1.0)
+        assert torch.equal(_C.generate(packed, frames[:b], uniforms[:b], 1.0, spec.start_class, num_threads, -2), want)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_samples_match_reference(parity_spec, batch):
+    weights, frames, _, uniforms = make_case(parity_spec, batch, STEPS, seed=3)
+    eng = fastgen.create("cpu", parity_spec, weights, num_threads=2)
+    for temperature in TEMPERATURES:
+        got = eng.generate(frames, uniforms, temperature)
+        want = _ref_generate(parity_spec, weights, frames, uniforms, temperature)
+        assert got.dtype == torch.long and got.shape == (batch, STEPS)
+        assert torch.equal(got, want), f"temperature {temperature}: {got.tolist()} != {want.tolist()}"
+        if temperature == 1.0:
+            assert got.unique().numel() > 1, "constant sequence: the sampling check would mean little"
+
+
+def test_num_samples_replicated_frames():
+    spec = PARITY_SPECS["round"]
+    weights, frames, _, _ = make_case(spec, 1, STEPS, seed=4)
+    frames = frames.expand(5, -1, -1, -1).contiguous()
+    uniforms = torch.rand(5, STEPS, generator=torch.Generator().manual_seed(5))
+    got = fastgen.create("cpu", spec, weights).generate(frames, uniforms, 1.0)
+    want = _ref_generate(spec, weights, frames, uniforms, 1.0)
+    assert torch.equal(got, want)
+    assert len({tuple(r) for r in got.tolist()}) > 1, "rows with different uniforms should differ"
+
+
+def test_argmax_lowest_index_on_ties():
+    spec = PARITY_SPECS["k1_stereo"]
+    weights, frames, _, uniforms = make_case(spec, 2, 6, seed=6)
+    weights = dict(weights)
+    weights["down_w"] = torch.zeros_like(weights["down_w"])
+    weights["down_b"] = torch.tensor([0.0, 1.0, 3.0, 3.0] + [3.0] * (spec.num_classes - 4))
+    got = fastgen.create("cpu", spec, weights).generate(frames, uniforms, 0.0)
+    assert (got == 2).all()
+
+
+def test_zero_steps():
+    spec = PARITY_SPECS["round"]
+    weights, frames, classes, uniforms = make_case(spec, 2, 0)
+    eng = fastgen.create("cpu", spec, weights)
+    assert eng.generate(frames, uniforms).shape == (2, 0)
+    assert eng.teacher_forced(frames, classes).shape == (2, 0, spec.num_classes)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_unsupported_dtype_raises(dtype):
+    spec = PARITY_SPECS["round"]
+    with pytest.raises(ValueError, match="float32"):
+        fastgen.create("cpu", spec, fastgen.random_weights(spec), dtype=dtype)
+
+
+def test_wrong_shapes_raise():
+    spec = PARITY_SPECS["round"]
+    weights, frames, classes, uniforms = make_case(spec, 2, 4)
+    eng = fastgen.create("cpu", spec, weights)
+    with pytest.raises(ValueError):
+        eng.generate(frames[:, :, :-1], uniforms)             # not whole steps
+    with pytest.raises(ValueError):
+        eng.generate(frames[..., :-1], uniforms)              # wrong F
+    with pytest.raises(ValueError):
+        eng.generate(frames, uniforms[:, :-1])                # uniforms vs steps
+    with pytest.raises(ValueError):
+        eng.teacher_forced(frames, classes[:1])               # classes vs batch
+    with pytest.raises(ValueError):
+        fastgen.create("cpu", spec, {k: v for k, v in weights.items() if k != "down_b"})
+
+
+def test_native_argument_checks():
+    spec = PARITY_SPECS["round"]
+    weights, frames, classes, uniforms = make_case(spec, 2, 4)
+    packed = cpu_backend._C.pack(weights, list(spec.dilations))
+    with pytest.raises(RuntimeError, match="float32"):
+        cpu_backend._C.generate(packed, frames.double(), uniforms, 1.0, spec.start_class)
+    with pytest.raises(RuntimeError, match="uniforms"):
+        cpu_backend._C.generate(packed, frames, uniforms[:, :2], 1.0, spec.start_class)
+    with pytest.raises(RuntimeError, match="start_class"):
+        cpu_backend._C.teacher_forced(packed, frames, classes, spec.cond_classes)
+    with pytest.raises(RuntimeError, match="classes must lie"):
+        cpu_backend._C.teacher_forced(packed, frames, classes + 1000, spec.start_class)
+    with pytest.raises(RuntimeError, match="dilations"):
+        cpu_backend._C.pack(weights, [1, 2])
+
+
+def test_packed_once_at_construction():
+    spec = PARITY_SPECS["round"]
+    weights, frames, classes, uniforms = make_case(spec, 2, 8, seed=7)
+    weights = {k: v.clone() for k, v in weights.items()}
+    eng = fastgen.create("cpu", spec, weights)
+    before = eng.teacher_forced(frames, classes)
+    samples = eng.generate(frames, uniforms)
+    for v in weights.values():   # mutate every weight in place after construction
+        v.mul_(-3.0).add_(0.5)
+    assert torch.equal(eng.teacher_forced(frames, classes), before)
+    assert torch.equal(eng.generate(frames, uniforms), samples)
+    # ... while an engine built from the mutated weights does see the change.
+    assert not torch.allclose(fastgen.create("cpu", spec, weights).teacher_forced(frames, classes), before)
+
+
+def test_registry():
+    assert "cpu" in fastgen.available("cpu")
+    assert fastgen.resolve("fused", "cpu") == "cpu"
+    assert cpu_backend.unavailable_reason() is None
+    with pytest.raises(ValueError, match="CPU"):
+        cpu_backend.CpuEngine(PARITY_SPECS["round"], fastgen.random_weights(PARITY_SPECS["round"]), device="meta")
