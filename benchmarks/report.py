@@ -1,7 +1,7 @@
 """Run the benchmark matrix on this machine and write a markdown table, a JSON file and a plot.
 
     python -m benchmarks.report [--presets small base] [--batches 1 4 16] [--backends ...]
-                                [--steps 256] [--repeats 5] [--out benchmarks/results]
+                                [--steps 64] [--repeats 3] [--out benchmarks/results]
     edanet bench [same arguments]
 
 Every backend built here runs (``reference`` on a few steps only). For each case: EDA steps/s
@@ -142,8 +142,8 @@ def main(argv=None) -> int:
     p.add_argument("--presets", nargs="+", default=["small", "base"])
     p.add_argument("--batches", nargs="+", type=int)
     p.add_argument("--backends", nargs="+", help="default: every backend available here")
-    p.add_argument("--steps", type=int, default=None, help="steps per timed run (default 256 on CPU, 1024 on GPU)")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=None, help="steps per timed run (default 64 on CPU, 1024 on GPU)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per case, median kept (default 3 on CPU, 10 on GPU)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
@@ -155,8 +155,9 @@ def main(argv=None) -> int:
     if "torch" in backends:      # the baseline first, so every row has its speed-up
         backends.remove("torch")
         backends.insert(0, "torch")
-    steps = a.steps or (1024 if device.type == "cuda" else 256)
-    result = run(a.presets, batches, backends, steps, a.repeats, device, progress=not a.quiet)
+    steps = a.steps or (1024 if device.type == "cuda" else 64)
+    repeats = a.repeats or (10 if device.type == "cuda" else 3)
+    result = run(a.presets, batches, backends, steps, repeats, device, progress=not a.quiet)
     result["environment"] = common.environment(device)
     out = Path(a.out)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", result["environment"]["device"]).strip("-").lower()[:60]
