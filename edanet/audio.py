@@ -34,7 +34,8 @@ MFCC_SCALE = 0.01
 POWER_DB_AMIN = 1e-8
 
 
-def _check_rate(rate: Any, what: str) -> float:
+def check_sample_rate(rate: Any, what: str) -> float:
+    """``rate`` as a float, or a ValueError naming ``what`` unless it is a positive, finite number."""
     if isinstance(rate, bool):
         raise ValueError(f"{what} must be a positive number of Hz, got {rate!r}")
     try:
@@ -110,7 +111,7 @@ def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: flo
     non-audio file, empty audio, NaN/inf samples, a missing, non-positive or non-finite sample
     rate, or an unsupported channel count.
     """
-    target = _check_rate(target_rate, "target_rate")
+    target = check_sample_rate(target_rate, "target_rate")
     if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
         raise ValueError(f"channels must be a positive integer, got {channels!r}")
     channels = int(channels)
@@ -120,7 +121,7 @@ def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: flo
         data, sr = _read_file(path)
         where = f"audio file {str(path)!r}"
         if sample_rate is not None:
-            given = _check_rate(sample_rate, "sample_rate")
+            given = check_sample_rate(sample_rate, "sample_rate")
             if abs(given - sr) > 1e-6 * sr:
                 raise ValueError(f"sample_rate={sample_rate!r} was given but {where} is at {sr:g} Hz; "
                                  f"leave sample_rate out for files")
@@ -131,7 +132,7 @@ def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: flo
             raise ValueError("audio must be a path or an array of samples, got bytes")
         if sample_rate is None:
             raise ValueError("sample_rate is required when audio is an array (pass sample_rate=... in Hz)")
-        sr = _check_rate(sample_rate, "sample_rate")
+        sr = check_sample_rate(sample_rate, "sample_rate")
         data = _orient(_as_array(audio))
         where = "audio array"
 

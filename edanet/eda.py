@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .audio import check_sample_rate
+
 __all__ = ["EDARecording", "Normalization", "read_eda_csv", "validate_eda", "resample_eda", "load_eda"]
 
 #: A time column may deviate from its median step by this fraction before it counts as irregular.
@@ -51,18 +53,6 @@ class EDARecording:
 
     def __len__(self) -> int:
         return int(self.values.size)
-
-
-def _rate(rate: Any, what: str) -> float:
-    if isinstance(rate, bool):
-        raise ValueError(f"{what} must be a positive number of Hz, got {rate!r}")
-    try:
-        r = float(rate)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a positive number of Hz, got {rate!r}") from None
-    if not math.isfinite(r) or r <= 0:
-        raise ValueError(f"{what} must be a positive, finite number of Hz, got {rate!r}")
-    return r
 
 
 def validate_eda(values: Any, name: str = "EDA") -> np.ndarray:
@@ -219,7 +209,7 @@ def read_eda_csv(path: str | os.PathLike, *, sample_rate: float | None = None) -
     if rec.values.size == 0:
         raise ValueError(f"{path}: no data rows")
     if sample_rate is not None:
-        want = _rate(sample_rate, "sample_rate")
+        want = check_sample_rate(sample_rate, "sample_rate")
         if abs(rec.sample_rate - want) > 0.01 * want:
             raise ValueError(f"{path}: the {kind} gives {rec.sample_rate:g} Hz but a sample rate of {want:g} Hz "
                              f"was given")
@@ -244,8 +234,8 @@ def resample_eda(values: Any, from_rate: float, to_rate: float) -> np.ndarray:
     edges); otherwise linear interpolation at times ``k / to_rate``. Output length
     ``ceil(n * to_rate / from_rate)``; sample ``k`` is at time ``k / to_rate`` from the start.
     """
-    a = _rate(from_rate, "from_rate")
-    b = _rate(to_rate, "to_rate")
+    a = check_sample_rate(from_rate, "from_rate")
+    b = check_sample_rate(to_rate, "to_rate")
     v = validate_eda(values).reshape(-1)
     if a == b:
         return v.copy()
@@ -336,7 +326,7 @@ def load_eda(path: str | os.PathLike, target_rate: float | None) -> EDARecording
     validate_eda(rec.values, name=str(path))
     if target_rate is None:
         return rec
-    target = _rate(target_rate, "target_rate")
+    target = check_sample_rate(target_rate, "target_rate")
     if abs(rec.sample_rate - target) <= 1e-9 * target:
         return EDARecording(rec.values, target, rec.start_time)
     return EDARecording(resample_eda(rec.values, rec.sample_rate, target), target, rec.start_time)
