@@ -16,19 +16,20 @@ def _generate(a) -> int:
     import edanet
     from edanet.io import write_eda_csv
 
-    steps = ["features + generation", "write"] + (["plot"] if a.plot else [])
     from tqdm import tqdm
-    bar = tqdm(steps, desc="edanet generate", unit="stage", disable=a.quiet)
-    it = iter(bar)
-    next(it)
+    bar = tqdm(total=3 if a.plot else 2, desc="edanet generate", unit="stage", disable=a.quiet)
+    bar.set_postfix_str("features + sampling")
     res = edanet.generate(a.audio, model=a.model, backend=a.backend, temperature=a.temperature, seed=a.seed,
                           num_samples=a.num_samples, eda_range_us=tuple(a.eda_range) if a.eda_range else None)
-    next(it)
+    bar.update()
+    bar.set_postfix_str("csv")
     write_eda_csv(a.output, res.values if res.values.shape[0] > 1 else res.values[0], res.sample_rate, fmt=a.format)
+    bar.update()
     if a.plot:
-        next(it)
+        bar.set_postfix_str("plot")
         from edanet.plot import plot_generation
         plot_generation(a.audio, res, a.plot, model=a.model)
+        bar.update()
     bar.close()
     print(f"wrote {a.output}: {res.values.shape[1]} EDA samples at {res.sample_rate:g} Hz x {res.values.shape[0]} "
           f"sample(s) (backend {res.backend}, seed {res.seed})" + (f"; plot {a.plot}" if a.plot else ""))
