@@ -6,6 +6,7 @@ import torch
 import edanet
 import fastgen
 from edanet import EDANet, EDANetConfig
+from edanet.generate import engine_for
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +65,12 @@ def test_resampled_input_and_paths(tiny, tmp_path):
 
 
 def test_engine_is_reused_until_weights_change(tiny):
-    e1 = edanet.generate.__globals__["engine_for"](tiny, "torch", "cpu")
-    e2 = edanet.generate.__globals__["engine_for"](tiny, "torch", "cpu")
+    e1 = engine_for(tiny, "torch", "cpu")
+    e2 = engine_for(tiny, "torch", "cpu")
     assert e1 is e2
     with torch.no_grad():
         tiny.head2.bias.add_(0.0)        # an in-place update: the engine must be rebuilt
-    assert edanet.generate.__globals__["engine_for"](tiny, "torch", "cpu") is not e1
+    assert engine_for(tiny, "torch", "cpu") is not e1
 
 
 @pytest.mark.parametrize("kwargs,match", [
