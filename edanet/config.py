@@ -18,7 +18,15 @@ import json
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["EDANetConfig", "PRESETS"]
+__all__ = ["EDANetConfig", "PRESETS", "check_known_fields"]
+
+
+def check_known_fields(cls, d: dict) -> None:
+    """ValueError naming any key of ``d`` that is not a field of dataclass ``cls``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(names)}")
 
 COMPANDINGS = ("mu_law", "linear")
 
@@ -155,10 +163,7 @@ class EDANetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EDANetConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown EDANetConfig fields {unknown}; known fields: {sorted(names)}")
+        check_known_fields(cls, d)
         return cls(**d)
 
     @classmethod

@@ -86,7 +86,8 @@ class PairedData:
     """Recordings of one split, with random crops for training and fixed windows for validation."""
 
     def __init__(self, root: str | Path, config: EDANetConfig, split: str = "train", *,
-                 val_fraction: float = 0.1, crop_steps: int = 32, skip_bad: bool = False, progress: bool = False):
+                 val_fraction: float = 0.1, crop_steps: int = 32, skip_bad: bool = False, progress: bool = False,
+                 max_recordings: int | None = None):
         if split not in ("train", "val", "all"):
             raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
         self.config = config
@@ -97,6 +98,8 @@ class PairedData:
         chosen = [p for p in pairs if split == "all" or _is_validation(p[0], val_fraction) == (split == "val")]
         if split == "val" and not chosen and pairs and val_fraction > 0:
             chosen = pairs[-1:]          # tiny folders: still validate on something, stably
+        if max_recordings:
+            chosen = chosen[:max_recordings]
         self.recordings: list[Recording] = []
         self.skipped: list[tuple[str, str]] = []
         it = chosen

@@ -77,9 +77,8 @@ def evaluate(data_dir, *, model=None, out=None, backend: str = "auto", num_sampl
 
     net = _resolve_model(model)
     cfg = net.config
-    data = PairedData(data_dir, cfg, "all", crop_steps=64)
-    recs = data.recordings[:max_recordings] if max_recordings else data.recordings
-    data.recordings = recs
+    data = PairedData(data_dir, cfg, "all", crop_steps=64, max_recordings=max_recordings)
+    recs = data.recordings
     nll = validation_nll(net, data.validation_windows(max_windows_per_recording=10 ** 6), "cpu")
 
     rows, rng = [], np.random.default_rng(seed)
@@ -98,7 +97,7 @@ def evaluate(data_dir, *, model=None, out=None, backend: str = "auto", num_sampl
             found = detect_scr_onsets(v, res.sample_rate)
             f1s.append(match_f1(found, true)[0])
             base.append(_random_baseline(len(found), duration, true, rng))
-        scfg = SynthConfig(**{k: v for k, v in gt.get("config", {}).items() if k in SynthConfig.__dataclass_fields__})
+        scfg = SynthConfig.from_dict(gt.get("config", {}))
         again, _ = eda_from_events(gt["events"], duration, scfg, seed=10 ** 6 + seed + i)
         ceiling = match_f1(detect_scr_onsets(np.asarray(again)[: res.values.shape[1]], res.sample_rate), true)[0]
         rows.append({"name": rec.name, "true_onsets": int(true.size), "f1_model": float(np.mean(f1s)),

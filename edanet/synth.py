@@ -97,6 +97,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .config import check_known_fields
 from .io import atomic_path, atomic_write, write_eda_csv
 
 __all__ = ["SynthConfig", "SynthPair", "KINDS", "GENERATOR_VERSION", "scr_shape", "response_drive",
@@ -233,10 +234,7 @@ class SynthConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SynthConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown SynthConfig fields {unknown}; known fields: {sorted(names)}")
+        check_known_fields(cls, d)
         d = {k: (float(v) if v in ("inf", "-inf") else tuple(v) if isinstance(v, list) else v)
              for k, v in d.items()}
         return cls(**d)

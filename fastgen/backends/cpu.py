@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..engine import Engine
-
-_BUILD_HINT = "pip install --no-build-isolation -e .   (from the repository root)"
+from . import BUILD_HINT
 
 try:  # the extension is optional: the registry reports why it cannot be used
     from .. import _C
@@ -28,9 +27,9 @@ SUPPORTED_DTYPES = (torch.float32,)
 def unavailable_reason() -> str | None:
     """None when the native CPU engine can be used, else why not (and how to build it)."""
     if _C is None:
-        return f"the native extension fastgen._C is not built ({_IMPORT_ERROR}); run  {_BUILD_HINT}"
+        return f"the native extension fastgen._C is not built ({_IMPORT_ERROR}); run  {BUILD_HINT}"
     if not all(hasattr(_C, f) for f in ("pack", "generate", "teacher_forced")):
-        return f"the native extension fastgen._C is out of date (no fused CPU engine in it); rebuild with  {_BUILD_HINT}"
+        return f"the native extension fastgen._C is out of date (no fused CPU engine in it); rebuild with  {BUILD_HINT}"
     return None
 
 

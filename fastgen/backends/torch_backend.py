@@ -27,6 +27,8 @@ class TorchEngine(Engine):
         self.dil_w = torch.cat([w["dil_w0"], w["dil_w1"]], dim=2)              # (L, 2Ch, 2Cr)
         self.cond_table = (torch.einsum("ce,loe->lco", w["cond_emb"], w["cond_w"])
                            + w["cond_b"][:, None, :] + w["dil_b"][:, None, :])  # (L, Qc, 2Ch)
+        # The (K, F) output conv as one matrix over a step's (k, f, c) values: (Q, K*F*C_o).
+        self.down_w = w["down_w"].permute(0, 2, 3, 1).reshape(spec.num_classes, -1).T.contiguous()
         self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda"
         self._L = L
 
@@ -49,8 +51,7 @@ class TorchEngine(Engine):
             x = x + z @ w["res_w"][l].T + w["res_b"][l]
         h = torch.relu(torch.relu(skip) @ w["head1_w"].T + w["head1_b"]) @ w["head2_w"].T + w["head2_b"]
         # h: (B, K*F, Co) -> logits over the (K, F) group.
-        down = w["down_w"].permute(0, 2, 3, 1).reshape(s.num_classes, -1)     # (Q, K*F*Co)
-        return h.reshape(h.shape[0], -1) @ down.T + w["down_b"]
+        return h.reshape(h.shape[0], -1) @ self.down_w + w["down_b"]
 
     def _init_buffers(self, B):
         s = self.spec
