@@ -53,7 +53,7 @@ def _train(a) -> int:
     tcfg = TRAIN_PRESETS.get(a.preset, TRAIN_PRESETS["small"])
     over = {k: v for k, v in [("steps", a.steps), ("batch_size", a.batch_size), ("crop_steps", a.crop_steps),
                               ("lr", a.lr), ("val_every", a.val_every), ("ckpt_every", a.ckpt_every),
-                              ("seed", a.seed)] if v is not None}
+                              ("seed", a.seed), ("onset_focus", a.onset_focus)] if v is not None}
     tcfg = dataclasses.replace(tcfg, **over)
     init = None
     if a.init:
@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-every", type=int)
     t.add_argument("--ckpt-every", type=int)
     t.add_argument("--seed", type=int)
+    t.add_argument("--onset-focus", type=float, metavar="P",
+                   help="fraction of crops placed at acoustic onsets (default: the preset's)")
     t.add_argument("--device")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     t.add_argument("--init", help="start from this model's weights (fine-tuning); its config is used")

@@ -41,6 +41,7 @@ def test_training_learns_and_writes_a_loadable_run(data, tmp_path):
     log = (run / "log.csv").read_text().splitlines()
     assert log[0].startswith("step,lr,loss") and len(log) == 31
     assert json.loads((run / "latest.json").read_text())["step"] == 30
+    assert json.loads((run / "train.json").read_text())["onset_focus"] == 0.0   # the tiny preset's
     model = load_model(run)
     assert model.config == EDANetConfig.from_preset("tiny")
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [f"step_{s:08d}" for s in (10, 20, 30)]
@@ -51,7 +52,8 @@ def test_training_learns_and_writes_a_loadable_run(data, tmp_path):
 
 def test_resume_after_kill_matches_uninterrupted(data, tmp_path):
     steps, every = 60, 5
-    args = ["--data", str(data), "--steps", str(steps), "--ckpt-every", str(every)]
+    # onset-focused crops draw more from the sampler's generator: resume must restore it exactly
+    args = ["--data", str(data), "--steps", str(steps), "--ckpt-every", str(every), "--onset-focus", "0.5"]
     full = _run(args + ["--out", str(tmp_path / "full")])
     assert full.returncode == 0, full.stderr
 
@@ -73,6 +75,15 @@ def test_resume_after_kill_matches_uninterrupted(data, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_onset_focus_is_recorded_and_checked(data, tmp_path):
+    r = _run(["--data", str(data), "--out", str(tmp_path / "f"), "--steps", "3", "--onset-focus", "0.75"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "f" / "train.json").read_text())["onset_focus"] == 0.75
+    bad = _run(["--data", str(data), "--out", str(tmp_path / "g"), "--steps", "3", "--onset-focus", "1.5"])
+    assert bad.returncode == 2 and "onset_focus" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "g" / "latest.json").exists()
 
 
 def test_resume_without_checkpoint_is_explained(data, tmp_path):
