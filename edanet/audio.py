@@ -9,13 +9,14 @@
   ``T = n // hop`` and no frame looks ahead.
 - :func:`features` = load + resample + MFCC, trimmed to ``N`` whole EDA steps of ``K`` frames.
 
-c0 (the mean log-mel level times ``sqrt(num_mels)``) is read relative to :data:`C0_REF_DB`, so a
-quiet background sits near 0 and a sound is a positive excursion, on the same footing as the other
-coefficients: the F positions share the model's weights, and a model trained on c0 offset by
--2.5 learned to use the audio two to three times slower (measured, see ``edanet.data``).
+c0 (the mean log-mel level times ``sqrt(num_mels)``) is read relative to ``config.c0_ref_db``
+(-40 dB by default), so a quiet background sits near 0 and a sound is a positive
+excursion, on the same footing as the other coefficients: the F positions share the model's
+weights, and the ``small`` model with c0 unshifted (silence about -2.5) learned to use the audio
+about 2.5x slower (README, "The bundled default model").
 
 Silent audio is valid input: it gives the "silence" features (every mel band at the floor of
-``10*log10(amin) = -80`` dB, i.e. ``c0 = (-80 - C0_REF_DB) * sqrt(num_mels) * MFCC_SCALE`` and
+``10*log10(amin) = -80`` dB, i.e. ``c0 = (-80 - c0_ref_db) * sqrt(num_mels) * MFCC_SCALE`` and
 the other coefficients 0), which are finite.
 """
 from __future__ import annotations
@@ -29,13 +30,11 @@ import numpy as np
 
 from .config import EDANetConfig
 
-__all__ = ["MFCC_SCALE", "C0_REF_DB", "POWER_DB_AMIN", "load_audio", "mfcc_frames", "features"]
+__all__ = ["MFCC_SCALE", "POWER_DB_AMIN", "load_audio", "mfcc_frames", "features"]
 
 #: Fixed scale applied to librosa's MFCCs (dB-scaled DCT coefficients, magnitudes ~10-1000) so
 #: that features are O(1). A fixed constant, not a per-recording statistic, so nothing looks ahead.
 MFCC_SCALE = 0.01
-#: Mean log-mel level (dB re full-scale power) that c0 reads as 0: a quiet background.
-C0_REF_DB = -40.0
 #: Power floor of ``librosa.power_to_db`` (-80 dB). ``top_db`` is always None: librosa's default
 #: clips relative to the maximum of the whole signal, which would look ahead.
 POWER_DB_AMIN = 1e-8
@@ -179,8 +178,8 @@ def mfcc_frames(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
     ``n_fft - hop`` zeros, ``center=False``), so ``T = n // hop``. Mel power spectrogram
     (``n_fft = mfcc_window_size``, ``hop_length = mfcc_hop_size``, ``n_mels = num_mels``, Hann
     window) -> ``power_to_db(ref=1.0, amin=1e-8, top_db=None)`` -> ``librosa.feature.mfcc``
-    (DCT-II, ortho) with ``n_mfcc = num_mfccs``; c0 minus ``C0_REF_DB * sqrt(num_mels)`` (the
-    mean level read against :data:`C0_REF_DB`); times :data:`MFCC_SCALE`. A 1-D input is
+    (DCT-II, ortho) with ``n_mfcc = num_mfccs``; c0 minus ``c0_ref_db * sqrt(num_mels)`` (the
+    mean level read against ``config.c0_ref_db``); times :data:`MFCC_SCALE`. A 1-D input is
     taken as mono. Audio shorter than one hop gives ``T = 0``.
     """
     import librosa
@@ -204,7 +203,7 @@ def mfcc_frames(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
     S_db = librosa.power_to_db(S, ref=1.0, amin=POWER_DB_AMIN, top_db=None)
     m = librosa.feature.mfcc(S=S_db, n_mfcc=F)  # (C, F, T)
     assert m.shape[-1] == T, (m.shape, T)
-    m[:, 0] -= C0_REF_DB * math.sqrt(config.num_mels)   # ortho DCT-II: c0 = sqrt(n_mels) * mean level
+    m[:, 0] -= config.c0_ref_db * math.sqrt(config.num_mels)   # ortho DCT-II: c0 = sqrt(n_mels) * mean level
     return np.ascontiguousarray(np.swapaxes(m, -1, -2) * MFCC_SCALE, dtype=np.float32)
 
 

@@ -48,9 +48,9 @@ def _train(a) -> int:
     import dataclasses
 
     from edanet.config import EDANetConfig
-    from edanet.train import TRAIN_PRESETS, train
+    from edanet.train import TRAIN_PRESETS, TrainConfig, train
     cfg = EDANetConfig.from_preset(a.preset, **dict(a.set or []))
-    tcfg = TRAIN_PRESETS.get(a.preset, TRAIN_PRESETS["small"])
+    tcfg = TRAIN_PRESETS.get(a.preset, TrainConfig())    # the small recipe is tuned for the small model
     over = {k: v for k, v in [("steps", a.steps), ("batch_size", a.batch_size), ("crop_steps", a.crop_steps),
                               ("lr", a.lr), ("val_every", a.val_every), ("ckpt_every", a.ckpt_every),
                               ("seed", a.seed), ("onset_focus", a.onset_focus)] if v is not None}

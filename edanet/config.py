@@ -49,6 +49,9 @@ class EDANetConfig:
     max_layers_per_stack: int = 9
     cond_channels: int = 16               # width of the EDA class embedding
     num_mels: int = 40                    # mel bands the MFCCs are computed from
+    # mean log-mel level (dB) that MFCC c0 reads as 0 (edanet.audio); configs saved before this
+    # field existed were trained with c0 unshifted and load with 0.0 (see from_dict)
+    c0_ref_db: float = -40.0
     # µS range used to turn generated (normalized) values back into µS when no other is given
     default_eda_range_us: tuple[float, float] = field(default=(2.0, 8.0))
 
@@ -65,6 +68,10 @@ class EDANetConfig:
                 and math.isfinite(self.context_size_in_seconds)):
             raise ValueError(f"EDANetConfig.context_size_in_seconds must be a positive number, "
                              f"got {self.context_size_in_seconds!r}")
+        if isinstance(self.c0_ref_db, bool) or not isinstance(self.c0_ref_db, (int, float)) \
+                or not math.isfinite(self.c0_ref_db):
+            raise ValueError(f"EDANetConfig.c0_ref_db must be a finite number (dB), got {self.c0_ref_db!r}")
+        object.__setattr__(self, "c0_ref_db", float(self.c0_ref_db))
         if self.companding not in COMPANDINGS:
             raise ValueError(f"EDANetConfig.companding must be one of {COMPANDINGS}, got {self.companding!r}")
         if self.quantization_bins < 2:
@@ -164,6 +171,7 @@ class EDANetConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "EDANetConfig":
         check_known_fields(cls, d)
+        d = {"c0_ref_db": 0.0, **d}     # saved before c0 had a reference level: keep its features
         return cls(**d)
 
     @classmethod

@@ -12,8 +12,11 @@ placed so that an acoustic onset (:func:`acoustic_onsets`, found from the audio 
 ``RESPONSE_WINDOW_S`` seconds after it lie inside the scored crop. Audio-locked responses are rare
 (about one scored step in 150 on the synthetic data), so uniform crops spend almost all of the
 gradient on steps the audio cannot explain, and the model learns to ignore the audio. Choosing
-crops by the *conditioning* (audio and position) only reweights the training examples; it does
-not change the conditional distribution the loss is minimized for, p(e_j | e_<j, audio).
+crops by the audio only reweights the training examples: when the audio is exogenous (what is
+heard does not depend on the listener's EDA, true of the synthetic data; not quite of the wearer's
+own speech), the conditional the loss is minimized for, p(e_j | e_<j, audio), is unchanged - for a
+model of unlimited capacity; a small one trades some NLL elsewhere for the responses. The end of
+a silence gap (the background returning) also counts as an onset, harmlessly.
 """
 from __future__ import annotations
 
@@ -96,7 +99,7 @@ def acoustic_onsets(frames: np.ndarray, config: EDANetConfig) -> np.ndarray:
     """EDA steps (sorted, unique) in which a sound starts, from MFCC frames ``(C, T, F)`` alone.
 
     ``c0 / (MFCC_SCALE * sqrt(num_mels))`` is the mean log-mel level in dB (DCT-II, ortho; read
-    against ``C0_REF_DB``, which a rise does not see), averaged over channels. An onset is the
+    against ``config.c0_ref_db``, which a rise does not see), averaged over channels. An onset is the
     first frame of a run where that level lies ``ONSET_RISE_DB`` or more above its minimum over
     the previous ``ONSET_LOOKBACK_S`` seconds. Causal (past frames only).
     """

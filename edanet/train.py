@@ -128,7 +128,13 @@ def _save_checkpoint(run: Path, step: int, model, opt, sched, sampler_states: li
     atomic_write(run / "latest.json", json.dumps({"step": step, "path": str(ck.relative_to(run))}))
 
 
-def _load_checkpoint(run: Path, model, opt, sched, world: int, rank: int) -> tuple[int, torch.Tensor | None]:
+# TrainConfig fields a resumed run may change: they do not alter the weights it computes
+# (``steps`` extends or shortens the run, which reshapes its cosine tail: the user's call).
+RESUMABLE_CHANGES = ("steps", "val_every", "ckpt_every")
+
+
+def _load_checkpoint(run: Path, model, opt, sched, world: int, rank: int,
+                     tcfg: TrainConfig) -> tuple[int, torch.Tensor | None]:
     latest = run / "latest.json"
     if not latest.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint in {run} (no latest.json); start without --resume")
@@ -138,8 +144,17 @@ def _load_checkpoint(run: Path, model, opt, sched, world: int, rank: int) -> tup
     if saved.config != model.config:
         raise ValueError(f"--resume: checkpoint {ck} was trained with another model config; "
                          f"use the same --preset/overrides or a new --out folder")
-    model.load_state_dict(saved.state_dict())
     meta = json.loads((ck / "state.json").read_text())
+    # fields missing from older checkpoints had their present defaults' meaning when written
+    was = {**dataclasses.asdict(TrainConfig()), **meta.get("train_config", {})}
+    now = dataclasses.asdict(tcfg)
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and was.get(k) != now[k])
+    if changed:
+        raise ValueError("--resume: this run was trained with " +
+                         ", ".join(f"{k}={was.get(k)!r}" for k in changed) + " but now gets " +
+                         ", ".join(f"{k}={now[k]!r}" for k in changed) +
+                         "; pass the same training options to continue it exactly, or use a new --out")
+    model.load_state_dict(saved.state_dict())
     tensors = load_file(str(ck / "state.safetensors"))
     state = {}
     for key, v in tensors.items():
@@ -178,7 +193,6 @@ def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig,
         if not resume and (run / "latest.json").exists():
             raise FileExistsError(f"{run} already holds a training run; pass --resume to continue it "
                                   "or choose another --out")
-        atomic_write(run / "train.json", json.dumps(dataclasses.asdict(tcfg), indent=1))
 
     torch.manual_seed(tcfg.seed)            # identical initial weights on every rank
     model = init_model if init_model is not None else EDANet(model_config)
@@ -196,9 +210,11 @@ def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig,
     sampler = torch.Generator().manual_seed(tcfg.seed * 1000 + rank)
     step = 0
     if resume:
-        step, state = _load_checkpoint(run, model, opt, sched, world, rank)
+        step, state = _load_checkpoint(run, model, opt, sched, world, rank, tcfg)
         if state is not None:
             sampler.set_state(state)
+    if rank == 0:       # after the resume checks: a refused resume leaves the run as it was
+        atomic_write(run / "train.json", json.dumps(dataclasses.asdict(tcfg), indent=1))
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     use_amp = tcfg.amp and device.type == "cuda"
 

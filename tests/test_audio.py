@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from edanet.audio import C0_REF_DB, MFCC_SCALE, features, load_audio, mfcc_frames
+from edanet.audio import MFCC_SCALE, features, load_audio, mfcc_frames
 from edanet.config import EDANetConfig
 
 CFG = EDANetConfig.from_preset("tiny")
@@ -77,17 +77,25 @@ def test_mfcc_matches_librosa_pipeline():
     S = librosa.feature.melspectrogram(y=padded, sr=SR, n_fft=NFFT, hop_length=HOP, n_mels=CFG.num_mels,
                                        center=False)
     m = librosa.feature.mfcc(S=librosa.power_to_db(S, ref=1.0, amin=1e-8, top_db=None), n_mfcc=CFG.num_mfccs)
-    m[0] -= C0_REF_DB * np.sqrt(CFG.num_mels)      # c0 read against the reference level
+    m[0] -= CFG.c0_ref_db * np.sqrt(CFG.num_mels)      # c0 read against the reference level
     np.testing.assert_allclose(mfcc_frames(x[None], CFG)[0], (m.T * MFCC_SCALE), rtol=1e-5, atol=1e-5)
     # values are O(1)
     assert np.abs(mfcc_frames(x[None], CFG)).max() < 20
+
+
+def test_c0_reference_shifts_c0_only():
+    x = _noise(4000, seed=3)
+    a = mfcc_frames(x[None], CFG)
+    b = mfcc_frames(x[None], dataclasses.replace(CFG, c0_ref_db=-25.0))
+    np.testing.assert_allclose(a[..., 0] - b[..., 0], 15 * np.sqrt(CFG.num_mels) * MFCC_SCALE, rtol=1e-4)
+    np.testing.assert_array_equal(a[..., 1:], b[..., 1:])
 
 
 def test_silence_gives_finite_features():
     f, N = features(np.zeros(SR), SR, CFG)
     assert N == 4 and f.shape == (1, 16, 5)
     assert np.all(np.isfinite(f))
-    np.testing.assert_allclose(f[0, :, 0], (-80 - C0_REF_DB) * np.sqrt(CFG.num_mels) * MFCC_SCALE, rtol=1e-5)
+    np.testing.assert_allclose(f[0, :, 0], (-80 - CFG.c0_ref_db) * np.sqrt(CFG.num_mels) * MFCC_SCALE, rtol=1e-5)
     np.testing.assert_allclose(f[0, :, 1:], 0, atol=1e-5)
 
 

@@ -53,6 +53,7 @@ def test_non_integer_ratio_names_numbers_and_suggests_hops():
     ("num_mfccs", 0), ("residual_channels", -1), ("hidden_channels", 1.5), ("quantization_bins", 1),
     ("context_size_in_seconds", 0.0), ("context_size_in_seconds", float("nan")), ("companding", "alaw"),
     ("max_layers_per_stack", 0), ("in_channels", True), ("default_eda_range_us", (3.0, 1.0)),
+    ("c0_ref_db", float("inf")), ("c0_ref_db", "loud"),
 ])
 def test_bad_values_raise_clear_errors(field, value):
     with pytest.raises(ValueError) as e:
@@ -65,6 +66,14 @@ def test_json_round_trip_and_overrides():
     assert c.residual_channels == 24 and c.companding == "linear"
     back = EDANetConfig.from_json(c.to_json())
     assert back == c and back.dilations == c.dilations
+
+
+def test_configs_saved_before_the_c0_reference_keep_their_features():
+    c = EDANetConfig.from_preset("small")
+    assert c.c0_ref_db == -40.0 and EDANetConfig.from_json(c.to_json()).c0_ref_db == -40.0
+    old = c.to_dict()
+    del old["c0_ref_db"]                      # a config.json written before the field existed
+    assert EDANetConfig.from_dict(old).c0_ref_db == 0.0
 
 
 def test_unknown_preset_and_fields():

@@ -86,6 +86,19 @@ def test_onset_focus_is_recorded_and_checked(data, tmp_path):
     assert not (tmp_path / "g" / "latest.json").exists()
 
 
+def test_resume_refuses_a_changed_recipe(data, tmp_path):
+    run = tmp_path / "r"
+    assert _run(["--data", str(data), "--out", str(run), "--steps", "2", "--ckpt-every", "1"]).returncode == 0
+    before = (run / "train.json").read_text()
+    r = _run(["--data", str(data), "--out", str(run), "--steps", "4", "--resume", "--lr", "0.01"])
+    assert r.returncode == 2 and "lr=" in r.stderr and "Traceback" not in r.stderr
+    assert (run / "train.json").read_text() == before and json.loads((run / "latest.json").read_text())["step"] == 2
+    # more steps (and other logging intervals) are fine
+    ok = _run(["--data", str(data), "--out", str(run), "--steps", "4", "--resume", "--val-every", "2"])
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((run / "latest.json").read_text())["step"] == 4
+
+
 def test_resume_without_checkpoint_is_explained(data, tmp_path):
     r = _run(["--data", str(data), "--out", str(tmp_path / "none"), "--steps", "2", "--resume"])
     assert r.returncode == 2 and "no checkpoint" in r.stderr
