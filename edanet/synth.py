@@ -679,6 +679,27 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def _clear_wav_peak_timestamp(path: Path) -> None:
+    """Zero the time stamp libsndfile writes into a float WAV's PEAK chunk, so that the same
+    pair gives the same bytes whenever it is written (walks the RIFF chunks up to ``data``)."""
+    with open(path, "r+b") as f:
+        head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        pos = 12
+        while True:
+            f.seek(pos)
+            chunk = f.read(8)
+            if len(chunk) < 8 or chunk[:4] == b"data":
+                return
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"PEAK" and size >= 8:      # version (4 bytes), then the time stamp
+                f.seek(pos + 12)
+                f.write(b"\0\0\0\0")
+                return
+            pos += 8 + size + (size & 1)
+
+
 def write_pair(pair: SynthPair, out_dir: str | os.PathLike, name: str) -> dict[str, Path]:
     """Write ``NAME.wav`` (float32), ``NAME.csv`` (E4 form, start time 0) and ``NAME.json`` (ground
     truth) atomically into ``out_dir``; returns ``{"audio", "eda", "json"}`` paths."""
@@ -689,6 +710,7 @@ def write_pair(pair: SynthPair, out_dir: str | os.PathLike, name: str) -> dict[s
     audio = np.asarray(pair.audio, dtype=np.float32).reshape(-1)
     with atomic_path(wav) as tmp:
         sf.write(str(tmp), audio, int(pair.audio_sample_rate), subtype="FLOAT", format="WAV")
+        _clear_wav_peak_timestamp(tmp)
     write_eda_csv(csv, pair.eda, pair.eda_sample_rate, fmt="e4", start_time=0.0)
     drives = response_drive(pair.events, SynthConfig.from_dict(pair.meta["config"])) \
         if "config" in pair.meta else None

@@ -285,6 +285,12 @@ def test_write_dataset_round_trip_and_pair_independence(tmp_path):
         assert (tmp_path / "two" / f"synth_00001{suffix}").read_bytes() == \
                (tmp_path / "five" / f"synth_00001{suffix}").read_bytes()
     assert not list(tmp_path.rglob("*.tmp*"))    # atomic writes leave nothing behind
+    # libsndfile stamps float WAVs with the time of writing (PEAK chunk): written as zero, so the
+    # comparison above holds across a clock tick too
+    raw = (tmp_path / "two" / "synth_00001.wav").read_bytes()
+    at = raw.find(b"PEAK", 12, 200)
+    assert at > 0 and raw[at + 12: at + 16] == bytes(4)
+    assert sf.read(tmp_path / "two" / "synth_00001.wav", dtype="float32")[0].size == 20 * 16000
 
     pair = synthesize_pair(pair_seed(7, 1), cfg)
     d = tmp_path / "five"
