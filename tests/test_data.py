@@ -44,11 +44,8 @@ def test_crops_have_a_warm_up_and_true_previous_value(pairs):
     assert int(scored.max()) <= W and int(scored.min()) >= 1
     # each window is an exact slice of one recording: find it and check the first conditioning
     for b in range(4):
-        hits = [(r, s) for r in d.recordings for s in range(r.steps - W + 1)
-                if np.array_equal(r.classes[s:s + W], target[b].numpy())
-                and np.array_equal(r.frames[:, s * K:(s + W) * K], frames[b].numpy())]
-        assert hits, "window is not a slice of any recording"
-        r, s = hits[0]
+        r, _, s = _locate(d, frames[b].numpy(), target[b].numpy())
+        np.testing.assert_array_equal(r.frames[:, s * K:(s + W) * K], frames[b].numpy())
         assert int(cond[b, 0]) == (int(r.classes[s - 1]) if s > 0 else CFG.start_class)
         if s > 0:   # the warm-up is not scored, the crop is
             assert not mask[b, : d.warmup_steps].any() and mask[b, d.warmup_steps:].all()
