@@ -30,7 +30,7 @@ import numpy as np
 
 from .config import EDANetConfig
 
-__all__ = ["MFCC_SCALE", "POWER_DB_AMIN", "load_audio", "mfcc_frames", "features"]
+__all__ = ["MFCC_SCALE", "POWER_DB_AMIN", "load_audio", "mfcc_frames", "mean_level_db", "features"]
 
 #: Fixed scale applied to librosa's MFCCs (dB-scaled DCT coefficients, magnitudes ~10-1000) so
 #: that features are O(1). A fixed constant, not a per-recording statistic, so nothing looks ahead.
@@ -205,6 +205,12 @@ def mfcc_frames(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
     assert m.shape[-1] == T, (m.shape, T)
     m[:, 0] -= config.c0_ref_db * math.sqrt(config.num_mels)   # ortho DCT-II: c0 = sqrt(n_mels) * mean level
     return np.ascontiguousarray(np.swapaxes(m, -1, -2) * MFCC_SCALE, dtype=np.float32)
+
+
+def mean_level_db(frames: np.ndarray, config: EDANetConfig) -> np.ndarray:
+    """Mean log-mel level (dB, relative to ``config.c0_ref_db``) of each frame of ``(C, T, F)``
+    features, averaged over channels: :func:`mfcc_frames`' c0 scaling undone."""
+    return frames[..., 0].astype(np.float64).mean(axis=0) / (MFCC_SCALE * math.sqrt(config.num_mels))
 
 
 def features(audio: Any, sample_rate: float | None, config: EDANetConfig) -> tuple[np.ndarray, int]:

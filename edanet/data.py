@@ -98,12 +98,11 @@ def load_recording(name: str, audio_path: Path, csv_path: Path, config: EDANetCo
 def acoustic_onsets(frames: np.ndarray, config: EDANetConfig) -> np.ndarray:
     """EDA steps (sorted, unique) in which a sound starts, from MFCC frames ``(C, T, F)`` alone.
 
-    ``c0 / (MFCC_SCALE * sqrt(num_mels))`` is the mean log-mel level in dB (DCT-II, ortho; read
-    against ``config.c0_ref_db``, which a rise does not see), averaged over channels. An onset is the
-    first frame of a run where that level lies ``ONSET_RISE_DB`` or more above its minimum over
-    the previous ``ONSET_LOOKBACK_S`` seconds. Causal (past frames only).
+    An onset is the first frame of a run where the mean log-mel level (``audio.mean_level_db``;
+    its reference level does not matter to a rise) lies ``ONSET_RISE_DB`` or more above its
+    minimum over the previous ``ONSET_LOOKBACK_S`` seconds. Causal (past frames only).
     """
-    from .audio import MFCC_SCALE
+    from .audio import mean_level_db
 
     frames = np.asarray(frames)
     if frames.ndim != 3 or frames.shape[-1] < 1:
@@ -111,7 +110,7 @@ def acoustic_onsets(frames: np.ndarray, config: EDANetConfig) -> np.ndarray:
     T = frames.shape[1]
     if T == 0:
         return np.zeros(0, np.int64)
-    level = frames[..., 0].astype(np.float64).mean(axis=0) / (MFCC_SCALE * math.sqrt(config.num_mels))
+    level = mean_level_db(frames, config)
     w = max(1, round(ONSET_LOOKBACK_S * config.frame_rate))
     past = np.lib.stride_tricks.sliding_window_view(np.pad(level, (w, 0), mode="edge"), w + 1)
     above = level - past.min(axis=1) >= ONSET_RISE_DB
