@@ -8,9 +8,11 @@ EDA step (K frames x F positions of every sequence) at a time, as
 Design
 ------
 * Grid ``(cdiv(B, BLOCK_B),)``: a program owns ``BLOCK_B`` whole sequences (1 for small
-  batches: most parallelism, least latency; 16 for large ones, see below). It walks them in
-  sub-tiles of ``SUB_B`` sequences: the sub-tile's rows are ``SUB_B x PP`` positions (P = K*F
-  positions of a step, ordered p = k*F + f, padded to a power of two PP >= 16), held in
+  batches: most parallelism, least latency; 16 for large ones, see below). Each sequence has
+  PP rows (P = K*F positions of a step, ordered p = k*F + f, padded to a power of two PP >=
+  16); the program walks its rows in tiles of ``TILE_M`` (16..128) rows: TILE_M / PP whole
+  sequences, or, when PP > TILE_M, a chunk of SPAN = TILE_M positions of one (chunks that
+  would hold only padding are skipped). A tile is held in
   registers against channel tiles padded to powers of two >= 16, so every per-layer GEMM is
   one ``tl.dot``: rows x C_r @ C_r x C_h for each dilation tap (past, current) and half
   (filter, gate), rows x C_h @ C_h x C_s (skip) and rows x C_h @ C_h x C_r (residual), then
@@ -45,8 +47,10 @@ Design
   per-layer weights are re-read every step from L1/L2 (a real model's layers do not fit one
   SM's registers or shared memory).
 * Large batches: BLOCK_B = 16 puts the downsampling on tensor cores (M = 16 sequences) and
-  divides the per-program weight traffic by 16; SUB_B ~ 128 / PP keeps the layer tiles at
-  ~128 rows (wgmma-sized) without blowing the register budget.
+  divides the per-program weight traffic by 16; TILE_M keeps the live fp32 tiles within a
+  register budget (up to 128 rows, wgmma-sized). Before row chunking, the ``base`` preset
+  (PP = 256) ran 256-row tiles: 192 KiB of shared memory in fp32, more than an sm_80 block
+  may have.
 * Teacher-forced mode (parity tests, likelihoods): ``TEACHER`` reads each step's
   conditioning class from an input instead of the fed-back sample, ``WRITE_LOGITS`` writes
   the fp32 logits of every step, ``SAMPLE`` turns the sampling on.
@@ -69,7 +73,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Layout of the ``dims`` int list passed to the ops (the static sizes of one packed model).
 DIMS_FIELDS = ("CIN", "F", "K", "Q", "QC", "L", "START", "PP", "CR", "CH", "CS", "CO", "QP", "RING")
 # Layout of the ``config`` int list passed to the ops (how a launch is tiled).
-CONFIG_FIELDS = ("BLOCK_B", "SUB_B", "num_warps", "FP32_DOT")
+CONFIG_FIELDS = ("BLOCK_B", "TILE_M", "num_warps", "FP32_DOT")
 
 
 def _p2(n: int, lo: int = 16) -> int:
@@ -91,7 +95,7 @@ def _group_step(b0, B, j, temperature,
                 QC: tl.constexpr, START: tl.constexpr, RING: tl.constexpr,
                 PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
                 CO: tl.constexpr, QP: tl.constexpr,
-                BLOCK_B: tl.constexpr, SUB_B: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
+                BLOCK_B: tl.constexpr, TILE_M: tl.constexpr, SPAN: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
                 DOWN_DOT: tl.constexpr, WRITE_LOGITS: tl.constexpr, SAMPLE: tl.constexpr,
                 GREEDY: tl.constexpr, OPD: tl.constexpr, PREC: tl.constexpr):
     """Step (group) ``j`` of sequences ``b0 .. b0 + BLOCK_B - 1`` (those < B).
@@ -110,13 +114,9 @@ def _group_step(b0, B, j, temperature,
     written inline: every jit-function call costs the interpreter milliseconds."""
     DT = w_dil_ptr.dtype.element_ty
     P: tl.constexpr = K * F
-    M: tl.constexpr = SUB_B * PP
-    offs_m = tl.arange(0, M)
-    p = offs_m % PP
-    kk = p // F
-    ff = p % F
-    t = j * K + kk                                             # frame index of each row
-    pmask = p < P
+    SEQS: tl.constexpr = TILE_M // SPAN                        # sequences per tile
+    CHUNKS: tl.constexpr = (P + SPAN - 1) // SPAN              # tiles per sequence (no all-padding tile)
+    offs_m = tl.arange(0, TILE_M)
     offs_cr = tl.arange(0, CR)
     offs_ch = tl.arange(0, CH)
     offs_cs = tl.arange(0, CS)
@@ -128,22 +128,30 @@ def _group_step(b0, B, j, temperature,
     w_hr = offs_ch[:, None] * CR + offs_cr[None, :]            # (CH, CR)
     sc_prog = scratch_ptr + b0 * (PP * CO)                     # BLOCK_B rows of PP*CO
 
-    for sub in range(BLOCK_B // SUB_B):
-        sb = sub * SUB_B + offs_m // PP                        # sequence of each row, in-program
+    # Tile i: rows m hold position p of in-program sequence sb. Chunks of one sequence run in
+    # order of p, so a past tap in the current group (d < K) is at a smaller p: already in the
+    # ring, written by this chunk (before the barrier) or an earlier one.
+    for i in range((BLOCK_B // SEQS) * CHUNKS):
+        sb = (i // CHUNKS) * SEQS + offs_m // SPAN
+        p = (i % CHUNKS) * SPAN + offs_m % SPAN
+        kk = p // F
+        ff = p % F
+        t = j * K + kk                                         # frame index of each row
+        pmask = p < P
         seq = b0 + sb
         smask = seq < B
         rmask = pmask & smask
         cls = tl.load(cls_ptr + seq * cls_stride, mask=smask & (use_start == 0), other=START).to(tl.int32)
 
         # -- input 1x1 conv (C_in is tiny: outer products) ---------------------------------
-        x = tl.zeros([M, CR], dtype=tl.float32) + tl.load(b_in_ptr + offs_cr)[None, :]
+        x = tl.zeros([TILE_M, CR], dtype=tl.float32) + tl.load(b_in_ptr + offs_cr)[None, :]
         fbase = frames_ptr + seq * s_fb + t.to(tl.int64) * s_ft + ff * s_ff
         for c in tl.static_range(CIN):
             fr = tl.load(fbase + c * s_fc, mask=rmask, other=0.0).to(tl.float32)
             wr = tl.load(w_in_ptr + c * CR + offs_cr).to(tl.float32)
             x += fr[:, None] * wr[None, :]
 
-        skip = tl.zeros([M, CS], dtype=tl.float32) + tl.load(b_skip_ptr + offs_cs)[None, :]
+        skip = tl.zeros([TILE_M, CS], dtype=tl.float32) + tl.load(b_skip_ptr + offs_cs)[None, :]
         ring_r = ring_ptr + seq * RING
         for l in range(L):
             d = tl.load(dil_ptr + l)
@@ -185,14 +193,14 @@ def _group_step(b0, B, j, temperature,
         # -- head --------------------------------------------------------------------------
         hs = tl.maximum(skip, 0.0).to(DT).to(OPD)
         w_h1 = tl.load(w_h1_ptr + offs_cs[:, None] * CO + offs_co[None, :]).to(OPD)
-        h1 = tl.dot(hs, w_h1, tl.zeros([M, CO], tl.float32) + tl.load(b_h1_ptr + offs_co)[None, :],
+        h1 = tl.dot(hs, w_h1, tl.zeros([TILE_M, CO], tl.float32) + tl.load(b_h1_ptr + offs_co)[None, :],
                     input_precision=PREC)
         h1 = tl.maximum(h1, 0.0).to(DT).to(OPD)
         w_h2 = tl.load(w_h2_ptr + offs_co[:, None] * CO + offs_co[None, :]).to(OPD)
-        h = tl.dot(h1, w_h2, tl.zeros([M, CO], tl.float32) + tl.load(b_h2_ptr + offs_co)[None, :],
+        h = tl.dot(h1, w_h2, tl.zeros([TILE_M, CO], tl.float32) + tl.load(b_h2_ptr + offs_co)[None, :],
                    input_precision=PREC)
         h = tl.where(rmask[:, None], h, 0.0)
-        tl.store(sc_prog + (sub * M + offs_m)[:, None] * CO + offs_co[None, :], h)
+        tl.store(sc_prog + (sb * PP + p)[:, None] * CO + offs_co[None, :], h)
 
     # -- learned downsampling: logits[s, q] = b[q] + sum_{p,o} h[s, p, o] * Wd[p*CO + o, q] --
     tl.debug_barrier()
@@ -240,7 +248,7 @@ def _step_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, j,
                  QC: tl.constexpr, START: tl.constexpr, RING: tl.constexpr,
                  PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
                  CO: tl.constexpr, QP: tl.constexpr,
-                 BLOCK_B: tl.constexpr, SUB_B: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
+                 BLOCK_B: tl.constexpr, TILE_M: tl.constexpr, SPAN: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
                  DOWN_DOT: tl.constexpr, WRITE_LOGITS: tl.constexpr, SAMPLE: tl.constexpr,
                  GREEDY: tl.constexpr, OPD: tl.constexpr, PREC: tl.constexpr):
     b0 = tl.program_id(0).to(tl.int64) * BLOCK_B
@@ -249,7 +257,7 @@ def _step_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, j,
                 w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
                 b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
                 dil_ptr, roff_ptr, L,
-                CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, SUB_B, BLOCK_R, R_END,
+                CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, TILE_M, SPAN, BLOCK_R, R_END,
                 DOWN_DOT, WRITE_LOGITS, SAMPLE, GREEDY, OPD, PREC)
 
 
@@ -263,7 +271,7 @@ def _persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n,
                        QC: tl.constexpr, START: tl.constexpr, RING: tl.constexpr,
                        PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
                        CO: tl.constexpr, QP: tl.constexpr,
-                       BLOCK_B: tl.constexpr, SUB_B: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
+                       BLOCK_B: tl.constexpr, TILE_M: tl.constexpr, SPAN: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
                        DOWN_DOT: tl.constexpr, TEACHER: tl.constexpr, GREEDY: tl.constexpr,
                        OPD: tl.constexpr, PREC: tl.constexpr):
     """Generate: ``out (B, n)`` receives the sampled classes, and step j is conditioned on
@@ -278,7 +286,7 @@ def _persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n,
                         w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
                         b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
                         dil_ptr, roff_ptr, L,
-                        CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, SUB_B, BLOCK_R,
+                        CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, TILE_M, SPAN, BLOCK_R,
                         R_END, DOWN_DOT, True, False, False, OPD, PREC)
         else:
             # The class of step j - 1 was written by this program before the last barrier.
@@ -288,7 +296,7 @@ def _persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n,
                         w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
                         b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
                         dil_ptr, roff_ptr, L,
-                        CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, SUB_B, BLOCK_R,
+                        CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, TILE_M, SPAN, BLOCK_R,
                         R_END, DOWN_DOT, False, True, GREEDY, OPD, PREC)
         # The next step overwrites ring slots and scratch rows this one read, and reads the
         # classes this one wrote.
@@ -379,34 +387,39 @@ FP32_DOT = ("ieee", "tf32x3")
 
 
 def launch_config(batch: int, dims: list[int], dtype: torch.dtype = torch.float32,
-                  seqs_per_program: int | None = None, sub_seqs: int | None = None,
+                  seqs_per_program: int | None = None, tile_rows: int | None = None,
                   num_warps: int | None = None, fp32_dot: str = "ieee") -> list[int]:
-    """``[BLOCK_B, SUB_B, num_warps, fp32 dot mode]`` for a batch (``CONFIG_FIELDS``); None
-    picks a default (chosen from sm_90 compiles' register use, not yet from timings).
+    """``[BLOCK_B, TILE_M, num_warps, fp32 dot mode]`` for a batch (``CONFIG_FIELDS``); None
+    picks a default (chosen from sm_80/sm_90 compiles' register and shared-memory use,
+    ``python -m benchmarks.triton_resources``; not yet from timings).
 
     Up to 128 sequences: one program per sequence (most parallelism, least latency). Beyond:
     16 sequences per program (the downsampling becomes a tensor-core GEMM, and each weight
-    read serves 16 sequences), walked in sub-tiles whose live fp32 tiles (x, skip, filter and
-    gate: C_r + C_s + 2 C_h per row) stay within a register budget, at most 128 rows.
-    ``fp32_dot``: "ieee" (exact fp32 FMA dots: parity, but register-hungry for wide layers)
-    or "tf32x3" (fp32 emulated on tensor cores with three TF32 products)."""
+    read serves 16 sequences), except for exact fp32 dots. A program walks its BLOCK_B x PP rows in tiles of TILE_M rows
+    (a power of two, 16 to 128): several whole sequences, or a chunk of one when PP > TILE_M.
+    The default keeps the live fp32 tiles (x, skip, filter and gate: C_r + C_s + 2 C_h per
+    row) within a register budget. ``fp32_dot``: "ieee" (exact fp32 FMA dots: parity, but
+    register-hungry for wide layers) or "tf32x3" (fp32 emulated on tensor cores with three
+    TF32 products)."""
     D = _dims(dims)
     PP = D["PP"]
     per_row = D["CR"] + D["CS"] + 2 * D["CH"]
     half = dtype != torch.float32
-    if seqs_per_program is None:
-        seqs_per_program = 1 if batch <= 128 else 16
-    block_b = triton.next_power_of_2(max(1, int(seqs_per_program)))
-    if sub_seqs is None:
-        budget = 16384 if half else 4096
-        sub_seqs = max(1, min(128 // PP, budget // (PP * per_row)))
-        sub_seqs = 1 << (sub_seqs.bit_length() - 1)                  # power of two, rounded down
-    sub_b = min(block_b, triton.next_power_of_2(max(1, int(sub_seqs))))
-    if num_warps is None:
-        num_warps = 4 if half and sub_b * PP * per_row <= 4096 else 8
     if fp32_dot not in FP32_DOT:
         raise ValueError(f"fp32_dot must be one of {FP32_DOT}, got {fp32_dot!r}")
-    return [block_b, sub_b, int(num_warps), FP32_DOT.index(fp32_dot)]
+    if seqs_per_program is None:
+        # Exact fp32 ("ieee") dots run on CUDA cores, so 16 sequences gain no tensor-core
+        # downsampling, and for wide models the tiles spill (base: 14 KiB per thread).
+        exact = not half and fp32_dot == "ieee"
+        seqs_per_program = 1 if batch <= 128 or exact else 16
+    block_b = triton.next_power_of_2(max(1, int(seqs_per_program)))
+    if tile_rows is None:
+        tile_rows = (16384 if half else 4096) // per_row
+    tile_rows = max(16, min(128, block_b * PP, int(tile_rows)))
+    tile_m = 1 << (tile_rows.bit_length() - 1)                      # power of two, rounded down
+    if num_warps is None:
+        num_warps = 4 if half and tile_m * per_row <= 4096 else 8
+    return [block_b, tile_m, int(num_warps), FP32_DOT.index(fp32_dot)]
 
 
 _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
@@ -422,15 +435,19 @@ def _operand_dtype(dtype: torch.dtype):
 
 def _launch_args(packed, dims, config):
     D = _dims(dims)
-    block_b, sub_b, _, fp32_dot = config
+    block_b, tile_m, _, fp32_dot = config
     PP, CO, QP, P = D["PP"], D["CO"], D["QP"], D["K"] * D["F"]
     down_dot = block_b >= 16
     # Downsampling chunk: a (BLOCK_B, BLOCK_R, QP) product tile on CUDA cores, or the K-dim
     # of a (BLOCK_B x BLOCK_R) @ (BLOCK_R x QP) dot.
     budget = 4096 if not down_dot else 8192
     block_r = max(16, min(PP * CO, 128, triton.next_power_of_2(max(1, budget // (QP * (1 if down_dot else block_b))))))
-    # Rows of padded positions (p >= P) are zero: stop at the first chunk past P*CO.
-    r_end = min(triton.cdiv(P * CO, block_r) * block_r, PP * CO)
+    # Rows of padded positions (p >= P) are zero: stop at the first chunk past P*CO. That never
+    # passes the rows the tiles wrote (``covered`` positions, a multiple of SPAN >= 16: of
+    # block_r too), so the scratch needs no zeroing.
+    span = min(tile_m, PP)
+    covered = triton.cdiv(P, span) * span
+    r_end = min(triton.cdiv(P * CO, block_r) * block_r, covered * CO)
     opd = _operand_dtype(packed[2].dtype)
     return dict(
         w_in_ptr=packed[0], b_in_ptr=packed[1], w_dil_ptr=packed[2], cond_ptr=packed[3],
@@ -439,7 +456,7 @@ def _launch_args(packed, dims, config):
         w_down_ptr=packed[12], b_down_ptr=packed[13], dil_ptr=packed[14], roff_ptr=packed[15],
         L=D["L"], CIN=D["CIN"], F=D["F"], K=D["K"], Q=D["Q"], QC=D["QC"], START=D["START"], RING=D["RING"],
         PP=PP, CR=D["CR"], CH=D["CH"], CS=D["CS"], CO=CO, QP=QP,
-        BLOCK_B=block_b, SUB_B=sub_b, BLOCK_R=block_r, R_END=r_end, DOWN_DOT=down_dot,
+        BLOCK_B=block_b, TILE_M=tile_m, SPAN=span, BLOCK_R=block_r, R_END=r_end, DOWN_DOT=down_dot,
         OPD=opd, PREC=FP32_DOT[fp32_dot] if opd == tl.float32 else "tf32",
     )
 
@@ -453,6 +470,34 @@ def _scratch(batch: int, dims: list[int], config: list[int], device) -> torch.Te
     D = _dims(dims)
     rows = triton.cdiv(batch, config[0]) * config[0]
     return torch.empty((rows, D["PP"] * D["CO"]), dtype=torch.float32, device=device)
+
+
+# Every argument of a launch, by name: the custom ops launch with these, and
+# ``fastgen/triton_aot.py`` compiles the same specialisations for a named GPU without one.
+# FMA fusion is on explicitly (Triton 3.9 warns that its default will flip).
+def _kernel_args(frames, cls, uniforms, temperature, greedy, out, logits, ring, scratch, packed, dims, config):
+    return dict(frames_ptr=frames, s_fb=frames.stride(0), s_fc=frames.stride(1), s_ft=frames.stride(2),
+                s_ff=frames.stride(3), B=frames.shape[0], cls_ptr=cls, u_ptr=uniforms,
+                temperature=1.0 if greedy else float(temperature), out_ptr=out, lg_ptr=logits, ring_ptr=ring,
+                scratch_ptr=scratch, GREEDY=greedy, **_launch_args(packed, dims, config),
+                num_warps=config[2], enable_fp_fusion=True)
+
+
+def _step_launch(frames, step, cls, uniforms, temperature, out, logits, ring, scratch,
+                 packed, dims, config, write_logits, sample):
+    """(grid, kwargs) of ``_step_kernel`` for ``triton_step``."""
+    kwargs = _kernel_args(frames, cls, uniforms, temperature, bool(sample) and temperature == 0, out, logits,
+                          ring, scratch, packed, dims, config)
+    return (triton.cdiv(frames.shape[0], config[0]),), dict(
+        kwargs, j=step, WRITE_LOGITS=bool(write_logits), SAMPLE=bool(sample))
+
+
+def _persistent_launch(frames, n, cond, uniforms, temperature, out, logits, ring, scratch,
+                       packed, dims, config, teacher):
+    """(grid, kwargs) of ``_persistent_kernel`` for ``triton_persistent``."""
+    kwargs = _kernel_args(frames, cond, uniforms, temperature, (not teacher) and temperature == 0, out, logits,
+                          ring, scratch, packed, dims, config)
+    return (triton.cdiv(frames.shape[0], config[0]),), dict(kwargs, n=n, TEACHER=bool(teacher))
 
 
 # -- custom ops --------------------------------------------------------------------------------
@@ -471,14 +516,10 @@ def triton_step(frames: torch.Tensor, step: int, cls: torch.Tensor, uniforms: to
     out = cls.to(torch.int64).clone()
     if B == 0:
         return logits, out
-    greedy = sample and temperature == 0
-    grid = (triton.cdiv(B, config[0]),)
-    _step_kernel[grid](
-        frames, *frames.stride(), B, step,
-        cls.contiguous(), uniforms.contiguous(), 1.0 if greedy else float(temperature), out, logits,
-        ring, _scratch(B, dims, config, frames.device), **_launch_args(packed, dims, config),
-        WRITE_LOGITS=bool(write_logits), SAMPLE=bool(sample), GREEDY=bool(greedy),
-        num_warps=config[2])
+    grid, kwargs = _step_launch(frames, step, cls.contiguous(), uniforms.contiguous(), temperature, out, logits,
+                                ring, _scratch(B, dims, config, frames.device), packed, dims, config,
+                                write_logits, sample)
+    _step_kernel[grid](**kwargs)
     return logits, out
 
 
@@ -507,14 +548,10 @@ def triton_persistent(frames: torch.Tensor, cond: torch.Tensor, uniforms: torch.
         out.copy_(cond)
     if B == 0 or n == 0:
         return logits, out
-    greedy = (not teacher) and temperature == 0
-    grid = (triton.cdiv(B, config[0]),)
-    _persistent_kernel[grid](
-        frames, *frames.stride(), B, n,
-        cond.contiguous(), uniforms.contiguous(), 1.0 if greedy else float(temperature), out, logits,
-        new_ring(B, dims, frames.device, packed[2].dtype), _scratch(B, dims, config, frames.device),
-        **_launch_args(packed, dims, config), TEACHER=bool(teacher), GREEDY=bool(greedy),
-        num_warps=config[2])
+    grid, kwargs = _persistent_launch(frames, n, cond.contiguous(), uniforms.contiguous(), temperature, out,
+                                      logits, new_ring(B, dims, frames.device, packed[2].dtype),
+                                      _scratch(B, dims, config, frames.device), packed, dims, config, teacher)
+    _persistent_kernel[grid](**kwargs)
     return logits, out
 
 

@@ -141,16 +141,59 @@ def test_teacher_forced_half(variant, spec_name, dtype):
 
 # -- several sequences per program (the large-batch tiling), some of them masked off --------
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("seqs,sub", [(2, 2), (16, 4)])  # 16: downsampling as a tl.dot
-def test_sequences_per_program(variant, seqs, sub):
+@pytest.mark.parametrize("seqs,rows", [(2, 32), (16, 64)])  # odd: PP = 16, so 2 and 4 sequences per tile
+def test_sequences_per_program(variant, seqs, rows):
     spec_name, batch, steps = "odd", 3, 5
     weights, frames, classes, uniforms = _case(spec_name, batch, steps)
     eng = fastgen.create(variant, PARITY_SPECS[spec_name], weights, device=DEVICE,
-                         seqs_per_program=seqs, sub_seqs=sub)
+                         seqs_per_program=seqs, tile_rows=rows)
+    assert eng._config(batch)[:2] == [seqs, rows]
     err = _rel_err(eng.teacher_forced(frames, classes), _reference_logits(spec_name, batch, steps=steps))
     assert err <= 1e-4, f"relative error {err:.3g}"
     out = eng.generate(frames, uniforms, 0.7).cpu()
     assert torch.equal(out, _reference_samples(spec_name, batch, 0.7, steps=steps))
+
+
+# -- row chunks: a sequence's positions split over tiles (PP > TILE_M) -------------------------
+# "round": P = 32 in two 16-row chunks, dilations 1 and 2 < K = 4, so past taps of the second
+# chunk lie in the first. "wide": P = 40, PP = 64: three chunks, the fourth (all padding)
+# skipped, the third part padding; K = 5 with dilations below and above it.
+WIDE = fastgen.NetworkSpec(in_channels=1, num_features=8, frames_per_step=5, residual_channels=12,
+                           hidden_channels=16, skip_channels=20, out_channels=9, num_classes=13, cond_classes=14,
+                           cond_channels=5, dilations=(1, 3, 2, 7, 4), start_class=13)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("spec_name,seqs", [("round", 1), ("wide", 2)])
+def test_row_chunks(variant, spec_name, seqs):
+    spec = WIDE if spec_name == "wide" else PARITY_SPECS[spec_name]
+    batch, steps = 3, 4
+    weights, frames, classes, uniforms = make_case(spec, batch, steps, seed=5)
+    ref = fastgen.create("reference", spec, weights, dtype=torch.float64)
+    eng = fastgen.create(variant, spec, weights, device=DEVICE, seqs_per_program=seqs, tile_rows=16)
+    assert eng._config(batch)[1] == 16 and spec.positions_per_step > 16
+    err = _rel_err(eng.teacher_forced(frames, classes), ref.teacher_forced(frames, classes))
+    assert err <= 1e-4, f"relative error {err:.3g}"
+    assert torch.equal(eng.generate(frames, uniforms, 0.8).cpu(), ref.generate(frames, uniforms, 0.8).cpu())
+
+
+def test_tile_rows_are_clamped_to_a_power_of_two():
+    from fastgen import triton_kernels as tk
+    dims = _engine("triton", "round", 1).dims              # PP = 32
+    assert tk.launch_config(1, dims, tile_rows=100)[1] == 32    # at most the program's rows
+    sixteen = dict(seqs_per_program=16)
+    assert tk.launch_config(300, dims, tile_rows=100, **sixteen)[1] == 64  # rounded down
+    assert tk.launch_config(300, dims, tile_rows=1000, **sixteen)[1] == 128
+    assert tk.launch_config(300, dims, tile_rows=3, **sixteen)[1] == 16
+
+
+def test_default_sequences_per_program():
+    from fastgen import triton_kernels as tk
+    dims = _engine("triton", "round", 1).dims
+    assert tk.launch_config(128, dims, torch.bfloat16)[0] == 1
+    assert tk.launch_config(129, dims, torch.bfloat16)[0] == 16
+    assert tk.launch_config(129, dims, torch.float32, fp32_dot="tf32x3")[0] == 16
+    assert tk.launch_config(4096, dims, torch.float32)[0] == 1  # exact fp32 dots: see launch_config
 
 
 def test_bad_options():

@@ -7,8 +7,8 @@ Without a GPU they run on CPU tensors through Triton's interpreter, which must b
 
 Options (keyword arguments of ``fastgen.create``): ``num_warps``, ``seqs_per_program`` (the
 sequences one program owns: 1 gives the most parallelism, 16 puts the downsampling on tensor
-cores and shares each weight read among 16 sequences), ``sub_seqs`` (sequences per register
-tile); None picks by batch size (``triton_kernels.launch_config``). ``fp32_dot`` ("ieee",
+cores and shares each weight read among 16 sequences), ``tile_rows`` (rows, i.e. positions of
+one or more sequences, per register tile: 16 to 128); None picks by batch size (``triton_kernels.launch_config``). ``fp32_dot`` ("ieee",
 the default, or "tf32x3") is how fp32 engines multiply.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ class TritonEngine(Engine):
     name = "triton"
 
     def __init__(self, spec, weights, device="cpu", dtype=torch.float32, num_warps: int | None = None,
-                 seqs_per_program: int | None = None, sub_seqs: int | None = None, fp32_dot: str = "ieee"):
+                 seqs_per_program: int | None = None, tile_rows: int | None = None, fp32_dot: str = "ieee"):
         super().__init__(spec, weights, device, dtype)
         from . import BackendUnavailable
         reason = unavailable_reason()
@@ -51,7 +51,7 @@ class TritonEngine(Engine):
                 f"(set TRITON_INTERPRET=1 before triton is imported); device is {self.device}")
         if dtype not in tk.SUPPORTED_DTYPES:
             raise ValueError(f"backend {self.name!r} supports dtypes {tk.SUPPORTED_DTYPES}, got {dtype}")
-        self.options = dict(num_warps=num_warps, seqs_per_program=seqs_per_program, sub_seqs=sub_seqs,
+        self.options = dict(num_warps=num_warps, seqs_per_program=seqs_per_program, tile_rows=tile_rows,
                             fp32_dot=fp32_dot)
         self.packed, self.dims = tk.pack_weights(spec, weights, self.device, dtype)
         self._config(1)  # validate the options now
