@@ -88,9 +88,7 @@ def _group_step(b0, B, j, temperature,
                 cls_ptr, cls_stride, use_start,
                 u_ptr, u_stride, out_ptr, out_stride, lg_ptr, lg_stride,
                 frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
-                w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
-                b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
-                dil_ptr, roff_ptr, L,
+                W, L,
                 CIN: tl.constexpr, F: tl.constexpr, K: tl.constexpr, Q: tl.constexpr,
                 QC: tl.constexpr, START: tl.constexpr, RING: tl.constexpr,
                 PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
@@ -112,6 +110,8 @@ def _group_step(b0, B, j, temperature,
     product fits fp32; accumulation is fp32 either way). ``PREC`` is "ieee" for fp32 operands
     ("tf32x3" if asked for), Triton's default otherwise (where it is unused). Helpers such as tanh and sigmoid are
     written inline: every jit-function call costs the interpreter milliseconds."""
+    (w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr, b_skip_ptr,
+     w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr, dil_ptr, roff_ptr) = W
     DT = w_dil_ptr.dtype.element_ty
     P: tl.constexpr = K * F
     SEQS: tl.constexpr = TILE_M // SPAN                        # sequences per tile
@@ -241,9 +241,7 @@ def _group_step(b0, B, j, temperature,
 @triton.jit(do_not_specialize=["j"])
 def _step_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, j,
                  cls_ptr, u_ptr, temperature, out_ptr, lg_ptr, ring_ptr, scratch_ptr,
-                 w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
-                 b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
-                 dil_ptr, roff_ptr, L,
+                 W, L,
                  CIN: tl.constexpr, F: tl.constexpr, K: tl.constexpr, Q: tl.constexpr,
                  QC: tl.constexpr, START: tl.constexpr, RING: tl.constexpr,
                  PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
@@ -254,9 +252,7 @@ def _step_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, j,
     b0 = tl.program_id(0).to(tl.int64) * BLOCK_B
     _group_step(b0, B, j, temperature, cls_ptr, 1, 0, u_ptr, 1, out_ptr, 1, lg_ptr, Q,
                 frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
-                w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
-                b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
-                dil_ptr, roff_ptr, L,
+                W, L,
                 CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, TILE_M, SPAN, BLOCK_R, R_END,
                 DOWN_DOT, WRITE_LOGITS, SAMPLE, GREEDY, OPD, PREC)
 
@@ -264,9 +260,7 @@ def _step_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, j,
 @triton.jit(do_not_specialize=["n"])
 def _persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n,
                        cls_ptr, u_ptr, temperature, out_ptr, lg_ptr, ring_ptr, scratch_ptr,
-                       w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
-                       b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
-                       dil_ptr, roff_ptr, L,
+                       W, L,
                        CIN: tl.constexpr, F: tl.constexpr, K: tl.constexpr, Q: tl.constexpr,
                        QC: tl.constexpr, START: tl.constexpr, RING: tl.constexpr,
                        PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
@@ -283,9 +277,7 @@ def _persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n,
             _group_step(b0, B, j, temperature, cls_ptr + j, n, 0, u_ptr + j, n, out_ptr + j, n,
                         lg_ptr + j * Q, n * Q,
                         frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
-                        w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
-                        b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
-                        dil_ptr, roff_ptr, L,
+                        W, L,
                         CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, TILE_M, SPAN, BLOCK_R,
                         R_END, DOWN_DOT, True, False, False, OPD, PREC)
         else:
@@ -293,9 +285,7 @@ def _persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n,
             _group_step(b0, B, j, temperature, out_ptr + j - 1, n, j == 0, u_ptr + j, n, out_ptr + j, n,
                         lg_ptr, 0,
                         frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
-                        w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr,
-                        b_skip_ptr, w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr,
-                        dil_ptr, roff_ptr, L,
+                        W, L,
                         CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, TILE_M, SPAN, BLOCK_R,
                         R_END, DOWN_DOT, False, True, GREEDY, OPD, PREC)
         # The next step overwrites ring slots and scratch rows this one read, and reads the
@@ -450,11 +440,7 @@ def _launch_args(packed, dims, config):
     r_end = min(triton.cdiv(P * CO, block_r) * block_r, covered * CO)
     opd = _operand_dtype(packed[2].dtype)
     return dict(
-        w_in_ptr=packed[0], b_in_ptr=packed[1], w_dil_ptr=packed[2], cond_ptr=packed[3],
-        w_skip_ptr=packed[4], w_res_ptr=packed[5], b_res_ptr=packed[6], b_skip_ptr=packed[7],
-        w_h1_ptr=packed[8], b_h1_ptr=packed[9], w_h2_ptr=packed[10], b_h2_ptr=packed[11],
-        w_down_ptr=packed[12], b_down_ptr=packed[13], dil_ptr=packed[14], roff_ptr=packed[15],
-        L=D["L"], CIN=D["CIN"], F=D["F"], K=D["K"], Q=D["Q"], QC=D["QC"], START=D["START"], RING=D["RING"],
+        W=tuple(packed), L=D["L"], CIN=D["CIN"], F=D["F"], K=D["K"], Q=D["Q"], QC=D["QC"], START=D["START"], RING=D["RING"],
         PP=PP, CR=D["CR"], CH=D["CH"], CS=D["CS"], CO=CO, QP=QP,
         BLOCK_B=block_b, TILE_M=tile_m, SPAN=span, BLOCK_R=block_r, R_END=r_end, DOWN_DOT=down_dot,
         OPD=opd, PREC=FP32_DOT[fp32_dot] if opd == tl.float32 else "tf32",
