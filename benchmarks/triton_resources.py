@@ -1,7 +1,8 @@
 """What the Triton kernels would use on an NVIDIA GPU, found by compiling them here (no GPU
 needed; ``fastgen/triton_aot.py``): registers, spills and shared memory of every launch the
 ``triton`` and ``triton_persistent`` backends make for the ``small`` and ``base`` presets, per
-dtype, batch size (1: one sequence per program; 256: 16) and architecture (sm_80, sm_90).
+dtype, batch size (1: one sequence per program; 256: 16 in bf16/fp16) and architecture
+(sm_80, sm_90).
 
     python -m benchmarks.triton_resources [--out benchmarks/results/triton-resources.md]
 

@@ -7,7 +7,8 @@ configuration spills. This compiles exactly what a launch would: the same argume
 (``triton_kernels._step_launch`` / ``_persistent_launch``) bound by the same binder that
 ``JITFunction.run`` uses, so ints equal to 1 and 16-byte alignments are specialised as they
 would be on the device, then reads registers and spills from Triton's bundled ptxas
-(``-v``), shared memory from the compiled kernel's metadata. Needs ``TRITON_INTERPRET`` unset (the kernels must be real JIT functions).
+(``-v``), shared memory from the compiled kernel's metadata. Needs ``TRITON_INTERPRET``
+unset (the kernels must be real JIT functions).
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ class KernelResources:
 
     @property
     def blocks_per_sm(self) -> int:
-        """Resident blocks per SM allowed by registers and shared memory (not the 32-block cap)."""
+        """Resident blocks per SM that registers and shared memory allow, roughly (the SM's
+        shared memory taken as one block's limit; allocation granularity ignored)."""
         by_regs = REGISTERS_PER_SM[self.arch] // max(1, self.registers * 32 * self.num_warps)
         by_smem = SHARED_PER_BLOCK[self.arch] // self.shared_bytes if self.shared_bytes else by_regs
         return min(by_regs, by_smem)

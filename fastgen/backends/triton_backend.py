@@ -8,8 +8,9 @@ Without a GPU they run on CPU tensors through Triton's interpreter, which must b
 Options (keyword arguments of ``fastgen.create``): ``num_warps``, ``seqs_per_program`` (the
 sequences one program owns: 1 gives the most parallelism, 16 puts the downsampling on tensor
 cores and shares each weight read among 16 sequences), ``tile_rows`` (rows, i.e. positions of
-one or more sequences, per register tile: 16 to 128); None picks by batch size (``triton_kernels.launch_config``). ``fp32_dot`` ("ieee",
-the default, or "tf32x3") is how fp32 engines multiply.
+one or more sequences, per register tile: 16 to 128); None picks by batch size
+(``triton_kernels.launch_config``). ``fp32_dot`` ("ieee", the default, or "tf32x3") is how
+fp32 engines multiply.
 """
 from __future__ import annotations
 
