@@ -12,7 +12,8 @@ export PYTHONUNBUFFERED=1
 FASTGEN_BUILD_CUDA=1 python -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | tail -20 || exit 1
 python -c "import fastgen, json; print(json.dumps(fastgen.build_info(), indent=1))" | tee "$OUT/build_info.json"
 status=0
-python -m pytest -q tests/test_cuda_backend.py tests/test_triton.py tests/test_backends.py tests/test_cpu_backend.py \
+python -m pytest -q tests/test_cuda_backend.py tests/test_triton.py tests/test_triton_compile.py tests/test_backends.py \
+    tests/test_cpu_backend.py \
     -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" || status=1
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck synccheck; do

@@ -138,3 +138,27 @@ def test_compile_launch_refuses_bad_arguments():
 def test_compile_launch_needs_real_kernels():
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
         compile_launch("triton", PARITY_SPECS["k1_stereo"], torch.float32, 1)
+
+
+# -- on a GPU: the prediction is what the driver reports for the kernel a launch built ---------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compares with the driver's report of a launched kernel")
+@pytest.mark.parametrize("variant", ["triton", "triton_persistent"])
+def test_prediction_matches_the_launched_kernel(variant):
+    import fastgen
+    spec = _presets()["small"]
+    eng = fastgen.create(variant, spec, fastgen.random_weights(spec), device="cuda", dtype=torch.bfloat16)
+    steps = 16
+    frames = torch.randn(1, spec.in_channels, steps * spec.frames_per_step, spec.num_features)
+    eng.generate(frames, torch.rand(1, steps))
+    kernel = tk._step_kernel if variant == "triton" else tk._persistent_kernel
+    launched = [k for caches in kernel.device_caches.values() for k in caches[0].values()]
+    assert launched, "the launch built no kernel"
+    for k in launched:
+        k._init_handles()                       # loads the module: n_regs comes from the driver
+    major, minor = torch.cuda.get_device_capability()
+    arch = 10 * major + minor
+    if arch not in SHARED_PER_BLOCK:
+        pytest.skip(f"compile_launch knows no limits for sm_{arch}")
+    predicted = compile_launch(variant, spec, torch.bfloat16, 1, arch, steps=steps)
+    assert predicted.registers in {k.n_regs for k in launched}, (predicted, [k.n_regs for k in launched])
+    assert predicted.shared_bytes in {k.metadata.shared for k in launched}
