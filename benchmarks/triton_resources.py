@@ -5,9 +5,13 @@ dtype, batch size (1: one sequence per program; 256: 16 in bf16/fp16) and archit
 (sm_80, sm_90).
 
     python -m benchmarks.triton_resources [--out benchmarks/results/triton-resources.md]
+    python -m benchmarks.triton_resources --cases-json < cases.json   # JSON rows, one per line
 
 Run with ``TRITON_INTERPRET`` unset. The table says what to look at before a GPU is at hand:
-spilled bytes (local memory) and how many blocks fit on an SM.
+spilled bytes (local memory) and how many blocks fit on an SM. A case is a dict with
+``preset`` (a name) or ``spec`` (``NetworkSpec.to_dict()``), ``variant``, ``dtype`` (a key of
+``DTYPES``), ``batch``, ``arch`` and optionally ``teacher``; tests/test_triton_compile.py
+passes its own cases that way.
 """
 from __future__ import annotations
 
@@ -16,25 +20,37 @@ import itertools
 import json
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
 from tqdm import tqdm
 
 from benchmarks.common import environment, spec_and_weights
+from fastgen import NetworkSpec
 from fastgen.triton_aot import VARIANTS, compile_launch
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def _compile(case: dict) -> dict:
+    spec = spec_and_weights(case["preset"])[0] if "preset" in case else NetworkSpec.from_dict(case["spec"])
+    r = compile_launch(case["variant"], spec, DTYPES[case["dtype"]], case["batch"], case["arch"],
+                       teacher=case.get("teacher", False))
+    return dict({k: v for k, v in case.items() if k != "spec"}, **r.to_dict())
+
+
+def compile_cases(cases: list[dict], workers: int = 2, progress: bool = True) -> list[dict]:
+    """One row per case (the case's fields and ``KernelResources.to_dict()``), in order; the
+    compiles are single-threaded, so they run in ``workers`` processes."""
+    with ProcessPoolExecutor(workers) as pool:
+        return list(tqdm(pool.map(_compile, cases), total=len(cases), desc="compiling", unit="kernel",
+                         disable=not progress))
+
+
 def measure(presets=("small", "base"), variants=VARIANTS, dtypes=tuple(DTYPES), batches=(1, 256),
             archs=(80, 90)) -> list[dict]:
-    rows = []
-    cases = list(itertools.product(presets, variants, dtypes, batches, archs))
-    specs = {p: spec_and_weights(p)[0] for p in presets}
-    for preset, variant, dt, batch, arch in tqdm(cases, desc="compiling", unit="kernel"):
-        r = compile_launch(variant, specs[preset], DTYPES[dt], batch, arch)
-        rows.append(dict(preset=preset, variant=variant, dtype=dt, batch=batch, **r.to_dict()))
-    return rows
+    return compile_cases([dict(preset=p, variant=v, dtype=d, batch=b, arch=a)
+                          for p, v, d, b, a in itertools.product(presets, variants, dtypes, batches, archs)])
 
 
 def markdown(rows: list[dict], env: dict) -> str:
@@ -53,7 +69,13 @@ def main(argv=None) -> int:
     ap.add_argument("--presets", nargs="+", default=["small", "base"])
     ap.add_argument("--archs", nargs="+", type=int, default=[80, 90])
     ap.add_argument("--out", help="write the markdown table here, and the rows beside it as .json")
+    ap.add_argument("--cases-json", action="store_true",
+                    help="compile the cases read from stdin (a JSON list) and print one JSON row per line")
     a = ap.parse_args(argv)
+    if a.cases_json:
+        for row in compile_cases(json.load(sys.stdin), progress=False):
+            print(json.dumps(row))
+        return 0
     rows = measure(presets=a.presets, archs=a.archs)
     env = environment(torch.device("cpu"))
     md = markdown(rows, env)

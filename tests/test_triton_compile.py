@@ -28,55 +28,29 @@ from fastgen.triton_aot import SHARED_PER_BLOCK, compile_launch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The subprocess compiles each case in a pool of two worker processes (the compiles are
-# single-threaded), and prints one JSON row per case.
-_WORKER = r"""
-import json, sys
-from concurrent.futures import ProcessPoolExecutor
-import torch
-
-def run(case):
-    from fastgen import NetworkSpec
-    from fastgen.triton_aot import compile_launch
-    spec = NetworkSpec.from_dict(case["spec"])
-    r = compile_launch(case["variant"], spec, getattr(torch, case["dtype"]), case["batch"], case["arch"],
-                       teacher=case["teacher"])
-    return dict(case, **r.to_dict())
-
-if __name__ == "__main__":
-    cases = json.load(sys.stdin)
-    with ProcessPoolExecutor(2) as pool:
-        for row in pool.map(run, cases):
-            row.pop("spec")
-            print(json.dumps(row), flush=True)
-"""
-
-
-def _presets():
+def _small_spec():
     from edanet import EDANet, EDANetConfig, export_to_fastgen
-    out = {}
-    for name in ("small", "base"):
-        torch.manual_seed(0)
-        out[name] = export_to_fastgen(EDANet(EDANetConfig.from_preset(name)))[0]
-    return out
+    torch.manual_seed(0)
+    return export_to_fastgen(EDANet(EDANetConfig.from_preset("small")))[0]
 
 
 def _cases():
-    specs = dict(PARITY_SPECS, **_presets())
+    """Parity specs by value, presets by name (``benchmarks.triton_resources`` case format)."""
+    named = [(n, dict(spec=s.to_dict())) for n, s in PARITY_SPECS.items()]
+    named += [(n, dict(preset=n)) for n in ("small", "base")]
     cases = []
-    for name, spec in specs.items():
+    for name, which in named:
         archs = (80, 90) if name in ("small", "base") else (90,)
         for variant in ("triton", "triton_persistent"):
-            for dtype in ("float32", "bfloat16", "float16"):
-                if name == "base" and dtype == "float16":
+            for dtype in ("fp32", "bf16", "fp16"):
+                if name == "base" and dtype == "fp16":
                     continue  # the same code and register use as bf16, and base is the slowest to build
                 for batch in (1, 256):
                     for arch in archs:
-                        cases.append(dict(name=name, spec=spec.to_dict(), variant=variant, dtype=dtype,
-                                          batch=batch, arch=arch, teacher=False))
+                        cases.append(dict(which, name=name, variant=variant, dtype=dtype, batch=batch, arch=arch,
+                                          teacher=False))
             # teacher-forced launches (logits written, no sampling) specialise differently
-            cases.append(dict(name=name, spec=spec.to_dict(), variant=variant, dtype="float32", batch=3,
-                              arch=90, teacher=True))
+            cases.append(dict(which, name=name, variant=variant, dtype="fp32", batch=3, arch=90, teacher=True))
     return cases
 
 
@@ -85,8 +59,8 @@ def compiled():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     cases = _cases()
-    r = subprocess.run([sys.executable, "-c", _WORKER], input=json.dumps(cases), capture_output=True,
-                       text=True, env=env, cwd=ROOT, timeout=1800)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.triton_resources", "--cases-json"],
+                       input=json.dumps(cases), capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
     assert r.returncode == 0, f"compiling the Triton kernels failed:\n{r.stderr[-6000:]}"
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == len(cases)
@@ -116,7 +90,7 @@ SPILL_SLACK = 64
 
 
 def test_no_register_spills_in_half_precision(compiled):
-    spilled = [r for r in compiled if r["dtype"] != "float32" and r["spill_bytes"] > SPILL_SLACK]
+    spilled = [r for r in compiled if r["dtype"] != "fp32" and r["spill_bytes"] > SPILL_SLACK]
     assert not spilled, "register spills:\n" + "\n".join(map(str, spilled))
 
 
@@ -145,7 +119,7 @@ def test_compile_launch_needs_real_kernels():
 @pytest.mark.parametrize("variant", ["triton", "triton_persistent"])
 def test_prediction_matches_the_launched_kernel(variant):
     import fastgen
-    spec = _presets()["small"]
+    spec = _small_spec()
     eng = fastgen.create(variant, spec, fastgen.random_weights(spec), device="cuda", dtype=torch.bfloat16)
     steps = 16
     frames = torch.randn(1, spec.in_channels, steps * spec.frames_per_step, spec.num_features)
