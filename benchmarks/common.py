@@ -1,20 +1,29 @@
-"""What every benchmark shares: the cases, the work counted per step, the machine's measured
-peaks, and a careful timer (warm-up excluded, device synchronised, median of repeats).
+"""What every benchmark shares: the engines measured, the cases, the work counted per step, the
+machine's measured peaks, the floor they imply, and a careful timer (warm-up excluded, device
+synchronised, median of repeats).
 
 Work per EDA step of one sequence (``fastgen.NetworkSpec.flops_per_step``): 2 x the
 multiply-adds of the input projection, every layer's two dilation taps, skip and residual
 projections, the conditioning projection, the two head layers and the output conv. Elementwise
 work (gates, softmax) is not counted.
 
-Bytes per step (the least traffic a step must move to and from memory, fp32 unless stated):
+Bytes per step (the least traffic a step must move to and from memory, in the engine's dtype):
 the weights once per step for the whole batch (a persistent kernel that keeps them on chip
 pays this once per generation instead; both are reported), plus per sequence the step's K x F
 input frames, each layer's history taps read (K x F x C_r) and written (K x F x C_r), and the
 logits.
+
+Floor (``floor_seconds``): the least time a step of the batch can take on this machine, the
+larger of its FLOPs at the measured matmul peak of its dtype and its bytes (weights resident)
+at the measured copy bandwidth. On a GPU the FLOP term counts only the SMs the step can spread
+over: the K x F positions of a sequence are independent until the head, and a block owns at
+least one of the F feature rows, so a step uses at most ``batch x F`` of them. It leaves out
+the serial chain of layers inside a step, so at batch 1 no kernel comes near it.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -29,6 +38,54 @@ import fastgen
 
 CPU_BATCHES = (1, 4, 16)
 GPU_BATCHES = (1, 8, 64, 256)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# What runs when none are named, in table order (those not available here are left out). On a
+# GPU, ``torch+graph`` (the step captured in a CUDA graph) is the bar the fused kernels must clear.
+GPU_VARIANTS = ("torch", "torch+graph", "torch+graph:bf16", "triton", "triton:bf16", "triton_persistent",
+                "triton_persistent:bf16", "cuda", "cuda:bf16", "reference")
+CPU_VARIANTS = ("torch", "cpu", "reference")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One engine to measure, written ``backend[+graph][:dtype]``: ``cuda:bf16``, ``torch+graph``."""
+    backend: str
+    dtype_name: str = "fp32"
+    cuda_graph: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> "Variant":
+        name, _, dt = text.partition(":")
+        dt = dt or "fp32"
+        if dt not in DTYPES:
+            raise ValueError(f"unknown dtype {dt!r} in {text!r}; choose one of {sorted(DTYPES)}")
+        graph = name.endswith("+graph")
+        backend = name.removesuffix("+graph")
+        if backend not in fastgen.BACKENDS:
+            raise ValueError(f"unknown backend {backend!r} in {text!r}; choose one of {sorted(fastgen.BACKENDS)} "
+                             "(append +graph to torch for a CUDA graph, :bf16 or :fp16 for a dtype)")
+        if graph and backend != "torch":
+            raise ValueError(f"{text!r}: only the torch backend takes +graph")
+        return cls(backend, dt, graph)
+
+    @property
+    def label(self) -> str:
+        return self.backend + ("+graph" if self.cuda_graph else "")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype_name]
+
+    def create(self, spec, weights, device):
+        options = {"cuda_graph": True} if self.cuda_graph else {}
+        return fastgen.create(self.backend, spec, weights, device=device, dtype=self.dtype, **options)
+
+
+def default_variants(device: torch.device) -> list[Variant]:
+    """Every default variant whose backend runs here (Triton on a CPU only when asked for)."""
+    have = set(fastgen.available(device))
+    names = GPU_VARIANTS if device.type == "cuda" else CPU_VARIANTS
+    return [v for v in map(Variant.parse, names) if v.backend in have and (device.type == "cuda" or not v.cuda_graph)]
 
 
 def spec_and_weights(preset: str, seed: int = 0):
@@ -47,6 +104,23 @@ def bytes_per_step(spec: fastgen.NetworkSpec, batch: int, itemsize: int = 4, wei
     per_seq = itemsize * (P * spec.in_channels + 2 * spec.num_layers * P * spec.residual_channels
                           + spec.num_classes)
     return batch * per_seq + (0 if weights_resident else weight_bytes(spec, itemsize))
+
+
+def parallel_units(device: torch.device) -> int:
+    """SMs on a GPU; on a CPU, the threads torch uses (the benchmarks' only knob there)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return torch.get_num_threads()
+
+
+def floor_seconds(spec: fastgen.NetworkSpec, batch: int, dtype: torch.dtype, peak_flops: float,
+                  copy_bytes_per_s: float, units: int | None = None) -> float:
+    """Least seconds for one step of ``batch`` sequences (see the module docstring). ``units``:
+    the GPU's SM count; a step then reaches at most ``batch x F / units`` of the FLOP peak."""
+    usable = 1.0 if units is None else min(1.0, batch * spec.num_features / units)
+    flops = spec.flops_per_step() * batch
+    traffic = bytes_per_step(spec, batch, dtype.itemsize, weights_resident=True)
+    return max(flops / (peak_flops * usable), traffic / copy_bytes_per_s)
 
 
 def history_bytes(spec: fastgen.NetworkSpec, batch: int, itemsize: int = 4) -> int:
@@ -75,12 +149,28 @@ def timed(fn, device, repeats: int = 5, warmup: int = 1) -> float:
 
 
 def peak_matmul_flops(device: torch.device, dtype=torch.float32) -> float:
-    """Measured FLOP/s of a large square matmul (same threads as the benchmarks)."""
+    """Measured FLOP/s of a large square matmul (same threads as the benchmarks). fp32 on a GPU
+    is measured with TF32 off: the fp32 engines multiply in full fp32 too."""
     n = 2048 if device.type == "cpu" else 8192
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    t = timed(lambda: a @ b, device, repeats=5 if device.type == "cpu" else 20)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        t = timed(lambda: a @ b, device, repeats=5 if device.type == "cpu" else 20)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     return 2 * n ** 3 / t
+
+
+def calibrated_steps(run, device, target_s: float, lo: int = 32, hi: int = 4096) -> int:
+    """Steps per timed run so that one run lasts about ``target_s`` (start-up negligible): a power
+    of two in [lo, hi]. ``run(n)`` generates n steps; its first call also warms up (compiles)."""
+    probe = 8
+    run(probe)
+    t = timed(lambda: run(probe), device, repeats=1, warmup=0)
+    want = target_s * probe / max(t, 1e-9)
+    return int(min(hi, max(lo, 2 ** round(math.log2(max(want, 1))))))
 
 
 def copy_bandwidth(device: torch.device) -> float:
@@ -97,14 +187,6 @@ def make_inputs(spec, batch: int, steps: int, device, seed: int = 0):
     frames = torch.randn(batch, spec.in_channels, steps * spec.frames_per_step, spec.num_features, generator=g)
     uniforms = torch.rand(batch, steps, generator=g)
     return frames.to(device), uniforms.to(device)
-
-
-@dataclass
-class Case:
-    preset: str
-    batch: int
-    backend: str
-    steps: int
 
 
 def device_name(device: torch.device) -> str:

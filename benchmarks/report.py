@@ -1,39 +1,34 @@
 """Run the benchmark matrix on this machine and write a markdown table, a JSON file and a plot.
 
-    python -m benchmarks.report [--presets small base] [--batches 1 4 16] [--backends ...]
-                                [--steps 64] [--repeats 3] [--out benchmarks/results]
+    python -m benchmarks.report [--presets small base] [--batches 1 4 16] [--variants torch cuda:bf16 ...]
+                                [--steps N] [--repeats 3] [--out benchmarks/results]
     edanet bench [same arguments]
 
-Every backend built here runs (``reference`` on a few steps only). For each case: EDA steps/s
-(sequences x steps / s), µs per step (one autoregressive step of the whole batch), real-time
-factor (seconds of EDA made per second, all sequences), FLOPs and bytes per step, achieved
-FLOP/s as a fraction of the measured matmul peak, history-buffer memory, and the speed-up over
-the ``torch`` backend of the same run. Results: ``<out>/<device>-<date>.{json,md,png}``.
+Every default variant whose backend is built here runs (``common.GPU_VARIANTS`` on a GPU: torch
+eager, torch with the step in a CUDA graph, both Triton variants and cuda, each in fp32 and
+bf16; ``common.CPU_VARIANTS`` on a CPU). Steps per timed run are calibrated so that a run lasts
+about ``--target-seconds`` (start-up negligible; ``reference``, slow, 4 to 16 steps). For each case:
+EDA steps/s (sequences x steps / s), µs per step (one autoregressive step of the whole batch),
+the floor (``common.floor_seconds``) and how far above it the step is, real-time factor (seconds
+of EDA made per second, all sequences), FLOPs and bytes per step, achieved FLOP/s as a fraction
+of the measured matmul peak of the engine's dtype, history-buffer and peak device memory, and
+the speed-up over ``torch`` (and, on a GPU, over ``torch+graph`` of the same dtype) of the same
+run. On a GPU the targets of issues #5 and #6 are checked (``benchmarks/targets.py``).
+Results: ``<out>/<device>-<date>.{json,md,png}``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from pathlib import Path
 
 import torch
 
-import fastgen
+from . import common, targets
 
-from . import common
-
-REFERENCE_STEPS = 4
-
-
-def _engines(spec, weights, device, names):
-    for name in names:
-        if name == "torch+graph":
-            yield name, fastgen.create("torch", spec, weights, device=device, cuda_graph=True)
-        else:
-            yield name, fastgen.create(name, spec, weights, device=device)
+REFERENCE_STEPS = (4, 16)   # the reference is slow: short runs only (calibrated within)
 
 
 def _mem_available(device) -> int:
@@ -49,42 +44,70 @@ def _mem_available(device) -> int:
     return 0
 
 
-def run(presets, batches, backends, steps, repeats, device, progress=True):
+def measure_peaks(device, variants) -> dict:
+    """Matmul FLOP/s for each dtype measured, copy bytes/s, parallel units (SMs or threads)."""
+    peaks = {dt: common.peak_matmul_flops(device, common.DTYPES[dt])
+             for dt in dict.fromkeys(["fp32"] + [v.dtype_name for v in variants])}
+    return {"matmul_flops": peaks, "copy_bytes_per_s": common.copy_bandwidth(device),
+            "units": common.parallel_units(device)}
+
+
+def measure(engine, spec, batch, device, steps, repeats, target_s, lo=32, hi=4096):
+    """(steps, median seconds) of ``engine.generate`` on random inputs of ``batch`` sequences."""
+    def gen(n):
+        frames, uniforms = common.make_inputs(spec, batch, n, device)
+        return lambda: engine.generate(frames, uniforms)
+
+    n = steps or common.calibrated_steps(lambda k: gen(k)(), device, target_s, lo=lo, hi=hi)
+    return n, common.timed(gen(n), device, repeats=repeats)
+
+
+def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progress=True):
     from tqdm import tqdm
-    peak = common.peak_matmul_flops(device)
-    peak_lowp = common.peak_matmul_flops(device, torch.bfloat16) if device.type == "cuda" else None
-    bw = common.copy_bandwidth(device)
+    peaks = measure_peaks(device, variants)
+    bw, units = peaks["copy_bytes_per_s"], peaks["units"]
     rows = []
     cases = [(p, b) for p in presets for b in batches]
     for preset, batch in tqdm(cases, desc="bench", disable=not progress):
         spec, weights = common.spec_and_weights(preset)
-        base_rate = None
-        for name, engine in _engines(spec, weights, device, backends):
-            n = REFERENCE_STEPS if name == "reference" else steps
-            frames, uniforms = common.make_inputs(spec, batch, n, device)
+        torch_rate, graph_rate = None, {}
+        for v in variants:
+            engine = v.create(spec, weights, device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            t = common.timed(lambda: engine.generate(frames, uniforms), device, repeats=repeats)
+            n, t = measure(engine, spec, batch, device, steps, repeats, target_s,
+                           *(REFERENCE_STEPS if v.backend == "reference" else ()))
             rate = batch * n / t
             flops = spec.flops_per_step() * batch
-            row = {"preset": preset, "batch": batch, "backend": name, "steps": n, "seconds": t,
-                   "eda_steps_per_s": rate, "us_per_step": 1e6 * t / n,
+            peak = peaks["matmul_flops"][v.dtype_name]
+            floor = common.floor_seconds(spec, batch, v.dtype, peak, bw, units if device.type == "cuda" else None)
+            row = {"preset": preset, "batch": batch, "backend": v.label, "dtype": v.dtype_name, "steps": n,
+                   "seconds": t, "eda_steps_per_s": rate, "us_per_step": 1e6 * t / n,
+                   "floor_us_per_step": 1e6 * floor, "x_floor": t / n / floor,
                    "realtime_factor": rate / common_eda_rate(preset),
-                   "flops_per_step": flops, "bytes_per_step": common.bytes_per_step(spec, batch),
-                   "bytes_per_step_weights_resident": common.bytes_per_step(spec, batch, weights_resident=True),
+                   "flops_per_step": flops, "bytes_per_step": common.bytes_per_step(spec, batch, v.dtype.itemsize),
+                   "bytes_per_step_weights_resident": common.bytes_per_step(spec, batch, v.dtype.itemsize,
+                                                                            weights_resident=True),
                    "achieved_flops": flops * n / t, "fraction_of_peak": flops * n / t / peak,
-                   "history_bytes": common.history_bytes(spec, batch)}
+                   "history_bytes": common.history_bytes(spec, batch, v.dtype.itemsize)}
             if device.type == "cuda":
                 row["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
-            if name == "torch":
-                base_rate = rate
-            row["speedup_vs_torch"] = rate / base_rate if base_rate else None
+            if v.label == "torch" and v.dtype_name == "fp32":
+                torch_rate = rate
+            if v.label == "torch+graph":
+                graph_rate[v.dtype_name] = rate
+            row["speedup_vs_torch"] = rate / torch_rate if torch_rate else None
+            g = graph_rate.get(v.dtype_name)
+            row["speedup_vs_graph"] = rate / g if g else None
             rows.append(row)
+            del engine
     # the largest batch whose history buffers (plus a 4x margin for the rest) fit in free memory
     free = _mem_available(device)
     fits = {p: int(free // max(1, 4 * common.history_bytes(common.spec_and_weights(p)[0], 1))) for p in presets}
-    return {"peak_matmul_flops_fp32": peak, "peak_matmul_flops_bf16": peak_lowp, "copy_bytes_per_s": bw,
-            "free_memory_bytes": free, "largest_batch_that_fits": fits, "rows": rows}
+    result = {"peaks": peaks, "free_memory_bytes": free, "largest_batch_that_fits": fits, "rows": rows}
+    if device.type == "cuda":
+        result["targets"] = targets.evaluate(result)
+    return result
 
 
 def common_eda_rate(preset: str) -> float:
@@ -92,48 +115,81 @@ def common_eda_rate(preset: str) -> float:
     return EDANetConfig.from_preset(preset).eda_sample_rate
 
 
+def _fmt_peaks(result: dict) -> str:
+    p = result["peaks"]
+    flops = ", ".join(f"{dt} matmul {v / 1e12:.2f} TFLOP/s" for dt, v in p["matmul_flops"].items())
+    units = f"{p['units']} SMs" if result["environment"]["device_type"] == "cuda" else f"{p['units']} threads"
+    return f"Measured peaks: {flops}, copy {p['copy_bytes_per_s'] / 1e9:.1f} GB/s; {units}."
+
+
 def markdown(result: dict) -> str:
     env = result["environment"]
+    gpu = env["device_type"] == "cuda"
+    head = ["preset", "batch", "backend", "dtype", "EDA steps/s", "µs/step", "floor µs", "x floor", "real-time x",
+            "MFLOP/step", "KB/step", "% of peak", "history MB"] + (["peak MB"] if gpu else []) + ["vs torch"] \
+        + (["vs graph"] if gpu else [])
     lines = [f"Device: {env['device']}; commit {env['commit']}; torch {env['torch']}; {env['date']}.",
-             f"Measured peaks: fp32 matmul {result['peak_matmul_flops_fp32'] / 1e9:.1f} GFLOP/s"
-             + (f", bf16 matmul {result['peak_matmul_flops_bf16'] / 1e12:.1f} TFLOP/s" if result["peak_matmul_flops_bf16"] else "")
-             + f", copy {result['copy_bytes_per_s'] / 1e9:.1f} GB/s.", "",
-             "| preset | batch | backend | EDA steps/s | µs/step | real-time x | MFLOP/step | KB/step | % of fp32 peak | vs torch |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             _fmt_peaks(result), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def x(v):
+        return f"{v:.1f}x" if v else "-"
     for r in result["rows"]:
-        sp = f"{r['speedup_vs_torch']:.1f}x" if r["speedup_vs_torch"] else "-"
-        lines.append(f"| {r['preset']} | {r['batch']} | {r['backend']} | {r['eda_steps_per_s']:,.0f} | "
-                     f"{r['us_per_step']:,.1f} | {r['realtime_factor']:,.0f} | {r['flops_per_step'] / 1e6:.2f} | "
-                     f"{r['bytes_per_step'] / 1e3:.0f} | {100 * r['fraction_of_peak']:.1f} | {sp} |")
-    lines.append("")
-    lines.append("Largest batch whose history buffers fit (4x margin): " +
-                 ", ".join(f"{p}: {n:,}" for p, n in result["largest_batch_that_fits"].items()))
+        cells = [r["preset"], r["batch"], r["backend"], r["dtype"], f"{r['eda_steps_per_s']:,.0f}",
+                 f"{r['us_per_step']:,.1f}", f"{r['floor_us_per_step']:,.3f}", f"{r['x_floor']:,.1f}" if r["x_floor"] < 10 else f"{r['x_floor']:,.0f}",
+                 f"{r['realtime_factor']:,.0f}", f"{r['flops_per_step'] / 1e6:.2f}", f"{r['bytes_per_step'] / 1e3:.0f}",
+                 f"{100 * r['fraction_of_peak']:.1f}", f"{r['history_bytes'] / 2 ** 20:.1f}"]
+        if gpu:
+            cells.append(f"{r['peak_device_bytes'] / 2 ** 20:.0f}")
+        cells.append(x(r["speedup_vs_torch"]))
+        if gpu:
+            cells.append(x(r["speedup_vs_graph"]))
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    lines += ["", "Largest batch whose history buffers fit (4x margin): " +
+              ", ".join(f"{p}: {n:,}" for p, n in result["largest_batch_that_fits"].items())]
+    if result.get("targets"):
+        lines += ["", "Targets of issues #5 and #6, measured in this run:", "", targets.markdown(result["targets"])]
     return "\n".join(lines) + "\n"
 
 
 def plot(result: dict, path: Path) -> None:
+    """EDA steps/s against batch, one line per engine, log-log; dotted: the fp32 floor."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from edanet.io import atomic_write
-    presets = sorted({r["preset"] for r in result["rows"]})
+    rows = result["rows"]
+    presets = list(dict.fromkeys(r["preset"] for r in rows))
     fig, axes = plt.subplots(1, len(presets), figsize=(5.5 * len(presets), 4), squeeze=False)
     for ax, preset in zip(axes[0], presets):
-        for name in dict.fromkeys(r["backend"] for r in result["rows"]):
-            pts = [(r["batch"], r["eda_steps_per_s"]) for r in result["rows"] if r["preset"] == preset and r["backend"] == name]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=name)
+        mine = [r for r in rows if r["preset"] == preset]
+        for key in dict.fromkeys((r["backend"], r["dtype"]) for r in mine):
+            pts = [(r["batch"], r["eda_steps_per_s"]) for r in mine if (r["backend"], r["dtype"]) == key]
+            ax.plot(*zip(*pts), marker="o", label=" ".join(key))
+        floor = sorted({(r["batch"], r["batch"] * 1e6 / r["floor_us_per_step"]) for r in mine if r["dtype"] == "fp32"})
+        if floor:
+            ax.plot(*zip(*floor), ls=":", color="gray", label="fp32 floor")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch")
         ax.set_ylabel("EDA steps / s")
         ax.set_title(f"{preset} ({result['environment']['device']})", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
+
+
+def write(result: dict, out: Path) -> Path:
+    """``<out>/<device>-<date>.{json,md,png}``, each written atomically; returns the stem."""
+    from edanet.io import atomic_write
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", result["environment"]["device"]).strip("-").lower()[:60]
+    stem = out / f"{slug}-{result['environment']['date']}"
+    atomic_write(stem.with_suffix(".json"), json.dumps(result, indent=1))
+    atomic_write(stem.with_suffix(".md"), markdown(result))
+    plot(result, stem.with_suffix(".png"))
+    return stem
 
 
 def main(argv=None) -> int:
@@ -141,33 +197,29 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--presets", nargs="+", default=["small", "base"])
     p.add_argument("--batches", nargs="+", type=int)
-    p.add_argument("--backends", nargs="+", help="default: every backend available here")
-    p.add_argument("--steps", type=int, default=None, help="steps per timed run (default 64 on CPU, 1024 on GPU)")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per case, median kept (default 3 on CPU, 10 on GPU)")
+    p.add_argument("--variants", "--backends", nargs="+", metavar="BACKEND[:DTYPE]",
+                   help="default: common.GPU_VARIANTS / CPU_VARIANTS, those available here")
+    p.add_argument("--steps", type=int, default=None, help="steps per timed run (default: calibrated)")
+    p.add_argument("--target-seconds", type=float, default=None,
+                   help="calibrated length of one timed run (default 0.25 on GPU, 0.5 on CPU)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per case, median kept (default 3 on CPU, 7 on GPU)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     device = torch.device(a.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("edanet bench: --device cuda, but torch sees no CUDA GPU here (use --device cpu)")
+    try:
+        variants = [common.Variant.parse(t) for t in a.variants] if a.variants else common.default_variants(device)
+    except ValueError as e:
+        raise SystemExit(f"edanet bench: {e}") from None
     batches = a.batches or (common.GPU_BATCHES if device.type == "cuda" else common.CPU_BATCHES)
-    backends = a.backends or [b for b in fastgen.available(device) if not b.startswith("triton") or device.type == "cuda"]
-    if device.type == "cuda" and "torch" in backends and "torch+graph" not in backends:
-        backends.insert(backends.index("torch") + 1, "torch+graph")
-    if "torch" in backends:      # the baseline first, so every row has its speed-up
-        backends.remove("torch")
-        backends.insert(0, "torch")
-    steps = a.steps or (1024 if device.type == "cuda" else 64)
-    repeats = a.repeats or (10 if device.type == "cuda" else 3)
-    result = run(a.presets, batches, backends, steps, repeats, device, progress=not a.quiet)
+    gpu = device.type == "cuda"
+    result = run(a.presets, batches, variants, a.steps, a.repeats or (7 if gpu else 3), device,
+                 target_s=a.target_seconds or (0.25 if gpu else 0.5), progress=not a.quiet)
     result["environment"] = common.environment(device)
-    out = Path(a.out)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", result["environment"]["device"]).strip("-").lower()[:60]
-    stem = out / f"{slug}-{result['environment']['date']}"
-    from edanet.io import atomic_write
-    text = markdown(result)
-    atomic_write(stem.with_suffix(".json"), json.dumps(result, indent=1))
-    atomic_write(stem.with_suffix(".md"), text)
-    plot(result, stem.with_suffix(".png"))
-    print(text)
+    stem = write(result, Path(a.out))
+    print(markdown(result))
     print(f"wrote {stem}.json, .md, .png")
     return 0
 

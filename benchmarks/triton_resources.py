@@ -39,9 +39,11 @@ def _compile(case: dict) -> dict:
     return dict({k: v for k, v in case.items() if k != "spec"}, **r.to_dict())
 
 
-def compile_cases(cases: list[dict], workers: int = 2, progress: bool = True) -> list[dict]:
+def compile_cases(cases: list[dict], workers: int | None = None, progress: bool = True) -> list[dict]:
     """One row per case (the case's fields and ``KernelResources.to_dict()``), in order; the
-    compiles are single-threaded, so they run in ``workers`` processes."""
+    compiles are single-threaded, so they run in ``workers`` processes (default: a process per
+    core, at most 8)."""
+    workers = workers or max(1, min(8, os.cpu_count() or 1))
     with ProcessPoolExecutor(workers) as pool:
         return list(tqdm(pool.map(_compile, cases), total=len(cases), desc="compiling", unit="kernel",
                          disable=not progress))

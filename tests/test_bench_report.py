@@ -1,0 +1,156 @@
+"""The benchmark report (``edanet bench`` / ``benchmarks.report``): variant parsing, the floor,
+step calibration, a real tiny run on the CPU, the files it writes, and the issue targets check.
+Nothing here bounds a time: the run's numbers are checked for consistency with each other."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import common, report, targets  # noqa: E402
+from edanet.cli import main as cli_main  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+def test_variant_parse():
+    v = common.Variant.parse("cuda:bf16")
+    assert (v.backend, v.dtype, v.cuda_graph, v.label) == ("cuda", torch.bfloat16, False, "cuda")
+    g = common.Variant.parse("torch+graph")
+    assert (g.backend, g.dtype, g.cuda_graph, g.label) == ("torch", torch.float32, True, "torch+graph")
+    assert common.Variant.parse("triton_persistent:fp16").dtype == torch.float16
+
+
+@pytest.mark.parametrize("text, says", [("cuda:fp64", "unknown dtype 'fp64'"), ("nope", "unknown backend 'nope'"),
+                                        ("cpu+graph", "only the torch backend takes +graph")])
+def test_variant_parse_errors(text, says):
+    with pytest.raises(ValueError) as e:
+        common.Variant.parse(text)
+    assert says in str(e.value)
+
+
+def test_default_variants_on_cpu_are_the_cpu_list_and_available():
+    vs = common.default_variants(CPU)
+    assert vs and all(v.dtype == torch.float32 and not v.cuda_graph for v in vs)
+    assert [v.backend for v in vs] == [b for b in common.CPU_VARIANTS if b in common.fastgen.available(CPU)]
+
+
+def test_floor_is_the_larger_term_and_counts_usable_sms():
+    spec, _ = common.spec_and_weights("small")
+    flops = spec.flops_per_step() * 2
+    traffic = common.bytes_per_step(spec, 2, 2, weights_resident=True)
+    # compute-bound: bandwidth huge
+    assert common.floor_seconds(spec, 2, torch.bfloat16, 1e12, 1e30) == pytest.approx(flops / 1e12)
+    # memory-bound: FLOP peak huge
+    assert common.floor_seconds(spec, 2, torch.bfloat16, 1e30, 1e9) == pytest.approx(traffic / 1e9)
+    # a GPU with more SMs than batch x F: only batch x F of them count
+    F = spec.num_features
+    units = 4 * 2 * F
+    assert common.floor_seconds(spec, 2, torch.bfloat16, 1e12, 1e30, units) == pytest.approx(4 * flops / 1e12)
+    assert common.floor_seconds(spec, 2, torch.bfloat16, 1e12, 1e30, 2 * F) == pytest.approx(flops / 1e12)
+
+
+def test_calibrated_steps_is_a_power_of_two_aiming_at_the_target(monkeypatch):
+    calls = []
+    monkeypatch.setattr(common, "timed", lambda fn, device, repeats=1, warmup=0: (fn(), 8 * 1e-3)[1])
+    n = common.calibrated_steps(calls.append, CPU, target_s=0.256)   # 1 ms per step -> 256 steps
+    assert n == 256 and calls == [8, 8]
+    assert common.calibrated_steps(calls.append, CPU, target_s=1e-6) == 32                # clamped below
+    assert common.calibrated_steps(calls.append, CPU, target_s=1e-6, lo=4) == 4
+    assert common.calibrated_steps(calls.append, CPU, target_s=1e6) == 4096               # clamped above
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    variants = [common.Variant.parse(t) for t in ("torch", "cpu")]
+    res = report.run(["tiny"], [1, 3], variants, steps=None, repeats=1, device=CPU, target_s=0.01, progress=False)
+    res["environment"] = common.environment(CPU)
+    return res
+
+
+def test_run_rows_are_consistent(tiny_result):
+    rows = tiny_result["rows"]
+    assert [(r["batch"], r["backend"]) for r in rows] == [(1, "torch"), (1, "cpu"), (3, "torch"), (3, "cpu")]
+    spec, _ = common.spec_and_weights("tiny")
+    peak = tiny_result["peaks"]["matmul_flops"]["fp32"]
+    for r in rows:
+        assert r["steps"] >= 32 and r["steps"] & (r["steps"] - 1) == 0
+        assert r["eda_steps_per_s"] * r["us_per_step"] == pytest.approx(r["batch"] * 1e6)
+        assert r["flops_per_step"] == spec.flops_per_step() * r["batch"]
+        assert r["fraction_of_peak"] == pytest.approx(r["flops_per_step"] / (r["us_per_step"] * 1e-6) / peak)
+        assert r["x_floor"] == pytest.approx(r["us_per_step"] / r["floor_us_per_step"])
+        assert r["bytes_per_step"] - r["bytes_per_step_weights_resident"] == common.weight_bytes(spec)
+    by = {(r["batch"], r["backend"]): r for r in rows}
+    for b in (1, 3):
+        assert by[b, "torch"]["speedup_vs_torch"] == pytest.approx(1.0)
+        assert by[b, "cpu"]["speedup_vs_torch"] == pytest.approx(
+            by[b, "cpu"]["eda_steps_per_s"] / by[b, "torch"]["eda_steps_per_s"])
+    assert "targets" not in tiny_result       # CPU runs check no GPU targets
+    assert tiny_result["largest_batch_that_fits"]["tiny"] > 0
+
+
+def test_write_makes_json_md_png_atomically(tiny_result, tmp_path):
+    stem = report.write(tiny_result, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(stem.name + s for s in (".json", ".md", ".png"))
+    back = json.loads(stem.with_suffix(".json").read_text())
+    assert back["rows"] == tiny_result["rows"]
+    md = stem.with_suffix(".md").read_text()
+    table = [ln for ln in md.splitlines() if ln.startswith("| tiny |")]
+    assert len(table) == len(tiny_result["rows"])
+    assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _row(preset, batch, backend, dtype, rate, frac=0.0, x_floor=10.0):
+    return dict(preset=preset, batch=batch, backend=backend, dtype=dtype, eda_steps_per_s=rate,
+                fraction_of_peak=frac, x_floor=x_floor)
+
+
+def _check(checks, target_start):
+    [c] = [c for c in checks if c["target"].startswith(target_start)]
+    return c
+
+
+def test_targets_met_missed_and_not_measured():
+    rows = [_row("small", 1, "torch+graph", "bf16", 100.0), _row("small", 1, "triton_persistent", "bf16", 310.0),
+            _row("small", 1, "triton", "bf16", 350.0), _row("small", 1, "cuda", "bf16", 500.0, x_floor=2.5),
+            _row("small", 1, "torch+graph", "fp32", 100.0), _row("small", 1, "triton_persistent", "fp32", 290.0),
+            _row("small", 256, "triton", "bf16", 1.0, frac=0.41), _row("small", 256, "cuda", "bf16", 1.0, frac=0.49),
+            _row("small", 256, "cuda", "fp32", 1.0, frac=0.90)]   # fp32 does not count for a tensor-core target
+    checks = targets.evaluate({"rows": rows})
+    assert _check(checks, "batch 1, bf16: triton_persistent")["met"] is True
+    assert _check(checks, "batch 1, fp32: triton_persistent")["met"] is False      # 2.9x < 3x
+    best = _check(checks, "batch 1, bf16: cuda >= 1.5x")
+    assert best["met"] is False and best["measured"] == "1.43x triton"              # 500/350: the faster Triton
+    assert _check(checks, "batch 1, fp32: cuda >= 1.5x")["met"] is None            # no fp32 cuda row
+    assert _check(checks, "batch 1, bf16: cuda within 3x")["met"] is True
+    assert _check(checks, "batch 256: Triton")["met"] is True
+    assert _check(checks, "batch 256: cuda")["met"] is False
+    md = targets.markdown(checks)
+    assert md.count("not measured") == sum(c["met"] is None for c in checks) and "**no**" in md
+
+
+def test_gpu_markdown_has_graph_column_and_targets(tiny_result):
+    res = json.loads(json.dumps(tiny_result))
+    res["environment"]["device_type"] = "cuda"
+    for r in res["rows"]:
+        r.update(peak_device_bytes=2 ** 20, speedup_vs_graph=None)
+    res["targets"] = targets.evaluate(res)
+    md = report.markdown(res)
+    assert "| vs graph |" in md and "| peak MB |" in md and "Targets of issues #5 and #6" in md
+
+
+def test_cli_bench_rejects_a_bad_variant(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["bench", "--variants", "cuda:fp64"])
+    assert "unknown dtype 'fp64'" in str(e.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cli_bench_says_when_there_is_no_gpu():
+    with pytest.raises(SystemExit) as e:
+        cli_main(["bench", "--device", "cuda"])
+    assert "no CUDA GPU" in str(e.value)
