@@ -4,16 +4,19 @@
                                 [--steps N] [--repeats 3] [--out benchmarks/results]
     edanet bench [same arguments]
 
-Every default variant whose backend is built here runs (``common.GPU_VARIANTS`` on a GPU: torch
-eager, torch with the step in a CUDA graph, both Triton variants and cuda, each in fp32 and
-bf16; ``common.CPU_VARIANTS`` on a CPU). Steps per timed run are calibrated so that a run lasts
-about ``--target-seconds`` (start-up negligible; ``reference``, slow, 4 to 16 steps). For each case:
-EDA steps/s (sequences x steps / s), µs per step (one autoregressive step of the whole batch),
-the floor (``common.floor_seconds``) and how far above it the step is, real-time factor (seconds
-of EDA made per second, all sequences), FLOPs and bytes per step, achieved FLOP/s as a fraction
-of the measured matmul peak of the engine's dtype, history-buffer and peak device memory, and
-the speed-up over ``torch`` (and, on a GPU, over ``torch+graph`` of the same dtype) of the same
-run. On a GPU the targets of issues #5 and #6 are checked (``benchmarks/targets.py``).
+Every default variant whose backend is built here runs (``common.GPU_VARIANTS`` on a GPU:
+torch eager, torch with the step in a CUDA graph, both Triton variants and cuda, each in fp32
+and bf16; ``common.CPU_VARIANTS`` on a CPU). Steps per timed run are calibrated so that a run
+lasts about ``--target-seconds`` (start-up negligible; ``reference``, slow, 4 to 16 steps).
+
+For each case: EDA steps/s (sequences x steps / s), µs per step (one autoregressive step of the
+whole batch), the floor (``common.floor_seconds``) and how far above it the step is, real-time
+factor (seconds of EDA made per second, all sequences), FLOPs and bytes per step, achieved
+FLOP/s as a fraction of the measured matmul peak of the engine's dtype, history-buffer bytes,
+peak memory (torch's device allocations, or the process's resident set on a CPU), and the
+speed-up over ``torch`` (and, on a GPU, over ``torch+graph`` of the same dtype) of the same run.
+Per engine, the largest batch that fits, extrapolated from the measured peaks. On a GPU the
+targets of issues #5 and #6 are checked (``benchmarks/targets.py``).
 Results: ``<out>/<device>-<date>.{json,md,png}``.
 """
 from __future__ import annotations
@@ -29,19 +32,6 @@ import torch
 from . import common, targets
 
 REFERENCE_STEPS = (4, 16)   # the reference is slow: short runs only (calibrated within)
-
-
-def _mem_available(device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def measure_peaks(device, variants) -> dict:
@@ -72,9 +62,8 @@ def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progr
         spec, weights = common.spec_and_weights(preset)
         torch_rate, graph_rate = None, {}
         for v in variants:
+            common.reset_peak_memory(device)
             engine = v.create(spec, weights, device)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
             n, t = measure(engine, spec, batch, device, steps, repeats, target_s,
                            *(REFERENCE_STEPS if v.backend == "reference" else ()))
             rate = batch * n / t
@@ -89,9 +78,8 @@ def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progr
                    "bytes_per_step_weights_resident": common.bytes_per_step(spec, batch, v.dtype.itemsize,
                                                                             weights_resident=True),
                    "achieved_flops": flops * n / t, "fraction_of_peak": flops * n / t / peak,
-                   "history_bytes": common.history_bytes(spec, batch, v.dtype.itemsize)}
-            if device.type == "cuda":
-                row["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
+                   "history_bytes": common.history_bytes(spec, batch, v.dtype.itemsize),
+                   "peak_memory_bytes": common.peak_memory_bytes(device)}
             if v.label == "torch" and v.dtype_name == "fp32":
                 torch_rate = rate
             if v.label == "torch+graph":
@@ -101,10 +89,12 @@ def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progr
             row["speedup_vs_graph"] = rate / g if g else None
             rows.append(row)
             del engine
-    # the largest batch whose history buffers (plus a 4x margin for the rest) fit in free memory
-    free = _mem_available(device)
-    fits = {p: int(free // max(1, 4 * common.history_bytes(common.spec_and_weights(p)[0], 1))) for p in presets}
-    result = {"peaks": peaks, "free_memory_bytes": free, "largest_batch_that_fits": fits, "rows": rows}
+    capacity = common.memory_capacity_bytes(device)
+    fits = {p: {f"{v.label}:{v.dtype_name}": common.largest_batch(
+        [(r["batch"], r["peak_memory_bytes"]) for r in rows
+         if (r["preset"], r["backend"], r["dtype"]) == (p, v.label, v.dtype_name)], capacity) for v in variants}
+        for p in presets}
+    result = {"peaks": peaks, "memory_capacity_bytes": capacity, "largest_batch_that_fits": fits, "rows": rows}
     if device.type == "cuda":
         result["targets"] = targets.evaluate(result)
     return result
@@ -126,8 +116,7 @@ def markdown(result: dict) -> str:
     env = result["environment"]
     gpu = env["device_type"] == "cuda"
     head = ["preset", "batch", "backend", "dtype", "EDA steps/s", "µs/step", "floor µs", "x floor", "real-time x",
-            "MFLOP/step", "KB/step", "% of peak", "history MB"] + (["peak MB"] if gpu else []) + ["vs torch"] \
-        + (["vs graph"] if gpu else [])
+            "MFLOP/step", "KB/step", "% of peak", "history MB", "peak MB", "vs torch"] + (["vs graph"] if gpu else [])
     lines = [f"Device: {env['device']}; commit {env['commit']}; torch {env['torch']}; {env['date']}.",
              _fmt_peaks(result), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
@@ -137,15 +126,17 @@ def markdown(result: dict) -> str:
         cells = [r["preset"], r["batch"], r["backend"], r["dtype"], f"{r['eda_steps_per_s']:,.0f}",
                  f"{r['us_per_step']:,.1f}", f"{r['floor_us_per_step']:,.3f}", f"{r['x_floor']:,.1f}" if r["x_floor"] < 10 else f"{r['x_floor']:,.0f}",
                  f"{r['realtime_factor']:,.0f}", f"{r['flops_per_step'] / 1e6:.2f}", f"{r['bytes_per_step'] / 1e3:.0f}",
-                 f"{100 * r['fraction_of_peak']:.1f}", f"{r['history_bytes'] / 2 ** 20:.1f}"]
-        if gpu:
-            cells.append(f"{r['peak_device_bytes'] / 2 ** 20:.0f}")
-        cells.append(x(r["speedup_vs_torch"]))
+                 f"{100 * r['fraction_of_peak']:.1f}", f"{r['history_bytes'] / 2 ** 20:.1f}",
+                 "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2 ** 20:,.0f}",
+                 x(r["speedup_vs_torch"])]
         if gpu:
             cells.append(x(r["speedup_vs_graph"]))
         lines.append("| " + " | ".join(map(str, cells)) + " |")
-    lines += ["", "Largest batch whose history buffers fit (4x margin): " +
-              ", ".join(f"{p}: {n:,}" for p, n in result["largest_batch_that_fits"].items())]
+    where = "the most device memory torch had allocated" if gpu else "the process's peak resident set"
+    lines += ["", f"peak MB: {where} during the case. Largest batch that fits in "
+              f"{result['memory_capacity_bytes'] / 2 ** 30:.1f} GiB, extrapolated from the peaks at the smallest and "
+              "largest batch: " + "; ".join(f"{p}: " + ", ".join(f"{k} {'-' if n is None else f'{n:,}'}" for k, n in d.items())
+                                              for p, d in result["largest_batch_that_fits"].items())]
     if result.get("targets"):
         lines += ["", "Targets of issues #5 and #6, measured in this run:", "", targets.markdown(result["targets"])]
     return "\n".join(lines) + "\n"

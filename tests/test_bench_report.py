@@ -90,7 +90,29 @@ def test_run_rows_are_consistent(tiny_result):
         assert by[b, "cpu"]["speedup_vs_torch"] == pytest.approx(
             by[b, "cpu"]["eda_steps_per_s"] / by[b, "torch"]["eda_steps_per_s"])
     assert "targets" not in tiny_result       # CPU runs check no GPU targets
-    assert tiny_result["largest_batch_that_fits"]["tiny"] > 0
+    for r in rows:        # the process's peak RSS holds at least torch itself
+        assert r["peak_memory_bytes"] is None or r["peak_memory_bytes"] > 10 * 2 ** 20
+    assert set(tiny_result["largest_batch_that_fits"]["tiny"]) == {"torch:fp32", "cpu:fp32"}
+
+
+def test_largest_batch_extrapolates_the_measured_growth():
+    # 1 MB per sequence on top of 100 MB: 1000 MB hold 900 sequences
+    pts = [(1, 101 * 10 ** 6), (3, 103 * 10 ** 6), (16, 116 * 10 ** 6)]
+    assert common.largest_batch(pts, 1000 * 10 ** 6) == 900
+    assert common.largest_batch(pts[:1], 10 ** 9) is None            # one batch: no slope
+    assert common.largest_batch([(1, 5), (4, 5)], 10 ** 9) is None   # no growth with batch
+    assert common.largest_batch([(1, 10), (2, 20)], 5) == 0           # already over
+
+
+def test_peak_memory_sees_an_allocation():
+    if common.peak_memory_bytes(CPU) is None:
+        pytest.skip("no /proc/self/status here")
+    common.reset_peak_memory(CPU)
+    before = common.peak_memory_bytes(CPU)
+    x = torch.ones(64 * 2 ** 20 // 4)            # 64 MiB, touched
+    after = common.peak_memory_bytes(CPU)
+    del x
+    assert after - before >= 60 * 2 ** 20
 
 
 def test_write_makes_json_md_png_atomically(tiny_result, tmp_path):
@@ -137,7 +159,7 @@ def test_gpu_markdown_has_graph_column_and_targets(tiny_result):
     res = json.loads(json.dumps(tiny_result))
     res["environment"]["device_type"] = "cuda"
     for r in res["rows"]:
-        r.update(peak_device_bytes=2 ** 20, speedup_vs_graph=None)
+        r.update(speedup_vs_graph=None)
     res["targets"] = targets.evaluate(res)
     md = report.markdown(res)
     assert "| vs graph |" in md and "| peak MB |" in md and "Targets of issues #5 and #6" in md
