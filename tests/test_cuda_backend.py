@@ -317,6 +317,16 @@ def test_plan_large_batch_puts_sequences_in_blocks():
     assert p.launches > 1 and p.batch_per_launch * p.launches >= 1000 and p.smem_bytes <= 40_000
 
 
+def test_plan_base_bf16_fits_a_whole_sequence_per_block_on_h100():
+    # base: K x F = 160 rows. With the head output in the skip region, a block's activations
+    # for a whole sequence fit an H100's 227 KiB, so batch 256 runs as 2 waves of 132, not 4 of 66.
+    from edanet import EDANet, EDANetConfig, export_to_fastgen
+    spec, _ = export_to_fastgen(EDANet(EDANetConfig.from_preset("base")))
+    p = cb.plan_launch(spec, 256, 227 * 1024, 132, dtype=torch.bfloat16)
+    assert (p.f_splits, p.seqs_per_block, p.groups, p.launches) == (1, 1, 132, 2)
+    assert p.activation_bytes <= 227 * 1024
+
+
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_plan_invariants(dtype):
     for spec in PARITY_SPECS.values():
@@ -483,6 +493,16 @@ def test_emulated_mma_with_f_splits(emu):
         assert eng.plan(2).grid == (4, 2)
         check_teacher_forced(eng, spec, w, frames, classes, TOL[dtype])
         check_generate(eng, spec, w, frames, uniforms, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_emulated_head_wider_than_skip(emu, dtype):
+    # The head's output (C_o wide) reuses the skip sums' region (C_s wide): C_o > C_s here.
+    spec = fastgen.NetworkSpec(**{**PARITY_SPECS["round"].to_dict(), "skip_channels": 16, "out_channels": 48})
+    w, frames, classes, uniforms = make_case(spec, 2, 3, seed=3)
+    eng = emu_engine(emu, spec, w, dtype, sms=4, f_splits=2)
+    check_teacher_forced(eng, spec, w, frames, classes, TOL[dtype])
+    check_generate(eng, spec, w, frames, uniforms, 1.0)
 
 
 def test_emulated_edge_cases(emu):

@@ -99,8 +99,11 @@ inline FgSmemLayout fg_smem_layout(int K, int Fb, int S, int Cr, int Ch, int Cs,
   s.core = off; off += fg_align16(core_resident);
   s.down = off; off += down_resident ? fg_align16((long long)Fb * K * Co * Q * esize) : 0;
   s.x = off; off += fg_align16(M * Cr * 4);
-  s.skip = off; off += fg_align16(M * Cs * 4);
-  s.h = off; off += fg_align16(M * Co * 4);
+  // The head's output h (M x Co) reuses the skip sums' region: the skips are dead once
+  // relu(skip) is in A, and the next step's first layer rewrites them only after the
+  // downsampling has read h. Saves M x Co x 4 bytes: more rows fit a block.
+  s.skip = off; off += fg_align16(M * (Cs > Co ? Cs : Co) * 4);
+  s.h = s.skip;
   s.a = off; off += fg_align16(Mp * s.ldA * esize);
   s.z = off; off += fg_align16(Mp * s.ldZ * esize);
   s.red = off; off += fg_align16((long long)threads * 4);
@@ -229,6 +232,11 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
   if (sl.total != smem_plan) {
     err << "internal error: the plan's shared memory size (" << smem_plan << " bytes) differs from the kernel's layout ("
         << sl.total << " bytes)";
+    return err.str();
+  }
+  const long long M = (long long)p->S * p->K * p->Fb;
+  if (sl.h != sl.skip || sl.h + M * p->Co * 4 > sl.a) {  // the head output must fit the skip region it reuses
+    err << "internal error: the head output (" << M * p->Co * 4 << " bytes) does not fit the skip region";
     return err.str();
   }
   p->sm_core = sl.core; p->sm_down = sl.down; p->sm_x = sl.x; p->sm_skip = sl.skip; p->sm_h = sl.h;

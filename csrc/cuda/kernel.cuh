@@ -269,7 +269,7 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
   T* down_s = reinterpret_cast<T*>(smem + p.sm_down);
   float* xs = reinterpret_cast<float*>(smem + p.sm_x);     // M x Cr   residual stream
   float* sk = reinterpret_cast<float*>(smem + p.sm_skip);  // M x Cs   skip sum
-  float* hs = reinterpret_cast<float*>(smem + p.sm_h);     // M x Co   head output
+  float* hs = reinterpret_cast<float*>(smem + p.sm_h);     // M x Co   head output (in sk's region)
   T* As = reinterpret_cast<T*>(smem + p.sm_a);             // Mp x ldA GEMM operand
   T* Zs = reinterpret_cast<T*>(smem + p.sm_z);             // Mp x ldZ GEMM operand
   float* red = reinterpret_cast<float*>(smem + p.sm_red);  // threads  GEMV scratch

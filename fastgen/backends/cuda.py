@@ -275,7 +275,8 @@ def smem_layout(spec: NetworkSpec, dtype: torch.dtype, path: str, seqs_per_block
     sizes = {
         "weights": _align16(core_resident),
         "down_w": _align16(f_per_block * K * Co * Q * es) if down_resident else 0,
-        "x": _align16(M * Cr * 4), "skip": _align16(M * Cs * 4), "h": _align16(M * Co * 4),
+        # the head's output (M x Co fp32) reuses the skip sums' region (see fg_smem_layout)
+        "x": _align16(M * Cr * 4), "skip": _align16(M * max(Cs, Co) * 4),
         "A": _align16(Mp * ldA * es), "Z": _align16(Mp * ldZ * es),
         "reduce": _align16(threads * 4), "logits": _align16(seqs_per_block * Q * 4),
         "classes": _align16(seqs_per_block * 4),
