@@ -22,7 +22,6 @@ the serial chain of layers inside a step, so at batch 1 no kernel comes near it.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -129,16 +128,23 @@ def history_bytes(spec: fastgen.NetworkSpec, batch: int, itemsize: int = 4) -> i
     return batch * frames * spec.num_features * spec.residual_channels * itemsize
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a new peak for ``peak_memory_bytes`` (on Linux CPUs: the process's peak RSS)."""
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new peak for ``peak_memory_bytes`` (on Linux CPUs: the process's peak RSS);
+    False where that cannot be done (then the CPU peaks are None)."""
+    global _rss_reset_ok
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        return
+        return True
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")     # resets VmHWM to the current resident set
+        _rss_reset_ok = True
     except OSError:
-        pass
+        _rss_reset_ok = False
+    return _rss_reset_ok
+
+
+_rss_reset_ok = False
 
 
 def _proc_kib(field: str, path: str = "/proc/self/status") -> int | None:
@@ -158,7 +164,7 @@ def peak_memory_bytes(device: torch.device) -> int | None:
     process's peak resident set (CPU; None where /proc is missing)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    kib = _proc_kib("VmHWM")
+    kib = _proc_kib("VmHWM") if _rss_reset_ok else None
     return None if kib is None else kib * 1024
 
 
@@ -221,13 +227,14 @@ def peak_matmul_flops(device: torch.device, dtype=torch.float32) -> float:
 
 
 def calibrated_steps(run, device, target_s: float, lo: int = 32, hi: int = 4096) -> int:
-    """Steps per timed run so that one run lasts about ``target_s`` (start-up negligible): a power
-    of two in [lo, hi]. ``run(n)`` generates n steps; its first call also warms up (compiles)."""
-    probe = 8
-    run(probe)
-    t = timed(lambda: run(probe), device, repeats=1, warmup=0)
-    want = target_s * probe / max(t, 1e-9)
-    return int(min(hi, max(lo, 2 ** round(math.log2(max(want, 1))))))
+    """Steps per timed run: the first power of two from ``lo`` whose run lasts ``target_s`` or
+    more (so fixed per-call costs, a CUDA-graph capture say, are a small share), at most ``hi``.
+    ``run(n)`` generates n steps; a first call of ``lo`` steps warms up (compiles)."""
+    n = lo
+    run(n)
+    while n < hi and timed(lambda: run(n), device, repeats=1, warmup=0) < target_s:
+        n *= 2
+    return min(n, hi)
 
 
 def copy_bandwidth(device: torch.device) -> float:
@@ -270,11 +277,7 @@ def environment(device: torch.device) -> dict:
     info = {"device": device_name(device), "device_type": device.type, "date": date.today().isoformat(),
             "commit": commit, "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads()}
-    try:
-        import fastgen._C as C
-        info["fastgen_build"] = json.loads(C.build_info())
-    except ImportError:
-        info["fastgen_build"] = None
+    info["fastgen_build"] = fastgen.build_info()
     try:
         import triton
         info["triton"] = triton.__version__

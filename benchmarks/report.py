@@ -5,9 +5,10 @@
     edanet bench [same arguments]
 
 Every default variant whose backend is built here runs (``common.GPU_VARIANTS`` on a GPU:
-torch eager, torch with the step in a CUDA graph, both Triton variants and cuda, each in fp32
-and bf16; ``common.CPU_VARIANTS`` on a CPU). Steps per timed run are calibrated so that a run
-lasts about ``--target-seconds`` (start-up negligible; ``reference``, slow, 4 to 16 steps).
+torch eager in fp32, then torch with the step in a CUDA graph, both Triton variants and cuda,
+each in fp32 and bf16; ``common.CPU_VARIANTS`` on a CPU; reference on both). Steps per timed
+run are doubled until a run lasts ``--target-seconds`` (start-up negligible; ``reference``,
+slow, runs 4 to 16 steps). A variant that fails is recorded and the rest go on.
 
 For each case: EDA steps/s (sequences x steps / s), µs per step (one autoregressive step of the
 whole batch), the floor (``common.floor_seconds``) and how far above it the step is, real-time
@@ -42,59 +43,89 @@ def measure_peaks(device, variants) -> dict:
             "units": common.parallel_units(device)}
 
 
+MEMORY_STEPS = 64   # peak memory is taken from a run of this many steps (inputs made beforehand)
+
+
 def measure(engine, spec, batch, device, steps, repeats, target_s, lo=32, hi=4096):
-    """(steps, median seconds) of ``engine.generate`` on random inputs of ``batch`` sequences."""
+    """(steps, median seconds, peak memory bytes) of ``engine.generate`` on random inputs of
+    ``batch`` sequences. ``steps`` (if given) is clamped to [lo, hi] too."""
     def gen(n):
         frames, uniforms = common.make_inputs(spec, batch, n, device)
         return lambda: engine.generate(frames, uniforms)
 
-    n = steps or common.calibrated_steps(lambda k: gen(k)(), device, target_s, lo=lo, hi=hi)
-    return n, common.timed(gen(n), device, repeats=repeats)
+    n = min(hi, max(lo, steps)) if steps else common.calibrated_steps(lambda k: gen(k)(), device, target_s, lo, hi)
+    t = common.timed(gen(n), device, repeats=repeats)
+    run_mem = gen(MEMORY_STEPS)
+    common.reset_peak_memory(device)
+    run_mem()
+    common.sync(device)
+    return n, t, common.peak_memory_bytes(device)
 
 
-def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progress=True):
+def add_speedups(case_rows: list[dict]) -> None:
+    """Speed-ups of one case's rows over its fp32 ``torch`` row and over ``torch+graph`` of the
+    same dtype (None where that row was not measured)."""
+    rate = {(r["backend"], r["dtype"]): r["eda_steps_per_s"] for r in case_rows}
+    for r in case_rows:
+        base, graph = rate.get(("torch", "fp32")), rate.get(("torch+graph", r["dtype"]))
+        r["speedup_vs_torch"] = r["eda_steps_per_s"] / base if base else None
+        r["speedup_vs_graph"] = r["eda_steps_per_s"] / graph if graph else None
+
+
+def _row(v, preset, spec, batch, n, t, peak, bw, units):
+    flops = spec.flops_per_step() * batch
+    floor = common.floor_seconds(spec, batch, v.dtype, peak, bw, units)
+    return {"preset": preset, "batch": batch, "backend": v.label, "dtype": v.dtype_name, "steps": n,
+            "seconds": t, "eda_steps_per_s": batch * n / t, "us_per_step": 1e6 * t / n,
+            "floor_us_per_step": 1e6 * floor, "x_floor": t / n / floor,
+            "realtime_factor": batch * n / t / common_eda_rate(preset),
+            "flops_per_step": flops, "bytes_per_step": common.bytes_per_step(spec, batch, v.dtype.itemsize),
+            "bytes_per_step_weights_resident": common.bytes_per_step(spec, batch, v.dtype.itemsize,
+                                                                     weights_resident=True),
+            "achieved_flops": flops * n / t, "fraction_of_peak": flops * n / t / peak,
+            "history_bytes": common.history_bytes(spec, batch, v.dtype.itemsize)}
+
+
+def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progress=True, on_case=None):
+    """The matrix: one row per (preset, batch, variant) measured; a variant that fails (not
+    built for this shape, a compile error) is recorded in ``failures`` and the rest go on.
+    ``on_case(result so far)`` is called after every case (the report saves it)."""
     from tqdm import tqdm
     peaks = measure_peaks(device, variants)
-    bw, units = peaks["copy_bytes_per_s"], peaks["units"]
-    rows = []
+    bw = peaks["copy_bytes_per_s"]
+    units = peaks["units"] if device.type == "cuda" else None
+    result = {"peaks": peaks, "rows": [], "failures": []}
     cases = [(p, b) for p in presets for b in batches]
-    for preset, batch in tqdm(cases, desc="bench", disable=not progress):
+    for preset, batch in (bar := tqdm(cases, desc="bench", disable=not progress)):
         spec, weights = common.spec_and_weights(preset)
-        torch_rate, graph_rate = None, {}
+        case_rows = []
         for v in variants:
-            common.reset_peak_memory(device)
-            engine = v.create(spec, weights, device)
-            n, t = measure(engine, spec, batch, device, steps, repeats, target_s,
-                           *(REFERENCE_STEPS if v.backend == "reference" else ()))
-            rate = batch * n / t
-            flops = spec.flops_per_step() * batch
-            peak = peaks["matmul_flops"][v.dtype_name]
-            floor = common.floor_seconds(spec, batch, v.dtype, peak, bw, units if device.type == "cuda" else None)
-            row = {"preset": preset, "batch": batch, "backend": v.label, "dtype": v.dtype_name, "steps": n,
-                   "seconds": t, "eda_steps_per_s": rate, "us_per_step": 1e6 * t / n,
-                   "floor_us_per_step": 1e6 * floor, "x_floor": t / n / floor,
-                   "realtime_factor": rate / common_eda_rate(preset),
-                   "flops_per_step": flops, "bytes_per_step": common.bytes_per_step(spec, batch, v.dtype.itemsize),
-                   "bytes_per_step_weights_resident": common.bytes_per_step(spec, batch, v.dtype.itemsize,
-                                                                            weights_resident=True),
-                   "achieved_flops": flops * n / t, "fraction_of_peak": flops * n / t / peak,
-                   "history_bytes": common.history_bytes(spec, batch, v.dtype.itemsize),
-                   "peak_memory_bytes": common.peak_memory_bytes(device)}
-            if v.label == "torch" and v.dtype_name == "fp32":
-                torch_rate = rate
-            if v.label == "torch+graph":
-                graph_rate[v.dtype_name] = rate
-            row["speedup_vs_torch"] = rate / torch_rate if torch_rate else None
-            g = graph_rate.get(v.dtype_name)
-            row["speedup_vs_graph"] = rate / g if g else None
-            rows.append(row)
-            del engine
+            try:
+                engine = v.create(spec, weights, device)
+                n, t, mem = measure(engine, spec, batch, device, steps, repeats, target_s,
+                                    *(REFERENCE_STEPS if v.backend == "reference" else ()))
+                del engine
+            except Exception as e:  # noqa: BLE001 - one engine's failure must not lose the run
+                msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+                result["failures"].append(dict(preset=preset, batch=batch, backend=v.label, dtype=v.dtype_name,
+                                               error=msg))
+                bar.write(f"{preset} batch {batch} {v.label} {v.dtype_name}: FAILED {msg}")
+                continue
+            row = _row(v, preset, spec, batch, n, t, peaks["matmul_flops"][v.dtype_name], bw, units)
+            row["peak_memory_bytes"] = mem
+            case_rows.append(row)
+            bar.write(f"{preset} batch {batch} {v.label} {v.dtype_name}: {row['eda_steps_per_s']:,.0f} EDA steps/s, "
+                      f"{row['us_per_step']:,.1f} us/step ({n} steps), {row['x_floor']:,.1f}x floor")
+        add_speedups(case_rows)
+        result["rows"] += case_rows
+        if on_case:
+            on_case(result)
     capacity = common.memory_capacity_bytes(device)
-    fits = {p: {f"{v.label}:{v.dtype_name}": common.largest_batch(
-        [(r["batch"], r["peak_memory_bytes"]) for r in rows
+    result["memory_capacity_bytes"] = capacity
+    result["largest_batch_that_fits"] = {p: {f"{v.label}:{v.dtype_name}": common.largest_batch(
+        [(r["batch"], r["peak_memory_bytes"]) for r in result["rows"]
          if (r["preset"], r["backend"], r["dtype"]) == (p, v.label, v.dtype_name)], capacity) for v in variants}
         for p in presets}
-    result = {"peaks": peaks, "memory_capacity_bytes": capacity, "largest_batch_that_fits": fits, "rows": rows}
     if device.type == "cuda":
         result["targets"] = targets.evaluate(result)
     return result
@@ -112,38 +143,47 @@ def _fmt_peaks(result: dict) -> str:
     return f"Measured peaks: {flops}, copy {p['copy_bytes_per_s'] / 1e9:.1f} GB/s; {units}."
 
 
+def _x(v):
+    return f"{v:.1f}x" if v else "-"
+
+
+def _cells(r: dict, gpu: bool) -> list[str]:
+    mem = r.get("peak_memory_bytes")
+    return ([r["preset"], str(r["batch"]), r["backend"], r["dtype"], f"{r['eda_steps_per_s']:,.0f}",
+             f"{r['us_per_step']:,.1f}", f"{r['floor_us_per_step']:,.3f}",
+             f"{r['x_floor']:,.1f}" if r["x_floor"] < 10 else f"{r['x_floor']:,.0f}",
+             f"{r['realtime_factor']:,.0f}", f"{r['flops_per_step'] / 1e6:.2f}", f"{r['bytes_per_step'] / 1e3:.0f}",
+             f"{100 * r['fraction_of_peak']:.1f}", f"{r['history_bytes'] / 2 ** 20:.1f}",
+             "-" if mem is None else f"{mem / 2 ** 20:,.0f}", _x(r["speedup_vs_torch"])]
+            + ([_x(r["speedup_vs_graph"])] if gpu else []))
+
+
 def markdown(result: dict) -> str:
+    """The table (and, where present, failures, memory fits and targets) of a whole or partial run."""
     env = result["environment"]
     gpu = env["device_type"] == "cuda"
     head = ["preset", "batch", "backend", "dtype", "EDA steps/s", "µs/step", "floor µs", "x floor", "real-time x",
-            "MFLOP/step", "KB/step", "% of peak", "history MB", "peak MB", "vs torch"] + (["vs graph"] if gpu else [])
+            "MFLOP/step", "KB/step", "% of peak", "history MiB", "peak MiB", "vs torch"] + (["vs graph"] if gpu else [])
     lines = [f"Device: {env['device']}; commit {env['commit']}; torch {env['torch']}; {env['date']}.",
              _fmt_peaks(result), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-
-    def x(v):
-        return f"{v:.1f}x" if v else "-"
-    for r in result["rows"]:
-        cells = [r["preset"], r["batch"], r["backend"], r["dtype"], f"{r['eda_steps_per_s']:,.0f}",
-                 f"{r['us_per_step']:,.1f}", f"{r['floor_us_per_step']:,.3f}", f"{r['x_floor']:,.1f}" if r["x_floor"] < 10 else f"{r['x_floor']:,.0f}",
-                 f"{r['realtime_factor']:,.0f}", f"{r['flops_per_step'] / 1e6:.2f}", f"{r['bytes_per_step'] / 1e3:.0f}",
-                 f"{100 * r['fraction_of_peak']:.1f}", f"{r['history_bytes'] / 2 ** 20:.1f}",
-                 "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2 ** 20:,.0f}",
-                 x(r["speedup_vs_torch"])]
-        if gpu:
-            cells.append(x(r["speedup_vs_graph"]))
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
-    where = "the most device memory torch had allocated" if gpu else "the process's peak resident set"
-    lines += ["", f"peak MB: {where} during the case. Largest batch that fits in "
-              f"{result['memory_capacity_bytes'] / 2 ** 30:.1f} GiB, extrapolated from the peaks at the smallest and "
-              "largest batch: " + "; ".join(f"{p}: " + ", ".join(f"{k} {'-' if n is None else f'{n:,}'}" for k, n in d.items())
-                                              for p, d in result["largest_batch_that_fits"].items())]
+    lines += ["| " + " | ".join(_cells(r, gpu)) + " |" for r in result["rows"]]
+    if result.get("failures"):
+        lines += ["", "Failed:"] + [f"- {f['preset']} batch {f['batch']} {f['backend']} {f['dtype']}: {f['error']}"
+                                    for f in result["failures"]]
+    if "largest_batch_that_fits" in result:
+        where = "the most device memory torch had allocated" if gpu else "the process's peak resident set (rough)"
+        fits = "; ".join(f"{p}: " + ", ".join(f"{k} {'-' if n is None else f'{n:,}'}" for k, n in d.items())
+                         for p, d in result["largest_batch_that_fits"].items())
+        lines += ["", f"peak MiB: {where} during a {MEMORY_STEPS}-step generation. Largest batch that fits in "
+                  f"{result['memory_capacity_bytes'] / 2 ** 30:.1f} GiB, extrapolated from the peaks at the smallest "
+                  f"and largest batch: {fits}."]
     if result.get("targets"):
         lines += ["", "Targets of issues #5 and #6, measured in this run:", "", targets.markdown(result["targets"])]
     return "\n".join(lines) + "\n"
 
 
 def plot(result: dict, path: Path) -> None:
-    """EDA steps/s against batch, one line per engine, log-log; dotted: the fp32 floor."""
+    """EDA steps/s against batch, one line per engine, log-log; dotted: the limit the fp32 floor sets."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -159,7 +199,7 @@ def plot(result: dict, path: Path) -> None:
             ax.plot(*zip(*pts), marker="o", label=" ".join(key))
         floor = sorted({(r["batch"], r["batch"] * 1e6 / r["floor_us_per_step"]) for r in mine if r["dtype"] == "fp32"})
         if floor:
-            ax.plot(*zip(*floor), ls=":", color="gray", label="fp32 floor")
+            ax.plot(*zip(*floor), ls=":", color="gray", label="fp32 limit (floor)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch")
@@ -172,14 +212,15 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write(result: dict, out: Path) -> Path:
+def write(result: dict, out: Path, with_plot: bool = True) -> Path:
     """``<out>/<device>-<date>.{json,md,png}``, each written atomically; returns the stem."""
     from edanet.io import atomic_write
     slug = re.sub(r"[^A-Za-z0-9]+", "-", result["environment"]["device"]).strip("-").lower()[:60]
     stem = out / f"{slug}-{result['environment']['date']}"
     atomic_write(stem.with_suffix(".json"), json.dumps(result, indent=1))
     atomic_write(stem.with_suffix(".md"), markdown(result))
-    plot(result, stem.with_suffix(".png"))
+    if with_plot and result["rows"]:
+        plot(result, stem.with_suffix(".png"))
     return stem
 
 
@@ -206,9 +247,12 @@ def main(argv=None) -> int:
         raise SystemExit(f"edanet bench: {e}") from None
     batches = a.batches or (common.GPU_BATCHES if device.type == "cuda" else common.CPU_BATCHES)
     gpu = device.type == "cuda"
+    env = common.environment(device)
+    # after every case the results so far are saved, so a run cut short still leaves its rows
     result = run(a.presets, batches, variants, a.steps, a.repeats or (7 if gpu else 3), device,
-                 target_s=a.target_seconds or (0.25 if gpu else 0.5), progress=not a.quiet)
-    result["environment"] = common.environment(device)
+                 target_s=a.target_seconds or (0.25 if gpu else 0.5), progress=not a.quiet,
+                 on_case=lambda r: write({**r, "environment": env}, Path(a.out), with_plot=False))
+    result["environment"] = env
     stem = write(result, Path(a.out))
     print(markdown(result))
     print(f"wrote {stem}.json, .md, .png")

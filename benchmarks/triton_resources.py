@@ -43,7 +43,7 @@ def compile_cases(cases: list[dict], workers: int | None = None, progress: bool 
     """One row per case (the case's fields and ``KernelResources.to_dict()``), in order; the
     compiles are single-threaded, so they run in ``workers`` processes (default: a process per
     core, at most 8)."""
-    workers = workers or max(1, min(8, os.cpu_count() or 1))
+    workers = workers or max(1, min(8, len(os.sched_getaffinity(0))))
     with ProcessPoolExecutor(workers) as pool:
         return list(tqdm(pool.map(_compile, cases), total=len(cases), desc="compiling", unit="kernel",
                          disable=not progress))

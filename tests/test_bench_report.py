@@ -2,6 +2,7 @@
 step calibration, a real tiny run on the CPU, the files it writes, and the issue targets check.
 Nothing here bounds a time: the run's numbers are checked for consistency with each other."""
 import json
+import mmap
 import sys
 from pathlib import Path
 
@@ -54,20 +55,69 @@ def test_floor_is_the_larger_term_and_counts_usable_sms():
     assert common.floor_seconds(spec, 2, torch.bfloat16, 1e12, 1e30, 2 * F) == pytest.approx(flops / 1e12)
 
 
-def test_calibrated_steps_is_a_power_of_two_aiming_at_the_target(monkeypatch):
+def test_calibrated_steps_doubles_until_a_run_is_long_enough(monkeypatch):
     calls = []
-    monkeypatch.setattr(common, "timed", lambda fn, device, repeats=1, warmup=0: (fn(), 8 * 1e-3)[1])
-    n = common.calibrated_steps(calls.append, CPU, target_s=0.256)   # 1 ms per step -> 256 steps
-    assert n == 256 and calls == [8, 8]
-    assert common.calibrated_steps(calls.append, CPU, target_s=1e-6) == 32                # clamped below
+    # a fake clock: a run of n steps "takes" n ms
+    monkeypatch.setattr(common, "timed", lambda fn, device, repeats=1, warmup=0: (fn(), calls[-1] * 1e-3)[1])
+    assert common.calibrated_steps(calls.append, CPU, target_s=0.25) == 256
+    assert calls == [32, 32, 64, 128, 256]                                         # warm-up, then doubling
+    assert common.calibrated_steps(calls.append, CPU, target_s=1e-6) == 32         # already long enough
     assert common.calibrated_steps(calls.append, CPU, target_s=1e-6, lo=4) == 4
-    assert common.calibrated_steps(calls.append, CPU, target_s=1e6) == 4096               # clamped above
+    assert common.calibrated_steps(calls.append, CPU, target_s=1e6) == 4096        # capped
+    assert common.calibrated_steps(calls.append, CPU, target_s=1e6, lo=4, hi=16) == 16
+
+
+def test_peak_matmul_restores_tf32():
+    for allowed in (True, False):
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+        common.peak_matmul_flops(CPU)
+        assert torch.backends.cuda.matmul.allow_tf32 is allowed
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def test_speedups_do_not_depend_on_the_order_of_variants():
+    rows = [dict(backend="cuda", dtype="bf16", eda_steps_per_s=600.0),
+            dict(backend="torch+graph", dtype="bf16", eda_steps_per_s=200.0),
+            dict(backend="cuda", dtype="fp32", eda_steps_per_s=300.0),
+            dict(backend="torch", dtype="fp32", eda_steps_per_s=50.0),
+            dict(backend="triton", dtype="fp32", eda_steps_per_s=100.0)]
+    report.add_speedups(rows)
+    by = {(r["backend"], r["dtype"]): r for r in rows}
+    assert by["cuda", "bf16"]["speedup_vs_torch"] == 12.0 and by["cuda", "bf16"]["speedup_vs_graph"] == 3.0
+    assert by["cuda", "fp32"]["speedup_vs_torch"] == 6.0 and by["cuda", "fp32"]["speedup_vs_graph"] is None
+    assert by["torch", "fp32"]["speedup_vs_torch"] == 1.0
+
+
+def test_reference_runs_few_steps_even_when_steps_are_given():
+    res = report.run(["tiny"], [2], [common.Variant.parse("reference"), common.Variant.parse("cpu")], steps=64,
+                     repeats=1, device=CPU, progress=False)
+    assert [(r["backend"], r["steps"]) for r in res["rows"]] == [("reference", report.REFERENCE_STEPS[1]), ("cpu", 64)]
+
+
+def test_a_failing_variant_is_recorded_and_the_rest_go_on(monkeypatch, tmp_path):
+    real = common.Variant.create
+
+    def create(self, spec, weights, device):
+        if self.backend == "torch":
+            raise RuntimeError("no kernel image for this device")
+        return real(self, spec, weights, device)
+    monkeypatch.setattr(common.Variant, "create", create)
+    saved = []
+    res = report.run(["tiny"], [1, 2], [common.Variant.parse("torch"), common.Variant.parse("cpu")], steps=32,
+                     repeats=1, device=CPU, progress=False, on_case=lambda r: saved.append(len(r["rows"])))
+    assert [r["backend"] for r in res["rows"]] == ["cpu", "cpu"] and saved == [1, 2]
+    assert [(f["batch"], f["backend"]) for f in res["failures"]] == [(1, "torch"), (2, "torch")]
+    assert "no kernel image" in res["failures"][0]["error"]
+    assert all(r["speedup_vs_torch"] is None for r in res["rows"])
+    res["environment"] = common.environment(CPU)
+    assert "- tiny batch 1 torch fp32: RuntimeError: no kernel image" in report.markdown(res)
 
 
 @pytest.fixture(scope="module")
 def tiny_result():
     variants = [common.Variant.parse(t) for t in ("torch", "cpu")]
     res = report.run(["tiny"], [1, 3], variants, steps=None, repeats=1, device=CPU, target_s=0.01, progress=False)
+    assert not res["failures"]
     res["environment"] = common.environment(CPU)
     return res
 
@@ -105,13 +155,12 @@ def test_largest_batch_extrapolates_the_measured_growth():
 
 
 def test_peak_memory_sees_an_allocation():
-    if common.peak_memory_bytes(CPU) is None:
-        pytest.skip("no /proc/self/status here")
-    common.reset_peak_memory(CPU)
+    if not common.reset_peak_memory(CPU) or common.peak_memory_bytes(CPU) is None:
+        pytest.skip("this kernel cannot reset the peak resident set (/proc/self/clear_refs)")
     before = common.peak_memory_bytes(CPU)
-    x = torch.ones(64 * 2 ** 20 // 4)            # 64 MiB, touched
-    after = common.peak_memory_bytes(CPU)
-    del x
+    with mmap.mmap(-1, 64 * 2 ** 20) as m:       # fresh pages (an allocator could reuse resident ones)
+        m[::4096] = b"x" * (64 * 2 ** 20 // 4096)
+        after = common.peak_memory_bytes(CPU)
     assert after - before >= 60 * 2 ** 20
 
 
@@ -156,13 +205,22 @@ def test_targets_met_missed_and_not_measured():
 
 
 def test_gpu_markdown_has_graph_column_and_targets(tiny_result):
+    # the tiny CPU run relabelled as a GPU run: torch -> torch+graph bf16, cpu -> triton_persistent bf16
     res = json.loads(json.dumps(tiny_result))
     res["environment"]["device_type"] = "cuda"
+    res["peaks"]["matmul_flops"]["bf16"] = res["peaks"]["matmul_flops"]["fp32"]
     for r in res["rows"]:
-        r.update(speedup_vs_graph=None)
+        r.update(backend={"torch": "torch+graph", "cpu": "triton_persistent"}[r["backend"]], dtype="bf16")
+    for b in (1, 3):
+        report.add_speedups([r for r in res["rows"] if r["batch"] == b])
     res["targets"] = targets.evaluate(res)
     md = report.markdown(res)
-    assert "| vs graph |" in md and "| peak MB |" in md and "Targets of issues #5 and #6" in md
+    assert "| vs graph |" in md and "| peak MiB |" in md and "Targets of issues #5 and #6" in md
+    graph, pers = (r for r in res["rows"] if r["batch"] == 1)
+    ratio = pers["eda_steps_per_s"] / graph["eda_steps_per_s"]
+    assert pers["speedup_vs_graph"] == pytest.approx(ratio) and f"| {ratio:.1f}x |" in md
+    [line] = [ln for ln in md.splitlines() if "batch 1, bf16: triton_persistent" in ln]
+    assert line.endswith("| yes |" if ratio >= 3 else "| **no** |") and f"{ratio:.2f}x torch+graph" in line
 
 
 def test_cli_bench_rejects_a_bad_variant(capsys):
