@@ -68,6 +68,10 @@ class Variant:
         return cls(backend, dt, graph)
 
     @property
+    def text(self) -> str:
+        return f"{self.label}:{self.dtype_name}"
+
+    @property
     def label(self) -> str:
         return self.backend + ("+graph" if self.cuda_graph else "")
 
@@ -126,70 +130,6 @@ def history_bytes(spec: fastgen.NetworkSpec, batch: int, itemsize: int = 4) -> i
     """History buffers: every layer keeps (d + K) frames x F x C_r per sequence."""
     frames = sum(d + spec.frames_per_step for d in spec.dilations)
     return batch * frames * spec.num_features * spec.residual_channels * itemsize
-
-
-def reset_peak_memory(device: torch.device) -> bool:
-    """Start a new peak for ``peak_memory_bytes`` (on Linux CPUs: the process's peak RSS);
-    False where that cannot be done (then the CPU peaks are None)."""
-    global _rss_reset_ok
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return True
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")     # resets VmHWM to the current resident set
-        _rss_reset_ok = True
-    except OSError:
-        _rss_reset_ok = False
-    return _rss_reset_ok
-
-
-_rss_reset_ok = False
-
-
-def _proc_kib(field: str, path: str = "/proc/self/status") -> int | None:
-    """A ``kB`` field of a /proc file (Linux), or None."""
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def peak_memory_bytes(device: torch.device) -> int | None:
-    """Since ``reset_peak_memory``: the most device memory torch allocated (GPU), or the
-    process's peak resident set (CPU; None where /proc is missing)."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    kib = _proc_kib("VmHWM") if _rss_reset_ok else None
-    return None if kib is None else kib * 1024
-
-
-def memory_capacity_bytes(device: torch.device) -> int:
-    """What ``peak_memory_bytes`` could reach here: free device memory plus what torch holds
-    (GPU), or available host memory plus this process's resident set (CPU)."""
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free) + int(torch.cuda.memory_allocated(device))
-    return ((_proc_kib("MemAvailable", "/proc/meminfo") or 0) + (_proc_kib("VmRSS") or 0)) * 1024
-
-
-def largest_batch(points: list[tuple[int, int]], capacity: int) -> int | None:
-    """The batch whose peak memory reaches ``capacity``, extrapolated linearly from measured
-    ``(batch, peak bytes)`` points (smallest and largest batch); None with fewer than two
-    batches or no growth with batch."""
-    pts = sorted(p for p in points if p[1] is not None)
-    if len(pts) < 2 or pts[-1][0] == pts[0][0]:
-        return None
-    (b0, m0), (b1, m1) = pts[0], pts[-1]
-    per_seq = (m1 - m0) / (b1 - b0)
-    if per_seq <= 0:
-        return None
-    return max(0, int(b1 + (capacity - m1) / per_seq))
 
 
 def sync(device: torch.device) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from . import common, targets
+from . import common, memory, targets
 
 REFERENCE_STEPS = (4, 16)   # the reference is slow: short runs only (calibrated within)
 
@@ -43,23 +43,15 @@ def measure_peaks(device, variants) -> dict:
             "units": common.parallel_units(device)}
 
 
-MEMORY_STEPS = 64   # peak memory is taken from a run of this many steps (inputs made beforehand)
-
-
 def measure(engine, spec, batch, device, steps, repeats, target_s, lo=32, hi=4096):
-    """(steps, median seconds, peak memory bytes) of ``engine.generate`` on random inputs of
-    ``batch`` sequences. ``steps`` (if given) is clamped to [lo, hi] too."""
+    """(steps, median seconds) of ``engine.generate`` on random inputs of ``batch`` sequences.
+    ``steps`` (if given) is clamped to [lo, hi] too."""
     def gen(n):
         frames, uniforms = common.make_inputs(spec, batch, n, device)
         return lambda: engine.generate(frames, uniforms)
 
     n = min(hi, max(lo, steps)) if steps else common.calibrated_steps(lambda k: gen(k)(), device, target_s, lo, hi)
-    t = common.timed(gen(n), device, repeats=repeats)
-    run_mem = gen(MEMORY_STEPS)
-    common.reset_peak_memory(device)
-    run_mem()
-    common.sync(device)
-    return n, t, common.peak_memory_bytes(device)
+    return n, common.timed(gen(n), device, repeats=repeats)
 
 
 def add_speedups(case_rows: list[dict]) -> None:
@@ -102,8 +94,8 @@ def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progr
         for v in variants:
             try:
                 engine = v.create(spec, weights, device)
-                n, t, mem = measure(engine, spec, batch, device, steps, repeats, target_s,
-                                    *(REFERENCE_STEPS if v.backend == "reference" else ()))
+                n, t = measure(engine, spec, batch, device, steps, repeats, target_s,
+                               *(REFERENCE_STEPS if v.backend == "reference" else ()))
                 del engine
             except Exception as e:  # noqa: BLE001 - one engine's failure must not lose the run
                 msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
@@ -112,7 +104,11 @@ def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progr
                 bar.write(f"{preset} batch {batch} {v.label} {v.dtype_name}: FAILED {msg}")
                 continue
             row = _row(v, preset, spec, batch, n, t, peaks["matmul_flops"][v.dtype_name], bw, units)
-            row["peak_memory_bytes"] = mem
+            try:
+                row["engine_memory_bytes"] = memory.engine_bytes(v.text, preset, batch, device)
+            except Exception as e:  # noqa: BLE001 - the timing stands without it
+                row["engine_memory_bytes"] = None
+                bar.write(f"{preset} batch {batch} {v.text}: memory not measured ({type(e).__name__}: {e})")
             case_rows.append(row)
             bar.write(f"{preset} batch {batch} {v.label} {v.dtype_name}: {row['eda_steps_per_s']:,.0f} EDA steps/s, "
                       f"{row['us_per_step']:,.1f} us/step ({n} steps), {row['x_floor']:,.1f}x floor")
@@ -120,10 +116,10 @@ def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progr
         result["rows"] += case_rows
         if on_case:
             on_case(result)
-    capacity = common.memory_capacity_bytes(device)
+    capacity = memory.capacity_bytes(device)
     result["memory_capacity_bytes"] = capacity
-    result["largest_batch_that_fits"] = {p: {f"{v.label}:{v.dtype_name}": common.largest_batch(
-        [(r["batch"], r["peak_memory_bytes"]) for r in result["rows"]
+    result["largest_batch_that_fits"] = {p: {v.text: memory.largest_batch(
+        [(r["batch"], r["engine_memory_bytes"]) for r in result["rows"]
          if (r["preset"], r["backend"], r["dtype"]) == (p, v.label, v.dtype_name)], capacity) for v in variants}
         for p in presets}
     if device.type == "cuda":
@@ -148,7 +144,7 @@ def _x(v):
 
 
 def _cells(r: dict, gpu: bool) -> list[str]:
-    mem = r.get("peak_memory_bytes")
+    mem = r.get("engine_memory_bytes")
     return ([r["preset"], str(r["batch"]), r["backend"], r["dtype"], f"{r['eda_steps_per_s']:,.0f}",
              f"{r['us_per_step']:,.1f}", f"{r['floor_us_per_step']:,.3f}",
              f"{r['x_floor']:,.1f}" if r["x_floor"] < 10 else f"{r['x_floor']:,.0f}",
@@ -163,7 +159,7 @@ def markdown(result: dict) -> str:
     env = result["environment"]
     gpu = env["device_type"] == "cuda"
     head = ["preset", "batch", "backend", "dtype", "EDA steps/s", "µs/step", "floor µs", "x floor", "real-time x",
-            "MFLOP/step", "KB/step", "% of peak", "history MiB", "peak MiB", "vs torch"] + (["vs graph"] if gpu else [])
+            "MFLOP/step", "KB/step", "% of peak", "history MiB", "engine MiB", "vs torch"] + (["vs graph"] if gpu else [])
     lines = [f"Device: {env['device']}; commit {env['commit']}; torch {env['torch']}; {env['date']}.",
              _fmt_peaks(result), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_cells(r, gpu)) + " |" for r in result["rows"]]
@@ -171,12 +167,13 @@ def markdown(result: dict) -> str:
         lines += ["", "Failed:"] + [f"- {f['preset']} batch {f['batch']} {f['backend']} {f['dtype']}: {f['error']}"
                                     for f in result["failures"]]
     if "largest_batch_that_fits" in result:
-        where = "the most device memory torch had allocated" if gpu else "the process's peak resident set (rough)"
+        where = "torch's device allocations" if gpu else "the peak resident set of a fresh process"
         fits = "; ".join(f"{p}: " + ", ".join(f"{k} {'-' if n is None else f'{n:,}'}" for k, n in d.items())
                          for p, d in result["largest_batch_that_fits"].items())
-        lines += ["", f"peak MiB: {where} during a {MEMORY_STEPS}-step generation. Largest batch that fits in "
-                  f"{result['memory_capacity_bytes'] / 2 ** 30:.1f} GiB, extrapolated from the peaks at the smallest "
-                  f"and largest batch: {fits}."]
+        lines += ["", f"engine MiB: what a generation that fills every history ring adds to {where} for a built "
+                  f"engine (history, working set; weights and inputs excluded). Largest batch that fits in "
+                  f"{result['memory_capacity_bytes'] / 2 ** 30:.1f} GiB, extrapolated from the smallest and largest "
+                  f"batch: {fits}."]
     if result.get("targets"):
         lines += ["", "Targets of issues #5 and #6, measured in this run:", "", targets.markdown(result["targets"])]
     return "\n".join(lines) + "\n"

@@ -2,7 +2,6 @@
 step calibration, a real tiny run on the CPU, the files it writes, and the issue targets check.
 Nothing here bounds a time: the run's numbers are checked for consistency with each other."""
 import json
-import mmap
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import common, report, targets  # noqa: E402
+from benchmarks import common, memory, report, targets  # noqa: E402
 from edanet.cli import main as cli_main  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -141,27 +140,26 @@ def test_run_rows_are_consistent(tiny_result):
             by[b, "cpu"]["eda_steps_per_s"] / by[b, "torch"]["eda_steps_per_s"])
     assert "targets" not in tiny_result       # CPU runs check no GPU targets
     for r in rows:        # the process's peak RSS holds at least torch itself
-        assert r["peak_memory_bytes"] is None or r["peak_memory_bytes"] > 10 * 2 ** 20
+        assert r["engine_memory_bytes"] is None or r["engine_memory_bytes"] >= 0
     assert set(tiny_result["largest_batch_that_fits"]["tiny"]) == {"torch:fp32", "cpu:fp32"}
 
 
 def test_largest_batch_extrapolates_the_measured_growth():
     # 1 MB per sequence on top of 100 MB: 1000 MB hold 900 sequences
     pts = [(1, 101 * 10 ** 6), (3, 103 * 10 ** 6), (16, 116 * 10 ** 6)]
-    assert common.largest_batch(pts, 1000 * 10 ** 6) == 900
-    assert common.largest_batch(pts[:1], 10 ** 9) is None            # one batch: no slope
-    assert common.largest_batch([(1, 5), (4, 5)], 10 ** 9) is None   # no growth with batch
-    assert common.largest_batch([(1, 10), (2, 20)], 5) == 0           # already over
+    assert memory.largest_batch(pts, 1000 * 10 ** 6) == 900
+    assert memory.largest_batch(pts[:1], 10 ** 9) is None            # one batch: no slope
+    assert memory.largest_batch([(1, 5), (4, 5)], 10 ** 9) is None   # no growth with batch
+    assert memory.largest_batch([(1, 10), (2, 20)], 5) == 0           # already over
 
 
-def test_peak_memory_sees_an_allocation():
-    if not common.reset_peak_memory(CPU) or common.peak_memory_bytes(CPU) is None:
+def test_engine_memory_grows_with_the_history_buffers():
+    if not memory._reset_rss_peak():
         pytest.skip("this kernel cannot reset the peak resident set (/proc/self/clear_refs)")
-    before = common.peak_memory_bytes(CPU)
-    with mmap.mmap(-1, 64 * 2 ** 20) as m:       # fresh pages (an allocator could reuse resident ones)
-        m[::4096] = b"x" * (64 * 2 ** 20 // 4096)
-        after = common.peak_memory_bytes(CPU)
-    assert after - before >= 60 * 2 ** 20
+    spec, _ = common.spec_and_weights("base")
+    one, many = (memory.engine_bytes("cpu:fp32", "base", b, CPU) for b in (1, 16))
+    grown = common.history_bytes(spec, 16) - common.history_bytes(spec, 1)     # 85 MiB
+    assert many - one >= 0.9 * grown
 
 
 def test_write_makes_json_md_png_atomically(tiny_result, tmp_path):
@@ -215,7 +213,7 @@ def test_gpu_markdown_has_graph_column_and_targets(tiny_result):
         report.add_speedups([r for r in res["rows"] if r["batch"] == b])
     res["targets"] = targets.evaluate(res)
     md = report.markdown(res)
-    assert "| vs graph |" in md and "| peak MiB |" in md and "Targets of issues #5 and #6" in md
+    assert "| vs graph |" in md and "| engine MiB |" in md and "Targets of issues #5 and #6" in md
     graph, pers = (r for r in res["rows"] if r["batch"] == 1)
     ratio = pers["eda_steps_per_s"] / graph["eda_steps_per_s"]
     assert pers["speedup_vs_graph"] == pytest.approx(ratio) and f"| {ratio:.1f}x |" in md
