@@ -3,6 +3,7 @@
     python -m benchmarks.report [--presets small base] [--batches 1 4 16] [--variants torch cuda:bf16 ...]
                                 [--steps N] [--repeats 3] [--out benchmarks/results]
     edanet bench [same arguments]
+    python -m benchmarks.report --render RESULT.json    # redraw the .md/.png of a saved (or partial) run
 
 Every default variant whose backend is built here runs (``common.GPU_VARIANTS`` on a GPU:
 torch eager in fp32, then torch with the step in a CUDA graph, both Triton variants and cuda,
@@ -150,7 +151,7 @@ def _cells(r: dict, gpu: bool) -> list[str]:
              f"{r['x_floor']:,.1f}" if r["x_floor"] < 10 else f"{r['x_floor']:,.0f}",
              f"{r['realtime_factor']:,.0f}", f"{r['flops_per_step'] / 1e6:.2f}", f"{r['bytes_per_step'] / 1e3:.0f}",
              f"{100 * r['fraction_of_peak']:.1f}", f"{r['history_bytes'] / 2 ** 20:.1f}",
-             "-" if mem is None else f"{mem / 2 ** 20:,.0f}", _x(r["speedup_vs_torch"])]
+             "-" if mem is None else f"{mem / 2 ** 20:,.1f}", _x(r["speedup_vs_torch"])]
             + ([_x(r["speedup_vs_graph"])] if gpu else []))
 
 
@@ -234,7 +235,14 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per case, median kept (default 3 on CPU, 7 on GPU)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--render", metavar="RESULT.json", help="only rewrite the .md and .png of a saved result")
     a = p.parse_args(argv)
+    if a.render:
+        res = json.loads(Path(a.render).read_text())
+        stem = write(res, Path(a.render).parent)
+        print(markdown(res))
+        print(f"wrote {stem}.md, .png")
+        return 0
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("edanet bench: --device cuda, but torch sees no CUDA GPU here (use --device cpu)")

@@ -173,6 +173,15 @@ def test_write_makes_json_md_png_atomically(tiny_result, tmp_path):
     assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_render_redraws_a_saved_result(tiny_result, tmp_path):
+    stem = report.write(tiny_result, tmp_path)
+    stem.with_suffix(".md").unlink()
+    stem.with_suffix(".png").unlink()
+    assert report.main(["--render", str(stem.with_suffix(".json"))]) == 0
+    assert stem.with_suffix(".md").read_text() == report.markdown(tiny_result)
+    assert stem.with_suffix(".png").exists()
+
+
 def _row(preset, batch, backend, dtype, rate, frac=0.0, x_floor=10.0):
     return dict(preset=preset, batch=batch, backend=backend, dtype=dtype, eda_steps_per_s=rate,
                 fraction_of_peak=frac, x_floor=x_floor)
