@@ -69,6 +69,21 @@ FG_DEVICE float fg_tanh(float x) {
 
 template <class T> FG_DEVICE T fg_zero() { return fg_from_float<T>(0.0f); }
 
+// How a block walks an M x C (row, channel) element loop without a division per element: a
+// warp takes 32 / C rows at a time (one row when C >= 32) and its lanes the channels, so a
+// thread decomposes each of its rows once and steps its channels by 32.
+//   for (int m = rs.r0; rs.on && m < M; m += rs.rstep) for (int c = rs.c0; c < C; c += 32) ...
+struct FgRowSplit {
+  int r0, rstep, c0;
+  bool on;
+};
+FG_DEVICE FgRowSplit fg_row_split(int C, int lane, int warp, int nwarps) {
+  const int w = C >= 32 ? 32 : C;  // lanes per row
+  const int rpw = 32 / w;           // rows per warp at a time
+  const int lr = lane / w;
+  return {warp * rpw + lr, nwarps * rpw, lane - lr * w, lr < rpw};
+}
+
 // Spin until *flag >= want (thread-level; callers publish the result with a block barrier).
 FG_DEVICE void fg_wait_geq(const unsigned* flag, unsigned want, const char* what) {
   unsigned have = fg_load_acquire(flag);
@@ -264,6 +279,7 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
   const long long Tn = (long long)nsteps * K;
   const int ldA = p.ldA, ldZ = p.ldZ;
   constexpr long long es = (long long)sizeof(T);
+  const FgRowSplit rsr = fg_row_split(Cr, lane, warp, nwarps), rss = fg_row_split(Cs, lane, warp, nwarps);
 
   unsigned char* core_s = smem + p.sm_core;
   T* down_s = reinterpret_cast<T*>(smem + p.sm_down);
@@ -308,13 +324,14 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
     const long long t0 = (long long)j * K;
 
     // (1) input projection x = W_in frame + b_in (fp32)
-    for (int i = tid; i < M * Cr; i += nthr) {
-      const int m = i / Cr, c = i - m * Cr;
+    for (int m = rsr.r0; rsr.on && m < M; m += rsr.rstep) {
       const int s = m / KF, r = m - s * KF, k = r / Fc, fl = r - k * Fc;
       const T* fr = static_cast<const T*>(p.frames) + ((long long)(s0 + s) * p.Cin * Tn + t0 + k) * F + f0 + fl;
-      float acc = in_b[c];
-      for (int ci = 0; ci < p.Cin; ++ci) acc = fmaf(in_w[c * p.Cin + ci], fg_to_float(fr[ci * Tn * F]), acc);
-      xs[m * Cr + c] = acc;
+      for (int c = rsr.c0; c < Cr; c += 32) {
+        float acc = in_b[c];
+        for (int ci = 0; ci < p.Cin; ++ci) acc = fmaf(in_w[c * p.Cin + ci], fg_to_float(fr[ci * Tn * F]), acc);
+        xs[m * Cr + c] = acc;
+      }
     }
     // conditioning class of each sequence for this step (published by the barrier below)
     if (tid == 0) {
@@ -335,20 +352,28 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
 
     for (int l = 0; l < L; ++l) {
       const int d = p.dil[l], R = d + K;
+      const int slot0 = (int)(t0 % R);  // ring slot of frame t0 (one 64-bit remainder per layer)
       // (2) A = [x(t-d) | x(t)] and the history write of x(t)
-      for (int i = tid; i < M * Cr; i += nthr) {
-        const int m = i / Cr, c = i - m * Cr;
+      for (int m = rsr.r0; rsr.on && m < M; m += rsr.rstep) {
         const int s = m / KF, r = m - s * KF, k = r / Fc, fl = r - k * Fc;
-        T* ring = static_cast<T*>(p.ring) + (long long)(s0 + s) * p.ring_stride + p.ring_off[l];
-        const long long t = t0 + k;
-        const T cur = fg_from_float<T>(xs[m * Cr + c]);
-        T past;
-        if (t < d) past = fg_zero<T>();                                       // before the sequence
-        else if (k >= d) past = fg_from_float<T>(xs[(m - d * Fc) * Cr + c]);  // same step
-        else past = ring[(((t - d) % R) * F + f0 + fl) * Cr + c];             // earlier step
-        As[m * ldA + c] = past;
-        As[m * ldA + Cr + c] = cur;
-        ring[((t % R) * F + f0 + fl) * Cr + c] = cur;  // slots of frames t0..t0+K-1: never read above
+        T* ring = static_cast<T*>(p.ring) + (long long)(s0 + s) * p.ring_stride + p.ring_off[l] + (long long)(f0 + fl) * Cr;
+        int cur_slot = slot0 + k;  // k < K <= R: one wrap at most, and the same for t - d
+        if (cur_slot >= R) cur_slot -= R;
+        int past_slot = cur_slot - d;
+        if (past_slot < 0) past_slot += R;
+        const bool before = t0 + k < d, same_step = k >= d;
+        T* past_ring = ring + (long long)past_slot * F * Cr;
+        T* cur_ring = ring + (long long)cur_slot * F * Cr;
+        for (int c = rsr.c0; c < Cr; c += 32) {
+          const T cur = fg_from_float<T>(xs[m * Cr + c]);
+          T past;
+          if (before) past = fg_zero<T>();                                       // before the sequence
+          else if (same_step) past = fg_from_float<T>(xs[(m - d * Fc) * Cr + c]);  // same step
+          else past = past_ring[c];                                              // earlier step
+          As[m * ldA + c] = past;
+          As[m * ldA + Cr + c] = cur;
+          cur_ring[c] = cur;  // slots of frames t0..t0+K-1: never read above
+        }
       }
       fg_sync();
 
@@ -383,10 +408,8 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
     }
 
     // (5) head: h = W_h2 relu(W_h1 relu(skip) + b_h1) + b_h2
-    for (int i = tid; i < M * Cs; i += nthr) {
-      const int m = i / Cs, c = i - m * Cs;
-      As[m * ldA + c] = fg_from_float<T>(fmaxf(sk[i], 0.f));
-    }
+    for (int m = rss.r0; rss.on && m < M; m += rss.rstep)
+      for (int c = rss.c0; c < Cs; c += 32) As[m * ldA + c] = fg_from_float<T>(fmaxf(sk[m * Cs + c], 0.f));
     fg_sync();
     fg_gemm<T, MMA>(As, ldA, Mp, M, Cs, h1w, Co, Co, [&](int m, int n, float acc) {
       Zs[m * ldZ + n] = fg_from_float<T>(fmaxf(acc + h1b[n], 0.f));
