@@ -385,7 +385,8 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
 
       // (3) dilated conv (both taps) + conditioning + gate -> Z
       fg_gemm_pair<T, MMA>(As, ldA, Mp, M, 2 * Cr, wdil, Ch, [&](int m, int n, float af, float ag) {
-        const float* crow = cond_l + (long long)cls[m / KF] * (2 * Ch);
+        // one sequence per block (the common case): no division per element
+        const float* crow = cond_l + (long long)cls[Sc == 1 ? 0 : m / KF] * (2 * Ch);
         af += fg_ldg(crow + n);
         ag += fg_ldg(crow + Ch + n);
         Zs[m * ldZ + n] = fg_from_float<T>(fg_tanh(af) * fg_sigmoid(ag));
