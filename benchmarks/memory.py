@@ -97,7 +97,8 @@ def engine_bytes(variant: str, preset: str, batch: int, device: torch.device, st
     r = subprocess.run([sys.executable, "-m", "benchmarks.memory", variant, preset, str(batch), str(steps)],
                        capture_output=True, text=True, cwd=root, env=env, timeout=600)
     if r.returncode != 0:
-        raise RuntimeError(f"memory probe failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+        last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"
+        raise RuntimeError(f"memory probe failed: {last}")
     return json.loads(r.stdout.strip().splitlines()[-1])["bytes"]
 
 

@@ -160,7 +160,8 @@ def markdown(result: dict) -> str:
     env = result["environment"]
     gpu = env["device_type"] == "cuda"
     head = ["preset", "batch", "backend", "dtype", "EDA steps/s", "µs/step", "floor µs", "x floor", "real-time x",
-            "MFLOP/step", "KB/step", "% of peak", "history MiB", "engine MiB", "vs torch"] + (["vs graph"] if gpu else [])
+            "MFLOP/step", "KB/step", "% of peak", "history MiB", "engine MiB", "vs torch"] \
+        + (["vs graph"] if gpu else [])
     lines = [f"Device: {env['device']}; commit {env['commit']}; torch {env['torch']}; {env['date']}.",
              _fmt_peaks(result), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_cells(r, gpu)) + " |" for r in result["rows"]]
@@ -232,7 +233,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="steps per timed run (default: calibrated)")
     p.add_argument("--target-seconds", type=float, default=None,
                    help="calibrated length of one timed run (default 0.25 on GPU, 0.5 on CPU)")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per case, median kept (default 3 on CPU, 7 on GPU)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per case, median kept (default 3 on CPU, 7 on GPU)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--render", metavar="RESULT.json", help="only rewrite the .md and .png of a saved result")

@@ -356,7 +356,8 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
       // (2) A = [x(t-d) | x(t)] and the history write of x(t)
       for (int m = rsr.r0; rsr.on && m < M; m += rsr.rstep) {
         const int s = m / KF, r = m - s * KF, k = r / Fc, fl = r - k * Fc;
-        T* ring = static_cast<T*>(p.ring) + (long long)(s0 + s) * p.ring_stride + p.ring_off[l] + (long long)(f0 + fl) * Cr;
+        T* ring = static_cast<T*>(p.ring) + (long long)(s0 + s) * p.ring_stride + p.ring_off[l]
+                  + (long long)(f0 + fl) * Cr;
         int cur_slot = slot0 + k;  // k < K <= R: one wrap at most, and the same for t - d
         if (cur_slot >= R) cur_slot -= R;
         int past_slot = cur_slot - d;
