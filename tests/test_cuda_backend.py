@@ -495,6 +495,18 @@ def test_emulated_mma_with_f_splits(emu):
         check_generate(eng, spec, w, frames, uniforms, 1.0)
 
 
+@pytest.mark.parametrize("seqs", [1, 3, 5])
+def test_emulated_mma_warp_blocks(emu, seqs):
+    # A warp's tensor-core block is up to 4 m-tiles: 32 rows (2 m-tiles), 96 rows (a block of 4
+    # and one of 2) and 160 rows (two full blocks and one of 2).
+    spec = PARITY_SPECS["round"]                                  # K x F = 32 rows per sequence
+    w, frames, classes, uniforms = make_case(spec, seqs, 2, seed=seqs)
+    eng = emu_engine(emu, spec, w, torch.bfloat16, sms=4, f_splits=1, seqs_per_block=seqs, threads=64)
+    assert eng.plan(seqs).seqs_per_block * spec.frames_per_step * spec.num_features == 32 * seqs
+    check_teacher_forced(eng, spec, w, frames, classes, TOL[torch.bfloat16])
+    check_generate(eng, spec, w, frames, uniforms, 1.0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_emulated_head_wider_than_skip(emu, dtype):
     # The head's output (C_o wide) reuses the skip sums' region (C_s wide): C_o > C_s here.

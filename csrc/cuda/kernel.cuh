@@ -105,19 +105,56 @@ FG_DEVICE void fg_wait_geq(const unsigned* flag, unsigned want, const char* what
 // Tensor cores. A: Mp x Kd (row-major, stride ldA, T, Mp a multiple of 16, rows >= M zero);
 // W packed as fragments: uint2 at ((nt*KT + kt)*32 + lane) holds this lane's B fragment of the
 // 16x8 tile (k-tile kt, n-tile nt). Kd % 16 == 0, N % 8 == 0.
-template <class T>
-FG_DEVICE void fg_mma_tile(float c[4], const T* A, int ldA, int mt, int KT, const uint2* B, int nt, int lane) {
+//
+// A warp computes a block of up to FG_MTW m-tiles x NTW n-tiles: each k-step loads the A
+// fragments of its m-tiles once for all its n-tiles, and the B fragments (the weights, often
+// streamed from L2) once for all its m-tiles, so a GEMM reads its weights MT / FG_MTW times
+// instead of MT times, and A from shared memory N / (8 NTW) times instead of N / 8.
+constexpr int FG_MTW = 4;
+
+template <class T, int NTW>
+FG_DEVICE void fg_mma_block(float (&c)[FG_MTW][NTW][4], const T* A, int ldA, int mt0, int nmt, int KT,
+                            const uint2* B, const int (&nts)[NTW], int nnt, int lane) {
   const int g = lane >> 2, t4 = lane & 3;
-  const T* a0 = A + (mt * 16 + g) * ldA + t4 * 2;
-  const T* a1 = a0 + 8 * ldA;
+  uint32_t a[FG_MTW][4] = {};
+  uint2 b[NTW] = {};
+#pragma unroll
+  for (int i = 0; i < FG_MTW; ++i)
+#pragma unroll
+    for (int j = 0; j < NTW; ++j) c[i][j][0] = c[i][j][1] = c[i][j][2] = c[i][j][3] = 0.f;
   for (int kt = 0; kt < KT; ++kt) {
-    uint32_t a[4];
-    a[0] = fg_ld32(a0 + kt * 16);
-    a[1] = fg_ld32(a1 + kt * 16);
-    a[2] = fg_ld32(a0 + kt * 16 + 8);
-    a[3] = fg_ld32(a1 + kt * 16 + 8);
-    const uint2 b = fg_ld64(B + (nt * KT + kt) * 32 + lane);
-    fg_mma_16816<T>(c, a, b.x, b.y);
+#pragma unroll
+    for (int i = 0; i < FG_MTW; ++i) {
+      if (i < nmt) {
+        const T* a0 = A + ((mt0 + i) * 16 + g) * ldA + kt * 16 + t4 * 2;
+        const T* a1 = a0 + 8 * ldA;
+        a[i][0] = fg_ld32(a0);
+        a[i][1] = fg_ld32(a1);
+        a[i][2] = fg_ld32(a0 + 8);
+        a[i][3] = fg_ld32(a1 + 8);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < NTW; ++j)
+      if (j < nnt) b[j] = fg_ld64(B + (nts[j] * KT + kt) * 32 + lane);
+#pragma unroll
+    for (int i = 0; i < FG_MTW; ++i)
+#pragma unroll
+      for (int j = 0; j < NTW; ++j)
+        if (i < nmt && j < nnt) fg_mma_16816<T>(c[i][j], a[i], b[j].x, b[j].y);
+  }
+}
+
+// Calls row(m, i, h) for each of the lane's rows m < M in a warp block: i is the row's m-tile
+// in the block, h the index of its first accumulator in c[i][j] (0: row g, 2: row g + 8).
+template <class Fn>
+FG_DEVICE void fg_mma_block_rows(int mt0, int nmt, int M, int lane, Fn&& row) {
+#pragma unroll
+  for (int i = 0; i < FG_MTW; ++i) {
+    if (i >= nmt) continue;
+    const int r0 = (mt0 + i) * 16 + (lane >> 2);
+    if (r0 < M) row(r0, i, 0);
+    if (r0 + 8 < M) row(r0 + 8, i, 2);
   }
 }
 
@@ -125,32 +162,47 @@ template <class T, class Epi>
 FG_DEVICE void fg_gemm_mma(const T* A, int ldA, int Mp, int M, int Kd, const T* W, int N, Epi&& epi) {
   const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5, nwarps = (int)blockDim.x >> 5;
   const int MT = Mp >> 4, NT = N >> 3, KT = Kd >> 4;
+  const int MG = (MT + FG_MTW - 1) / FG_MTW, NG = (NT + 1) / 2;  // warp blocks: FG_MTW x 2 tiles
   const uint2* B = reinterpret_cast<const uint2*>(W);
-  for (int task = warp; task < MT * NT; task += nwarps) {
-    const int mt = task % MT, nt = task / MT;
-    float c[4] = {0.f, 0.f, 0.f, 0.f};
-    fg_mma_tile<T>(c, A, ldA, mt, KT, B, nt, lane);
-    const int r0 = mt * 16 + (lane >> 2), col = nt * 8 + (lane & 3) * 2;
-    if (r0 < M) { epi(r0, col, c[0]); epi(r0, col + 1, c[1]); }
-    if (r0 + 8 < M) { epi(r0 + 8, col, c[2]); epi(r0 + 8, col + 1, c[3]); }
+  for (int task = warp; task < MG * NG; task += nwarps) {
+    const int mg = task % MG, ng = task / MG;
+    const int mt0 = mg * FG_MTW, nmt = fg_imin(FG_MTW, MT - mt0);
+    const int nts[2] = {2 * ng, 2 * ng + 1};
+    const int nnt = fg_imin(2, NT - 2 * ng);
+    float c[FG_MTW][2][4];
+    fg_mma_block<T, 2>(c, A, ldA, mt0, nmt, KT, B, nts, nnt, lane);
+    const int col = (lane & 3) * 2;
+    fg_mma_block_rows(mt0, nmt, M, lane, [&](int m, int i, int h) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        if (j >= nnt) continue;
+        epi(m, nts[j] * 8 + col, c[i][j][h]);
+        epi(m, nts[j] * 8 + col + 1, c[i][j][h + 1]);
+      }
+    });
   }
 }
 
 // Two column halves at once (filter n and gate n + Nh of the dilated conv) so the gate is
-// applied in registers: epi(m, n, a_filter, a_gate) for n < Nh.
+// applied in registers: epi(m, n, a_filter, a_gate) for n < Nh. A warp block is FG_MTW m-tiles
+// x (the filter n-tile, its gate n-tile).
 template <class T, class Epi>
 FG_DEVICE void fg_gemm_pair_mma(const T* A, int ldA, int Mp, int M, int Kd, const T* W, int Nh, Epi&& epi) {
   const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5, nwarps = (int)blockDim.x >> 5;
   const int MT = Mp >> 4, NTh = Nh >> 3, KT = Kd >> 4;
+  const int MG = (MT + FG_MTW - 1) / FG_MTW;
   const uint2* B = reinterpret_cast<const uint2*>(W);
-  for (int task = warp; task < MT * NTh; task += nwarps) {
-    const int mt = task % MT, nt = task / MT;
-    float cf[4] = {0.f, 0.f, 0.f, 0.f}, cg[4] = {0.f, 0.f, 0.f, 0.f};
-    fg_mma_tile<T>(cf, A, ldA, mt, KT, B, nt, lane);
-    fg_mma_tile<T>(cg, A, ldA, mt, KT, B, nt + NTh, lane);
-    const int r0 = mt * 16 + (lane >> 2), col = nt * 8 + (lane & 3) * 2;
-    if (r0 < M) { epi(r0, col, cf[0], cg[0]); epi(r0, col + 1, cf[1], cg[1]); }
-    if (r0 + 8 < M) { epi(r0 + 8, col, cf[2], cg[2]); epi(r0 + 8, col + 1, cf[3], cg[3]); }
+  for (int task = warp; task < MG * NTh; task += nwarps) {
+    const int mg = task % MG, nt = task / MG;
+    const int mt0 = mg * FG_MTW, nmt = fg_imin(FG_MTW, MT - mt0);
+    const int nts[2] = {nt, nt + NTh};
+    float c[FG_MTW][2][4];
+    fg_mma_block<T, 2>(c, A, ldA, mt0, nmt, KT, B, nts, 2, lane);
+    const int col = nt * 8 + (lane & 3) * 2;
+    fg_mma_block_rows(mt0, nmt, M, lane, [&](int m, int i, int h) {
+      epi(m, col, c[i][0][h], c[i][1][h]);
+      epi(m, col + 1, c[i][0][h + 1], c[i][1][h + 1]);
+    });
   }
 }
 
