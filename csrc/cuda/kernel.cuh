@@ -111,6 +111,7 @@ FG_DEVICE void fg_wait_geq(const unsigned* flag, unsigned want, const char* what
 // streamed from L2) once for all its m-tiles, so a GEMM reads its weights MT / FG_MTW times
 // instead of MT times, and A from shared memory N / (8 NTW) times instead of N / 8.
 constexpr int FG_MTW = 4;
+constexpr int FG_SMAX = 4;  // sequences whose downsampling a thread accumulates at once
 
 template <class T, int NTW>
 FG_DEVICE void fg_mma_block(float (&c)[FG_MTW][NTW][4], const T* A, int ldA, int mt0, int nmt, int KT,
@@ -472,32 +473,39 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
     fg_gemm<T, MMA>(Zs, ldZ, Mp, M, Co, h2w, Co, Co, [&](int m, int n, float acc) { hs[m * Co + n] = acc + h2b[n]; });
     fg_sync();
 
-    // (6) this block's share of the downsampling: part[s][q] = sum_{fl,k,c} Wd[fl][k][c][q] h
+    // (6) this block's share of the downsampling: part[s][q] = sum_{fl,k,c} Wd[fl][k][c][q] h.
+    // A thread owns one q (and a chunk of the (fl, k) pairs) for up to FG_SMAX sequences at
+    // once, so each weight (streamed from L2 when down_w is not resident) is read once per
+    // FG_SMAX sequences of the block instead of once per sequence.
     const int items = Sc * Q;
     {
       const int pairs = KF;  // (fl, k) pairs, each Co long
-      int nsplit = items >= nthr ? 1 : nthr / items;
+      int nsplit = items >= nthr ? 1 : nthr / items;  // nsplit * items <= nthr: red holds the partials
       if (nsplit > pairs) nsplit = pairs;
-      auto dot = [&](int r, int e0, int e1) {
-        const int s = r / Q, q = r - s * Q;
-        float acc = 0.f;
-        for (int e = e0; e < e1; ++e) {
-          const int fl = e / K, k = e - fl * K;
-          const float* hrow = hs + (s * KF + k * Fc + fl) * Co;
-          const T* w = Wd + (long long)e * Co * Q + q;
-          for (int c = 0; c < Co; ++c) acc = fmaf(hrow[c], fg_to_float(w[(long long)c * Q]), acc);
+      const int chunk = (pairs + nsplit - 1) / nsplit;
+      for (int task = tid; task < nsplit * Q; task += nthr) {
+        const int sp = task / Q, q = task - sp * Q;
+        const int e0 = sp * chunk, e1 = fg_imin(pairs, e0 + chunk);
+        for (int sa = 0; sa < Sc; sa += FG_SMAX) {
+          const int ns = fg_imin(FG_SMAX, Sc - sa);
+          float acc[FG_SMAX] = {};
+          for (int e = e0; e < e1; ++e) {
+            const int fl = e / K, k = e - fl * K;
+            const float* hrow = hs + ((long long)sa * KF + k * Fc + fl) * Co;
+            const T* w = Wd + (long long)e * Co * Q + q;
+            for (int c = 0; c < Co; ++c) {
+              const float wv = fg_to_float(w[(long long)c * Q]);
+#pragma unroll
+              for (int s = 0; s < FG_SMAX; ++s)
+                if (s < ns) acc[s] = fmaf(hrow[(long long)s * KF * Co + c], wv, acc[s]);
+            }
+          }
+#pragma unroll
+          for (int s = 0; s < FG_SMAX; ++s)
+            if (s < ns) (nsplit <= 1 ? part : red + sp * items)[(sa + s) * Q + q] = acc[s];
         }
-        return acc;
-      };
-      if (nsplit <= 1) {
-        for (int r = tid; r < items; r += nthr) part[r] = dot(r, 0, pairs);
-      } else {
-        const int chunk = (pairs + nsplit - 1) / nsplit;
-        if (tid < nsplit * items) {
-          const int sp = tid / items, r = tid - sp * items;
-          const int e0 = sp * chunk, e1 = fg_imin(pairs, e0 + chunk);
-          red[tid] = e0 < e1 ? dot(r, e0, e1) : 0.f;
-        }
+      }
+      if (nsplit > 1) {
         fg_sync();
         for (int r = tid; r < items; r += nthr) {
           float acc = 0.f;
