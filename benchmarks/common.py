@@ -47,14 +47,18 @@ CPU_VARIANTS = ("torch", "cpu", "reference")
 
 @dataclass(frozen=True)
 class Variant:
-    """One engine to measure, written ``backend[+graph][:dtype]``: ``cuda:bf16``, ``torch+graph``."""
+    """One engine to measure, written ``backend[+graph][:dtype][@option=value,...]``:
+    ``cuda:bf16``, ``torch+graph``, ``cuda:bf16@f_splits=10,seqs_per_block=8`` (engine options
+    of ``fastgen.create``; integers where they parse as such)."""
     backend: str
     dtype_name: str = "fp32"
     cuda_graph: bool = False
+    options: tuple = ()
 
     @classmethod
     def parse(cls, text: str) -> "Variant":
-        name, _, dt = text.partition(":")
+        head, _, opts = text.partition("@")
+        name, _, dt = head.partition(":")
         dt = dt or "fp32"
         if dt not in DTYPES:
             raise ValueError(f"unknown dtype {dt!r} in {text!r}; choose one of {sorted(DTYPES)}")
@@ -65,22 +69,32 @@ class Variant:
                              "(append +graph to torch for a CUDA graph, :bf16 or :fp16 for a dtype)")
         if graph and backend != "torch":
             raise ValueError(f"{text!r}: only the torch backend takes +graph")
-        return cls(backend, dt, graph)
+        options = []
+        for item in filter(None, opts.split(",")):
+            k, eq, v = item.partition("=")
+            if not eq or not k:
+                raise ValueError(f"engine option {item!r} in {text!r} must be written name=value")
+            options.append((k, int(v) if v.lstrip("-").isdigit() else v))
+        return cls(backend, dt, graph, tuple(options))
 
     @property
     def text(self) -> str:
-        return f"{self.label}:{self.dtype_name}"
+        """The written form, which ``parse`` reads back."""
+        opts = ",".join(f"{k}={v}" for k, v in self.options)
+        return f"{self.backend}{'+graph' if self.cuda_graph else ''}:{self.dtype_name}" + (f"@{opts}" if opts else "")
 
     @property
     def label(self) -> str:
-        return self.backend + ("+graph" if self.cuda_graph else "")
+        """The backend as the report names it: with +graph, and with its options if any."""
+        opts = ",".join(f"{k}={v}" for k, v in self.options)
+        return self.backend + ("+graph" if self.cuda_graph else "") + (f"@{opts}" if opts else "")
 
     @property
     def dtype(self) -> torch.dtype:
         return DTYPES[self.dtype_name]
 
     def create(self, spec, weights, device):
-        options = {"cuda_graph": True} if self.cuda_graph else {}
+        options = dict(self.options, **({"cuda_graph": True} if self.cuda_graph else {}))
         return fastgen.create(self.backend, spec, weights, device=device, dtype=self.dtype, **options)
 
 

@@ -23,10 +23,24 @@ def test_variant_parse():
     g = common.Variant.parse("torch+graph")
     assert (g.backend, g.dtype, g.cuda_graph, g.label) == ("torch", torch.float32, True, "torch+graph")
     assert common.Variant.parse("triton_persistent:fp16").dtype == torch.float16
+    o = common.Variant.parse("cuda:bf16@f_splits=10,seqs_per_block=8,path=mma")
+    assert o.options == (("f_splits", 10), ("seqs_per_block", 8), ("path", "mma"))
+    assert o.label == "cuda@f_splits=10,seqs_per_block=8,path=mma"
+    for v in (v, g, o, common.Variant.parse("torch+graph:bf16")):
+        assert common.Variant.parse(v.text) == v
+
+
+def test_variant_options_reach_the_engine():
+    spec, weights = common.spec_and_weights("tiny")
+    eng = common.Variant.parse("cpu@num_threads=1").create(spec, weights, CPU)
+    assert eng.num_threads == 1
+    with pytest.raises(TypeError, match="nope"):
+        common.Variant.parse("cpu@nope=1").create(spec, weights, CPU)
 
 
 @pytest.mark.parametrize("text, says", [("cuda:fp64", "unknown dtype 'fp64'"), ("nope", "unknown backend 'nope'"),
-                                        ("cpu+graph", "only the torch backend takes +graph")])
+                                        ("cpu+graph", "only the torch backend takes +graph"),
+                                        ("cpu@threads", "must be written name=value")])
 def test_variant_parse_errors(text, says):
     with pytest.raises(ValueError) as e:
         common.Variant.parse(text)
