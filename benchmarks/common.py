@@ -22,7 +22,6 @@ the serial chain of layers inside a step, so at batch 1 no kernel comes near it.
 """
 from __future__ import annotations
 
-import math
 import os
 import platform
 import statistics
@@ -78,16 +77,22 @@ class Variant:
         return cls(backend, dt, graph, tuple(options))
 
     @property
+    def _name(self) -> str:
+        return self.backend + ("+graph" if self.cuda_graph else "")
+
+    @property
+    def _opts(self) -> str:
+        return "@" + ",".join(f"{k}={v}" for k, v in self.options) if self.options else ""
+
+    @property
     def text(self) -> str:
         """The written form, which ``parse`` reads back."""
-        opts = ",".join(f"{k}={v}" for k, v in self.options)
-        return f"{self.backend}{'+graph' if self.cuda_graph else ''}:{self.dtype_name}" + (f"@{opts}" if opts else "")
+        return f"{self._name}:{self.dtype_name}{self._opts}"
 
     @property
     def label(self) -> str:
         """The backend as the report names it: with +graph, and with its options if any."""
-        opts = ",".join(f"{k}={v}" for k, v in self.options)
-        return self.backend + ("+graph" if self.cuda_graph else "") + (f"@{opts}" if opts else "")
+        return self._name + self._opts
 
     @property
     def dtype(self) -> torch.dtype:

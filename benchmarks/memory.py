@@ -26,7 +26,6 @@ import torch
 from . import common
 
 
-
 def probe_steps(spec) -> int:
     """Steps after which every layer's history ring (d + K frames) has been written."""
     K = spec.frames_per_step
@@ -86,7 +85,7 @@ def _measure_here(variant: str, preset: str, batch: int, steps: int, device: tor
 
 
 def engine_bytes(variant: str, preset: str, batch: int, device: torch.device, steps: int | None = None) -> int | None:
-    """Bytes ``variant`` (``backend[+graph][:dtype]``) adds for ``batch`` sequences of
+    """Bytes ``variant`` (``common.Variant.text``) adds for ``batch`` sequences of
     ``preset`` over a generation of ``steps`` (default ``probe_steps``); None where it cannot
     be measured."""
     steps = steps or probe_steps(common.spec_and_weights(preset)[0])

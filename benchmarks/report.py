@@ -15,10 +15,10 @@ For each case: EDA steps/s (sequences x steps / s), µs per step (one autoregres
 whole batch), the floor (``common.floor_seconds``) and how far above it the step is, real-time
 factor (seconds of EDA made per second, all sequences), FLOPs and bytes per step, achieved
 FLOP/s as a fraction of the measured matmul peak of the engine's dtype, history-buffer bytes,
-peak memory (torch's device allocations, or the process's resident set on a CPU), and the
-speed-up over ``torch`` (and, on a GPU, over ``torch+graph`` of the same dtype) of the same run.
-Per engine, the largest batch that fits, extrapolated from the measured peaks. On a GPU the
-targets of issues #5 and #6 are checked (``benchmarks/targets.py``).
+the memory a generation adds to a built engine (``benchmarks/memory.py``), and the speed-up
+over ``torch`` (and, on a GPU, over ``torch+graph`` of the same dtype) of the same run. Per
+engine, the largest batch that fits, extrapolated from that memory. On a GPU the targets of
+issues #5 and #6 are checked (``benchmarks/targets.py``).
 Results: ``<out>/<device>-<date>.{json,md,png}``.
 """
 from __future__ import annotations
