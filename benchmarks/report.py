@@ -228,8 +228,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--presets", nargs="+", default=["small", "base"])
     p.add_argument("--batches", nargs="+", type=int)
-    p.add_argument("--variants", "--backends", nargs="+", metavar="BACKEND[:DTYPE]",
-                   help="default: common.GPU_VARIANTS / CPU_VARIANTS, those available here")
+    p.add_argument("--variants", "--backends", nargs="+", metavar="VARIANT",
+                   help="backend[+graph][:dtype][@option=value,...], e.g. cuda:bf16, torch+graph:bf16, "
+                        "triton:bf16@num_warps=4 (default: common.GPU_VARIANTS / CPU_VARIANTS, those available here)")
     p.add_argument("--steps", type=int, default=None, help="steps per timed run (default: calibrated)")
     p.add_argument("--target-seconds", type=float, default=None,
                    help="calibrated length of one timed run (default 0.25 on GPU, 0.5 on CPU)")

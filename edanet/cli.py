@@ -158,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-recordings", type=int)
     e.set_defaults(fn=_evaluate)
 
-    b = sub.add_parser("bench", help="benchmark every backend built here (see benchmarks/)")
-    b.set_defaults(fn=_bench)   # every further argument goes to benchmarks/report.py
+    # every further argument, --help too, goes to benchmarks/report.py
+    b = sub.add_parser("bench", help="benchmark every backend built here (see benchmarks/)", add_help=False)
+    b.set_defaults(fn=_bench)
     return p
 
 

@@ -244,6 +244,12 @@ def test_gpu_markdown_has_graph_column_and_targets(tiny_result):
     assert line.endswith("| yes |" if ratio >= 3 else "| **no** |") and f"{ratio:.2f}x torch+graph" in line
 
 
+def test_cli_bench_help_is_the_report_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["bench", "--help"])
+    assert e.value.code == 0 and "--variants" in capsys.readouterr().out
+
+
 def test_cli_bench_rejects_a_bad_variant(capsys):
     with pytest.raises(SystemExit) as e:
         cli_main(["bench", "--variants", "cuda:fp64"])
