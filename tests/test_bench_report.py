@@ -261,3 +261,27 @@ def test_cli_bench_says_when_there_is_no_gpu():
     with pytest.raises(SystemExit) as e:
         cli_main(["bench", "--device", "cuda"])
     assert "no CUDA GPU" in str(e.value)
+
+
+def test_cuda_plan_model_follows_the_kernel():
+    import re
+
+    from benchmarks import cuda_plans
+    from fastgen.backends import cuda as cb
+    src = (ROOT / "csrc" / "cuda" / "kernel.cuh").read_text()
+    consts = {k: int(v) for k, v in re.findall(r"constexpr int (FG_\w+) = (\d+);", src)}
+    assert (consts["FG_MTW"], consts["FG_TM"], consts["FG_SMAX"]) == (cuda_plans.MTW, cuda_plans.TM, cuda_plans.SMAX)
+    spec, _ = common.spec_and_weights("small")
+    # everything resident: nothing streams
+    p = cb.plan_launch(spec, 1, 227 * 1024, 132, dtype=torch.bfloat16)
+    assert p.core_resident == p.core_bytes and p.down_resident and cuda_plans.weight_reads_per_step(spec, p) == (0, 0)
+    # nothing resident: every GEMM weight once per 4 m-tiles (64 rows), down_w once per 4 sequences
+    full = cb.plan_launch(spec, 5, 10 ** 6, 8, dtype=torch.bfloat16, f_splits=1, seqs_per_block=5)
+    p = cb.plan_launch(spec, 5, full.activation_bytes, 8, dtype=torch.bfloat16, f_splits=1, seqs_per_block=5)
+    assert p.core_resident == 0 and not p.down_resident
+    Cr, Ch, Cs, Co, Q = (spec.residual_channels, spec.hidden_channels, spec.skip_channels, spec.out_channels,
+                         spec.num_classes)
+    gemm = 2 * (Co * Cs + Co * Co + spec.num_layers * (4 * Ch * Cr + (Cs + Cr) * Ch))
+    rows = 5 * spec.frames_per_step * spec.num_features                                 # 160: 3 warp blocks
+    down = 2 * spec.num_features * spec.frames_per_step * Co * Q
+    assert cuda_plans.weight_reads_per_step(spec, p) == (gemm * -(-rows // 64), down * 2)
