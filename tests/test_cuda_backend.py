@@ -508,6 +508,21 @@ def test_emulated_mma_warp_blocks(emu, seqs):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_emulated_wide_channels_and_split_downsampling(emu, dtype):
+    # C_r = C_s = 48 (> 32, not a multiple of 32: a second, half-used pass of the row split);
+    # 5 sequences per block with Q = 8 and 256 threads: the downsampling splits the 10 (f, k)
+    # pairs 6 ways (chunks of 2, the last one empty) for 2 groups of at most 4 sequences.
+    spec = fastgen.NetworkSpec(in_channels=1, num_features=5, frames_per_step=2, residual_channels=48,
+                               hidden_channels=16, skip_channels=48, out_channels=16, num_classes=8,
+                               cond_classes=9, cond_channels=4, dilations=(1, 2, 4, 1, 2), start_class=8)
+    w, frames, classes, uniforms = make_case(spec, 5, 3, seed=4)
+    eng = emu_engine(emu, spec, w, dtype, sms=4, f_splits=1, seqs_per_block=5, threads=256)
+    assert eng.plan(5).seqs_per_block == 5
+    check_teacher_forced(eng, spec, w, frames, classes, TOL[dtype])
+    check_generate(eng, spec, w, frames, uniforms, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_emulated_head_wider_than_skip(emu, dtype):
     # The head's output (C_o wide) reuses the skip sums' region (C_s wide): C_o > C_s here.
     spec = fastgen.NetworkSpec(**{**PARITY_SPECS["round"].to_dict(), "skip_channels": 16, "out_channels": 48})

@@ -42,7 +42,7 @@
 // C_in, F, K, Q <= Q_c; 1..FG_MAX_LAYERS layers, dilations up to 2^24; channel counts any
 // positive value on the FMA path, multiples of 16 (C_r, C_h, C_s, C_o) on the tensor-core path;
 // 32..FG_MAX_THREADS threads (a multiple of 32); everything bounded by the per-block shared
-// memory: rows M = S*K*Fb need M*(C_r + C_s + C_o)*4 bytes of fp32 activations plus the two
+// memory: rows M = S*K*Fb need M*(C_r + max(C_s, C_o))*4 bytes of fp32 activations plus the two
 // GEMM operands (cuda.py's plan_launch picks S and Fb, or reports the sizes and the limit).
 #pragma once
 
@@ -146,47 +146,56 @@ FG_DEVICE void fg_mma_block(float (&c)[FG_MTW][NTW][4], const T* A, int ldA, int
   }
 }
 
-// Calls row(m, i, h) for each of the lane's rows m < M in a warp block: i is the row's m-tile
-// in the block, h the index of its first accumulator in c[i][j] (0: row g, 2: row g + 8).
+// Hands each of the lane's rows m < M in a warp block to row(m, f0, f1, g0, g1): f0/f1 are the
+// row's two accumulators (columns col, col + 1) of the block's first n-tile, g0/g1 of its second.
+// (The accumulator indices stay compile-time here, so c stays in registers.)
 template <class Fn>
-FG_DEVICE void fg_mma_block_rows(int mt0, int nmt, int M, int lane, Fn&& row) {
+FG_DEVICE void fg_mma_block_rows(const float (&c)[FG_MTW][2][4], int mt0, int nmt, int M, int lane, Fn&& row) {
 #pragma unroll
   for (int i = 0; i < FG_MTW; ++i) {
     if (i >= nmt) continue;
     const int r0 = (mt0 + i) * 16 + (lane >> 2);
-    if (r0 < M) row(r0, i, 0);
-    if (r0 + 8 < M) row(r0 + 8, i, 2);
+    if (r0 < M) row(r0, c[i][0][0], c[i][0][1], c[i][1][0], c[i][1][1]);
+    if (r0 + 8 < M) row(r0 + 8, c[i][0][2], c[i][0][3], c[i][1][2], c[i][1][3]);
   }
+}
+
+// The m-tiles of warp block mg of MG: nearly equal groups of at most FG_MTW (10 -> 4, 3, 3), so
+// the warps' GEMM work stays even when MT is not a multiple of FG_MTW.
+FG_DEVICE void fg_mma_mgroup(int MT, int MG, int mg, int& mt0, int& nmt) {
+  mt0 = mg * MT / MG;
+  nmt = (mg + 1) * MT / MG - mt0;
 }
 
 template <class T, class Epi>
 FG_DEVICE void fg_gemm_mma(const T* A, int ldA, int Mp, int M, int Kd, const T* W, int N, Epi&& epi) {
   const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5, nwarps = (int)blockDim.x >> 5;
   const int MT = Mp >> 4, NT = N >> 3, KT = Kd >> 4;
-  const int MG = (MT + FG_MTW - 1) / FG_MTW, NG = (NT + 1) / 2;  // warp blocks: FG_MTW x 2 tiles
+  const int MG = (MT + FG_MTW - 1) / FG_MTW, NG = (NT + 1) / 2;  // warp blocks: up to FG_MTW x 2 tiles
   const uint2* B = reinterpret_cast<const uint2*>(W);
   for (int task = warp; task < MG * NG; task += nwarps) {
     const int mg = task % MG, ng = task / MG;
-    const int mt0 = mg * FG_MTW, nmt = fg_imin(FG_MTW, MT - mt0);
+    int mt0, nmt;
+    fg_mma_mgroup(MT, MG, mg, mt0, nmt);
     const int nts[2] = {2 * ng, 2 * ng + 1};
     const int nnt = fg_imin(2, NT - 2 * ng);
     float c[FG_MTW][2][4];
     fg_mma_block<T, 2>(c, A, ldA, mt0, nmt, KT, B, nts, nnt, lane);
-    const int col = (lane & 3) * 2;
-    fg_mma_block_rows(mt0, nmt, M, lane, [&](int m, int i, int h) {
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        if (j >= nnt) continue;
-        epi(m, nts[j] * 8 + col, c[i][j][h]);
-        epi(m, nts[j] * 8 + col + 1, c[i][j][h + 1]);
+    const int col = 2 * ng * 8 + (lane & 3) * 2;
+    fg_mma_block_rows(c, mt0, nmt, M, lane, [&](int m, float f0, float f1, float g0, float g1) {
+      epi(m, col, f0);
+      epi(m, col + 1, f1);
+      if (nnt > 1) {
+        epi(m, col + 8, g0);
+        epi(m, col + 9, g1);
       }
     });
   }
 }
 
 // Two column halves at once (filter n and gate n + Nh of the dilated conv) so the gate is
-// applied in registers: epi(m, n, a_filter, a_gate) for n < Nh. A warp block is FG_MTW m-tiles
-// x (the filter n-tile, its gate n-tile).
+// applied in registers: epi(m, n, a_filter, a_gate) for n < Nh. A warp block is up to FG_MTW
+// m-tiles x (the filter n-tile, its gate n-tile).
 template <class T, class Epi>
 FG_DEVICE void fg_gemm_pair_mma(const T* A, int ldA, int Mp, int M, int Kd, const T* W, int Nh, Epi&& epi) {
   const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5, nwarps = (int)blockDim.x >> 5;
@@ -195,14 +204,15 @@ FG_DEVICE void fg_gemm_pair_mma(const T* A, int ldA, int Mp, int M, int Kd, cons
   const uint2* B = reinterpret_cast<const uint2*>(W);
   for (int task = warp; task < MG * NTh; task += nwarps) {
     const int mg = task % MG, nt = task / MG;
-    const int mt0 = mg * FG_MTW, nmt = fg_imin(FG_MTW, MT - mt0);
+    int mt0, nmt;
+    fg_mma_mgroup(MT, MG, mg, mt0, nmt);
     const int nts[2] = {nt, nt + NTh};
     float c[FG_MTW][2][4];
     fg_mma_block<T, 2>(c, A, ldA, mt0, nmt, KT, B, nts, 2, lane);
     const int col = nt * 8 + (lane & 3) * 2;
-    fg_mma_block_rows(mt0, nmt, M, lane, [&](int m, int i, int h) {
-      epi(m, col, c[i][0][h], c[i][1][h]);
-      epi(m, col + 1, c[i][0][h + 1], c[i][1][h + 1]);
+    fg_mma_block_rows(c, mt0, nmt, M, lane, [&](int m, float f0, float f1, float g0, float g1) {
+      epi(m, col, f0, g0);
+      epi(m, col + 1, f1, g1);
     });
   }
 }
@@ -483,27 +493,26 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
       int nsplit = items >= nthr ? 1 : nthr / items;  // nsplit * items <= nthr: red holds the partials
       if (nsplit > pairs) nsplit = pairs;
       const int chunk = (pairs + nsplit - 1) / nsplit;
-      for (int task = tid; task < nsplit * Q; task += nthr) {
-        const int sp = task / Q, q = task - sp * Q;
+      const int ngroups = (Sc + FG_SMAX - 1) / FG_SMAX;  // tasks: (sequence group, split, q)
+      for (int task = tid; task < ngroups * nsplit * Q; task += nthr) {
+        const int gq = task / Q, q = task - gq * Q, sg = gq / nsplit, sp = gq - sg * nsplit;
         const int e0 = sp * chunk, e1 = fg_imin(pairs, e0 + chunk);
-        for (int sa = 0; sa < Sc; sa += FG_SMAX) {
-          const int ns = fg_imin(FG_SMAX, Sc - sa);
-          float acc[FG_SMAX] = {};
-          for (int e = e0; e < e1; ++e) {
-            const int fl = e / K, k = e - fl * K;
-            const float* hrow = hs + ((long long)sa * KF + k * Fc + fl) * Co;
-            const T* w = Wd + (long long)e * Co * Q + q;
-            for (int c = 0; c < Co; ++c) {
-              const float wv = fg_to_float(w[(long long)c * Q]);
+        const int sa = sg * FG_SMAX, ns = fg_imin(FG_SMAX, Sc - sa);
+        float acc[FG_SMAX] = {};
+        for (int e = e0; e < e1; ++e) {
+          const int fl = e / K, k = e - fl * K;
+          const float* hrow = hs + ((long long)sa * KF + k * Fc + fl) * Co;
+          const T* w = Wd + (long long)e * Co * Q + q;
+          for (int c = 0; c < Co; ++c) {
+            const float wv = fg_to_float(w[(long long)c * Q]);
 #pragma unroll
-              for (int s = 0; s < FG_SMAX; ++s)
-                if (s < ns) acc[s] = fmaf(hrow[(long long)s * KF * Co + c], wv, acc[s]);
-            }
+            for (int s = 0; s < FG_SMAX; ++s)
+              if (s < ns) acc[s] = fmaf(hrow[(long long)s * KF * Co + c], wv, acc[s]);
           }
-#pragma unroll
-          for (int s = 0; s < FG_SMAX; ++s)
-            if (s < ns) (nsplit <= 1 ? part : red + sp * items)[(sa + s) * Q + q] = acc[s];
         }
+#pragma unroll
+        for (int s = 0; s < FG_SMAX; ++s)
+          if (s < ns) (nsplit <= 1 ? part : red + sp * items)[(sa + s) * Q + q] = acc[s];
       }
       if (nsplit > 1) {
         fg_sync();

@@ -347,8 +347,9 @@ def plan_launch(spec: NetworkSpec, batch: int, smem_per_block: int, num_sms: int
         return smem_layout(spec, dtype, path, S, Fb, thr, 0, False)["total"]
 
     def pick_threads(S, Fb):
-        # enough warps for the widest GEMM of a layer (mma: one 16x8 tile per warp at a time;
-        # fma: 4 rows x 1 column per thread), 64..256
+        # a warp per 16x8 tile of the widest GEMM of a layer (fma: 4 rows x 1 column per
+        # thread), 64..256. The mma GEMMs give a warp up to 4x2 tiles, so some warps wait there,
+        # but the element loops and the downsampling use them all (to tune on a GPU).
         if threads is not None:
             return threads
         M = S * K * Fb
