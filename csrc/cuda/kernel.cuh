@@ -106,23 +106,23 @@ FG_DEVICE void fg_wait_geq(const unsigned* flag, unsigned want, const char* what
 // W packed as fragments: uint2 at ((nt*KT + kt)*32 + lane) holds this lane's B fragment of the
 // 16x8 tile (k-tile kt, n-tile nt). Kd % 16 == 0, N % 8 == 0.
 //
-// A warp computes a block of up to FG_MTW m-tiles x NTW n-tiles: each k-step loads the A
-// fragments of its m-tiles once for all its n-tiles, and the B fragments (the weights, often
+// A warp computes a block of up to FG_MTW m-tiles x 2 n-tiles: each k-step loads the A
+// fragments of its m-tiles once for both n-tiles, and the B fragments (the weights, often
 // streamed from L2) once for all its m-tiles, so a GEMM reads its weights MT / FG_MTW times
-// instead of MT times, and A from shared memory N / (8 NTW) times instead of N / 8.
+// instead of MT times, and A from shared memory N / 16 times instead of N / 8.
 constexpr int FG_MTW = 4;
 constexpr int FG_SMAX = 4;  // sequences whose downsampling a thread accumulates at once
 
-template <class T, int NTW>
-FG_DEVICE void fg_mma_block(float (&c)[FG_MTW][NTW][4], const T* A, int ldA, int mt0, int nmt, int KT,
-                            const uint2* B, const int (&nts)[NTW], int nnt, int lane) {
+template <class T>
+FG_DEVICE void fg_mma_block(float (&c)[FG_MTW][2][4], const T* A, int ldA, int mt0, int nmt, int KT,
+                            const uint2* B, const int (&nts)[2], int nnt, int lane) {
   const int g = lane >> 2, t4 = lane & 3;
   uint32_t a[FG_MTW][4] = {};
-  uint2 b[NTW] = {};
+  uint2 b[2] = {};
 #pragma unroll
   for (int i = 0; i < FG_MTW; ++i)
 #pragma unroll
-    for (int j = 0; j < NTW; ++j) c[i][j][0] = c[i][j][1] = c[i][j][2] = c[i][j][3] = 0.f;
+    for (int j = 0; j < 2; ++j) c[i][j][0] = c[i][j][1] = c[i][j][2] = c[i][j][3] = 0.f;
   for (int kt = 0; kt < KT; ++kt) {
 #pragma unroll
     for (int i = 0; i < FG_MTW; ++i) {
@@ -136,12 +136,12 @@ FG_DEVICE void fg_mma_block(float (&c)[FG_MTW][NTW][4], const T* A, int ldA, int
       }
     }
 #pragma unroll
-    for (int j = 0; j < NTW; ++j)
+    for (int j = 0; j < 2; ++j)
       if (j < nnt) b[j] = fg_ld64(B + (nts[j] * KT + kt) * 32 + lane);
 #pragma unroll
     for (int i = 0; i < FG_MTW; ++i)
 #pragma unroll
-      for (int j = 0; j < NTW; ++j)
+      for (int j = 0; j < 2; ++j)
         if (i < nmt && j < nnt) fg_mma_16816<T>(c[i][j], a[i], b[j].x, b[j].y);
   }
 }
@@ -160,7 +160,7 @@ FG_DEVICE void fg_mma_block_rows(const float (&c)[FG_MTW][2][4], int mt0, int nm
   }
 }
 
-// The m-tiles of warp block mg of MG: nearly equal groups of at most FG_MTW (10 -> 4, 3, 3), so
+// The m-tiles of warp block mg of MG: nearly equal groups of at most FG_MTW (10 -> 3, 3, 4), so
 // the warps' GEMM work stays even when MT is not a multiple of FG_MTW.
 FG_DEVICE void fg_mma_mgroup(int MT, int MG, int mg, int& mt0, int& nmt) {
   mt0 = mg * MT / MG;
@@ -180,7 +180,7 @@ FG_DEVICE void fg_gemm_mma(const T* A, int ldA, int Mp, int M, int Kd, const T* 
     const int nts[2] = {2 * ng, 2 * ng + 1};
     const int nnt = fg_imin(2, NT - 2 * ng);
     float c[FG_MTW][2][4];
-    fg_mma_block<T, 2>(c, A, ldA, mt0, nmt, KT, B, nts, nnt, lane);
+    fg_mma_block<T>(c, A, ldA, mt0, nmt, KT, B, nts, nnt, lane);
     const int col = 2 * ng * 8 + (lane & 3) * 2;
     fg_mma_block_rows(c, mt0, nmt, M, lane, [&](int m, float f0, float f1, float g0, float g1) {
       epi(m, col, f0);
@@ -208,7 +208,7 @@ FG_DEVICE void fg_gemm_pair_mma(const T* A, int ldA, int Mp, int M, int Kd, cons
     fg_mma_mgroup(MT, MG, mg, mt0, nmt);
     const int nts[2] = {nt, nt + NTh};
     float c[FG_MTW][2][4];
-    fg_mma_block<T, 2>(c, A, ldA, mt0, nmt, KT, B, nts, 2, lane);
+    fg_mma_block<T>(c, A, ldA, mt0, nmt, KT, B, nts, 2, lane);
     const int col = nt * 8 + (lane & 3) * 2;
     fg_mma_block_rows(c, mt0, nmt, M, lane, [&](int m, float f0, float f1, float g0, float g1) {
       epi(m, col, f0, g0);
