@@ -6,7 +6,8 @@
   emulation layer (one OS thread per CUDA thread, mma.sync evaluated from the PTX fragment
   layouts, flags as C++ atomics) into a shared library; ``CudaEngine`` drives it through its
   ``_runtime`` hook, so packing, planning, the parameter hand-over, indexing, the barriers and
-  the cross-block protocol are all exercised. Same parity bars as on a GPU.
+  the cross-block protocol are all exercised. Same parity bars as on a GPU. The same emulator
+  under ThreadSanitizer and AddressSanitizer: tests/test_cuda_sanitizers.py.
 - GPU (skipped without one): the same parity checks against the float64 reference for
   tests/conftest.py's PARITY_SPECS, batch 1, 3 and 64, float32 / bfloat16 / float16.
 
@@ -544,62 +545,6 @@ def test_emulated_edge_cases(emu):
     assert got.min() >= 0 and got.max() < spec.num_classes
     # a single step
     check_generate(eng, spec, w, frames[:, :, :1], uniforms[:, :1], 1.0)
-
-
-SANITIZER_SCRIPT = r"""
-import sys, torch
-sys.path[:0] = [sys.argv[2], sys.argv[3]]
-import test_cuda_backend as t
-from fastgen.backends import cuda as cb
-torch.set_num_threads(1)   # torch's OpenMP regions are invisible to TSan: keep them out
-rt = t.EmuRuntime(sys.argv[1], timeout_s=600)
-for name, dtype, batch, opts in [("round", torch.float32, 2, dict(f_splits=4, threads=32)),
-                                 ("round", torch.bfloat16, 2, dict(f_splits=2, threads=64)),
-                                 ("odd", torch.float16, 3, dict(f_splits=2, seqs_per_block=2, threads=64))]:
-    spec = t.PARITY_SPECS[name]
-    w, frames, classes, uniforms = t.make_case(spec, batch, 2, seed=1)
-    eng = cb.CudaEngine(spec, w, device="cpu", dtype=dtype, _runtime=rt, _device_limits=(200_000, 8), **opts)
-    t.check_teacher_forced(eng, spec, w, frames, classes, t.TOL[dtype])
-    t.check_generate(eng, spec, w, frames, uniforms, 1.0)
-print("SANITIZED-RUN-OK")
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("sanitizer", ["thread", "address,undefined"])
-def test_emulated_kernel_under_sanitizers(tmp_path, sanitizer):
-    """The emulated kernel under ThreadSanitizer (barriers, warp collectives and the cross-block
-    flag protocol: no data races) and AddressSanitizer/UBSan (no out-of-bounds accesses to the
-    buffers; shared memory is one allocation per block, so overruns between its regions are not
-    seen): a CPU stand-in for compute-sanitizer's racecheck and memcheck."""
-    cxx = shutil.which(os.environ.get("CXX", "g++"))
-    if cxx is None or "g++" not in Path(cxx).name:
-        pytest.skip("needs g++ with its sanitizer runtimes")
-    runtimes = []
-    for lib in (["libtsan.so"] if sanitizer == "thread" else ["libasan.so", "libubsan.so"]):
-        path = subprocess.run([cxx, f"-print-file-name={lib}"], capture_output=True, text=True).stdout.strip()
-        if not os.path.isabs(path) or not os.path.exists(path):
-            pytest.skip(f"{lib} not found")
-        runtimes.append(path)
-    so = tmp_path / "libemu_san.so"
-    cmd = [cxx, "-std=c++17", "-O1", "-g", f"-fsanitize={sanitizer}", "-fno-omit-frame-pointer",
-           "-fno-strict-aliasing", "-pthread", "-shared", "-fPIC", "-Wno-unknown-pragmas", "-Wno-tsan",
-           "-o", str(so), str(EMU_SRC)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-4000:]
-    env = dict(os.environ, LD_PRELOAD=" ".join(runtimes), OMP_NUM_THREADS="1",
-               TSAN_OPTIONS="report_signal_unsafe=0 halt_on_error=0",
-               ASAN_OPTIONS="detect_leaks=0:halt_on_error=1", UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
-    r = subprocess.run([os.sys.executable, "-c", SANITIZER_SCRIPT, str(so), str(Path(__file__).parent), str(ROOT)],
-                       capture_output=True, text=True, env=env, timeout=1800)
-    out = r.stdout + r.stderr
-    if "SANITIZED-RUN-OK" not in out and "Sanitizer" in out and "ERROR" not in out and "WARNING" not in out:
-        pytest.skip(f"the sanitizer runtime could not start under python:\n{out[-2000:]}")
-    # reports about the emulated kernel (their stacks name the emulator library)
-    reports = [rep for rep in out.split("==================") if "Sanitizer" in rep or "runtime error" in rep]
-    ours = [rep for rep in reports if so.name in rep or "fg_persistent_kernel" in rep or "emu_runtime" in rep]
-    assert not ours, "\n".join(ours)[-12000:]
-    assert "SANITIZED-RUN-OK" in out, out[-12000:]
 
 
 # ------------------------------------------------------------------------------------------
