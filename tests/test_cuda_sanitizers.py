@@ -133,21 +133,21 @@ def mutant(tmp_path, old, new):
     return src
 
 
-@pytest.mark.slow
-def test_race_check_finds_a_missing_barrier(tmp_path):
-    # The barrier between the gate writing Z (shared memory) and the skip/residual GEMM reading it.
-    fence = "fg_sync();\n\n      // (4) skip and residual"
-    src = mutant(tmp_path, fence, fence.replace("fg_sync();", ""))
-    case = dict(spec="round", dtype="float32", batch=2, opts=dict(f_splits=2, threads=64))
-    ours, ok, out = sanitized_run(tmp_path, "thread", [case], src=src)
-    assert any("data race" in rep and "fg_persistent_kernel" in rep for rep in ours), out[-6000:]
+FENCE = "fg_sync();\n\n      // (4) skip and residual"
+STORE = "* nsteps + j) * Q + q] = part[r];"
+MUTANTS = {
+    # the barrier between the gate writing Z (shared memory) and the skip/residual GEMM reading it
+    "missing-barrier": ("thread", FENCE, FENCE.replace("fg_sync();", ""), "data race",
+                        dict(spec="round", dtype="float32", batch=2, opts=dict(f_splits=2, threads=64))),
+    # teacher-forced logits written one element further on: the last one lands past the buffer
+    "store-past-the-end": ("address,undefined", STORE, STORE.replace("+ q]", "+ q + 1]"), "heap-buffer-overflow",
+                           dict(spec="odd", dtype="float32", batch=1, opts=dict(f_splits=1, threads=32))),
+}
 
 
 @pytest.mark.slow
-def test_memory_check_finds_an_out_of_bounds_write(tmp_path):
-    # Teacher-forced logits written one element further on: the last one lands past the buffer.
-    store = "* nsteps + j) * Q + q] = part[r];"
-    src = mutant(tmp_path, store, store.replace("+ q]", "+ q + 1]"))
-    case = dict(spec="odd", dtype="float32", batch=1, opts=dict(f_splits=1, threads=32))
-    ours, ok, out = sanitized_run(tmp_path, "address,undefined", [case], src=src)
-    assert any("heap-buffer-overflow" in rep and "fg_persistent_kernel" in rep for rep in ours), out[-6000:]
+@pytest.mark.parametrize("name", MUTANTS)
+def test_sanitizers_find_a_planted_bug(tmp_path, name):
+    sanitizer, old, new, finding, case = MUTANTS[name]
+    ours, ok, out = sanitized_run(tmp_path, sanitizer, [case], src=mutant(tmp_path, old, new))
+    assert any(finding in rep and "fg_persistent_kernel" in rep for rep in ours), out[-6000:]
