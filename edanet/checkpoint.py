@@ -5,7 +5,6 @@ its ``model.safetensors`` or its ``config.json``, and checks that every tensor t
 implies is present with the right shape before building the model."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch

@@ -20,9 +20,8 @@ def forward(spec: NetworkSpec, w: dict[str, torch.Tensor], frames: torch.Tensor,
             cond: torch.Tensor) -> torch.Tensor:
     """Logits ``(B, n, Q)`` for frames ``(B, C_in, n*K, F)`` and per-group conditioning classes
     ``cond (B, n)``. Frames before the first are zeros (causal left padding)."""
-    K, L = spec.frames_per_step, spec.num_layers
+    K = spec.frames_per_step
     B, _, T, Fn = frames.shape
-    n = T // K
     Ch = spec.hidden_channels
     x = torch.einsum("rc,bctf->brtf", w["in_w"], frames) + w["in_b"][None, :, None, None]
     emb = w["cond_emb"][cond]                                       # (B, n, E)

@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from edanet import EDANetConfig
