@@ -3,7 +3,8 @@
 - ``fastgen._C``: the fused C++ CPU backend, always built.
 - ``fastgen._cuda``: the CUDA backend, built when torch has CUDA and nvcc is found.
   ``FASTGEN_BUILD_CUDA=auto|0|1`` overrides (1 fails loudly if it cannot be built);
-  ``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures (default "8.0;9.0a").
+  ``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures (default "8.0;9.0a"; entries below 8.0,
+  which CUDA images often export, are dropped with a message: the kernel needs sm_80).
 - ``FASTGEN_CPU_ARCH`` sets ``-march`` for the CPU code (default ``native``: the extension is
   compiled on the machine that runs it; set e.g. ``x86-64-v3`` to build a portable wheel).
 
@@ -41,6 +42,32 @@ def _cuda_wanted() -> bool:
     return have if mode == "auto" else mode == "1"
 
 
+# torch's names for architectures of compute capability 8.0 and newer
+_NAMED_SM80_PLUS = {"ampere", "ampere+tegra", "ada", "hopper"}
+
+
+def _cuda_arch_list() -> str:
+    """TORCH_CUDA_ARCH_LIST for the CUDA extension: "8.0;9.0a" unless set; of a given list, the
+    entries of compute capability 8.0 and newer (the kernel uses bf16 mma.sync and ld.acquire)."""
+    given = os.environ.get("TORCH_CUDA_ARCH_LIST", "").replace(";", " ").split()
+    if not given:
+        return "8.0;9.0a"
+    keep, drop = [], []
+    for arch in given:
+        head = arch.split("+")[0]
+        numeric = head.rstrip("af").replace(".", "", 1).isdigit()
+        new_enough = float(head.rstrip("af")) >= 8.0 if numeric else arch.lower() in _NAMED_SM80_PLUS
+        (keep if new_enough else drop).append(arch)
+    if not keep:
+        sys.exit(f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']!r} has no architecture of compute "
+                 "capability 8.0 or newer, which fastgen's CUDA kernel needs; set e.g. TORCH_CUDA_ARCH_LIST=9.0a "
+                 "(H100) or 8.0 (A100), or FASTGEN_BUILD_CUDA=0 to build without CUDA")
+    if drop:
+        print(f"fastgen: building the CUDA kernel for {';'.join(keep)} only; {' '.join(drop)} "
+              "(not compute capability 8.0 or newer) dropped from TORCH_CUDA_ARCH_LIST", file=sys.stderr)
+    return ";".join(keep)
+
+
 def _info(**extra) -> str:
     info = {"torch": torch.__version__, "python": platform.python_version(),
             "compiler": os.environ.get("CXX", "c++"), **extra}
@@ -57,7 +84,7 @@ ext_modules = [CppExtension(
     extra_compile_args={"cxx": cpu_flags}, extra_link_args=["-fopenmp"])]
 
 if _cuda_wanted():
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0a")
+    os.environ["TORCH_CUDA_ARCH_LIST"] = _cuda_arch_list()
     nvcc_flags = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
     ext_modules.append(CUDAExtension(
         "fastgen._cuda", sorted(glob.glob("csrc/cuda/*.cpp") + glob.glob("csrc/cuda/*.cu")),

@@ -10,8 +10,9 @@
   header (``c10/cuda/impl/cuda_cmake_macros.h``); the test supplies an empty stand-in for it
   and says so in its skip/assert messages. Skipped where torch's headers or a host compiler
   are missing.
+- setup.py's ``TORCH_CUDA_ARCH_LIST`` handling (no nvcc needed): entries below sm_80 dropped.
 
-Skipped where ``nvcc`` is not on PATH.
+Skipped where ``nvcc`` is not on PATH (the compile tests).
 """
 from __future__ import annotations
 
@@ -131,3 +132,39 @@ def test_binding_syntax_checks_against_torch_and_cuda_headers(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v", "-s"]))
+
+
+def _setup_function(name):
+    """One top-level function of setup.py, without running setup() (which builds)."""
+    import ast
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    keep = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.Assign)) and
+            (getattr(n, "name", None) == name or any(getattr(t, "id", "").startswith("_NAMED") for t in
+                                                     getattr(n, "targets", [])))]
+    ns = {"os": os, "sys": sys}
+    exec(compile(ast.Module(body=keep, type_ignores=[]), "setup.py", "exec"), ns)
+    return ns[name]
+
+
+@pytest.mark.parametrize("given,want", [
+    (None, "8.0;9.0a"),
+    ("9.0a", "9.0a"),
+    ("5.2 6.0 6.1 7.0 7.5 8.0 8.6 9.0+PTX", "8.0;8.6;9.0+PTX"),   # a CUDA image's list
+    ("7.5;8.9;10.0;12.0a", "8.9;10.0;12.0a"),
+    ("Turing Ampere Hopper", "Ampere;Hopper"),
+])
+def test_setup_keeps_the_architectures_the_kernel_runs_on(monkeypatch, capsys, given, want):
+    arch_list = _setup_function("_cuda_arch_list")
+    if given is None:
+        monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    else:
+        monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", given)
+    assert arch_list() == want
+    dropped = capsys.readouterr().err
+    assert ("dropped" in dropped) == (given is not None and len(want.split(";")) < len(given.replace(";", " ").split()))
+
+
+def test_setup_refuses_a_list_without_sm80(monkeypatch):
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "6.0;7.5")
+    with pytest.raises(SystemExit, match="8.0 or newer"):
+        _setup_function("_cuda_arch_list")()
