@@ -39,8 +39,11 @@ def forward(spec: NetworkSpec, w: dict[str, torch.Tensor], frames: torch.Tensor,
     h = torch.relu(skip)
     h = torch.einsum("oc,bctf->botf", w["head1_w"], h) + w["head1_b"][None, :, None, None]
     h = torch.einsum("oc,bctf->botf", w["head2_w"], torch.relu(h)) + w["head2_b"][None, :, None, None]
-    logits = F.conv2d(h, w["down_w"], w["down_b"], stride=(K, 1))   # (B, Q, n, 1)
-    return logits[..., 0].transpose(1, 2)
+    # The downsampling as an einsum, not a strided conv2d: cuDNN convolutions may use TF32 on a
+    # GPU by default, matmuls do not, and the reference must stay fp32 (or fp64) everywhere.
+    n = T // K
+    hk = h[:, :, :n * K].reshape(B, h.shape[1], n, K, Fn)
+    return torch.einsum("qckf,bcnkf->bnq", w["down_w"], hk) + w["down_b"]
 
 
 def sample(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float) -> torch.Tensor:
