@@ -61,6 +61,8 @@ can trace code that calls them (as opaque ops).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -487,6 +489,11 @@ def _persistent_launch(frames, n, cond, uniforms, temperature, out, logits, ring
 
 
 # -- custom ops --------------------------------------------------------------------------------
+def _on(device: torch.device):
+    """Triton launches on the current CUDA device, not the tensors' one: make it theirs."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 @torch.library.custom_op("fastgen::triton_step", mutates_args=("ring",))
 def triton_step(frames: torch.Tensor, step: int, cls: torch.Tensor, uniforms: torch.Tensor,
                 temperature: float, ring: torch.Tensor, packed: list[torch.Tensor], dims: list[int],
@@ -505,7 +512,8 @@ def triton_step(frames: torch.Tensor, step: int, cls: torch.Tensor, uniforms: to
     grid, kwargs = _step_launch(frames, step, cls.contiguous(), uniforms.contiguous(), temperature, out, logits,
                                 ring, _scratch(B, dims, config, frames.device), packed, dims, config,
                                 write_logits, sample)
-    _step_kernel[grid](**kwargs)
+    with _on(frames.device):
+        _step_kernel[grid](**kwargs)
     return logits, out
 
 
@@ -537,7 +545,8 @@ def triton_persistent(frames: torch.Tensor, cond: torch.Tensor, uniforms: torch.
     grid, kwargs = _persistent_launch(frames, n, cond.contiguous(), uniforms.contiguous(), temperature, out,
                                       logits, new_ring(B, dims, frames.device, packed[2].dtype),
                                       _scratch(B, dims, config, frames.device), packed, dims, config, teacher)
-    _persistent_kernel[grid](**kwargs)
+    with _on(frames.device):
+        _persistent_kernel[grid](**kwargs)
     return logits, out
 
 
