@@ -1,7 +1,7 @@
 """The ``edanet`` command line: generate, synth, train, evaluate, bench.
 
-Errors a user can act on (bad files, bad values, missing backends) print one line and exit 2;
-anything else is a bug and keeps its traceback."""
+Errors a user can act on (bad files, bad values, unwritable paths, missing backends) print one
+line and exit 2; anything else is a bug and keeps its traceback."""
 from __future__ import annotations
 
 import argparse
@@ -12,9 +12,25 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+def _same_file(a: str, b: str) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
 def _generate(a) -> int:
     import edanet
     from edanet.io import write_eda_csv
+
+    # checked before the (long) generation: where the results go
+    if _same_file(a.output, a.audio):
+        raise ValueError(f"-o {a.output} is the input audio; give another file name for the CSV")
+    if a.plot:
+        if _same_file(a.plot, a.output) or _same_file(a.plot, a.audio):
+            raise ValueError(f"--plot {a.plot} is also the CSV or the input audio; give it its own file name")
+        from edanet.plot import plot_format
+        plot_format(a.plot)
+    if a.eda_range:
+        from edanet.generate import _eda_range
+        _eda_range(a.eda_range)
 
     from tqdm import tqdm
     bar = tqdm(total=3 if a.plot else 2, desc="edanet generate", unit="stage", disable=a.quiet)
@@ -108,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="audio file -> EDA CSV (and a plot)")
     g.add_argument("audio", help="input audio (any format soundfile reads)")
     g.add_argument("-o", "--output", required=True, help="output CSV")
-    g.add_argument("--plot", help="also write a PNG plot here")
+    g.add_argument("--plot", help="also write a plot here (.png, .pdf, .svg, ...)")
     g.add_argument("--model", help="model folder (default: the bundled model)")
     g.add_argument("--backend", default="auto", help="auto, fused, cpu, torch, reference, triton, cuda")
     g.add_argument("--num-samples", type=int, default=1)
@@ -174,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     import fastgen
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, FileExistsError, fastgen.BackendUnavailable) as e:
-        print(f"edanet {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, fastgen.BackendUnavailable) as e:
+        # edanet.io's own OSErrors carry the whole message (and no file name) in strerror
+        msg = e.strerror if isinstance(e, OSError) and e.filename is None and e.strerror else e
+        print(f"edanet {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 

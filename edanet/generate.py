@@ -4,6 +4,7 @@ The uniform numbers used for sampling are drawn here, on the host, from the seed
 to the backend: one seed gives the same samples on every backend and device (fp32)."""
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,17 @@ def engine_for(model: EDANet, backend: str = "auto", device=None, dtype=torch.fl
     return cache[key][1]
 
 
+def _eda_range(r) -> tuple[float, float]:
+    """(lo, hi) in µS, checked before any work is done."""
+    try:
+        lo, hi = (float(x) for x in r)
+    except (TypeError, ValueError):
+        raise ValueError(f"eda_range_us must be a pair (lo, hi) of numbers in µS, got {r!r}") from None
+    if not (0 <= lo < hi < float("inf")):
+        raise ValueError(f"eda_range_us must be (lo, hi) in µS with 0 <= lo < hi, got {(lo, hi)}")
+    return lo, hi
+
+
 def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temperature: float = 1.0,
              seed: int | None = None, num_samples: int = 1, eda_range_us: tuple[float, float] | None = None,
              device=None, dtype=torch.float32) -> GeneratedEDA:
@@ -103,12 +115,15 @@ def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temp
 
     net = _resolve_model(model)
     cfg: EDANetConfig = net.config
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+    # numpy scalars are numbers.Integral / numbers.Real too; bool is not a count
+    if not isinstance(num_samples, numbers.Integral) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    if not (isinstance(temperature, (int, float)) and 0 <= temperature < float("inf")):
+    if not (isinstance(temperature, numbers.Real) and 0 <= temperature < float("inf")):
         raise ValueError(f"temperature must be a finite number >= 0 (0 = most likely class), got {temperature!r}")
-    if eda_range_us is not None and len(eda_range_us) != 2:
-        raise ValueError(f"eda_range_us must be a pair (lo, hi) in µS, got {eda_range_us!r}")
+    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
+                             or not 0 <= seed < 2 ** 63):
+        raise ValueError(f"seed must be an integer in [0, 2**63) or None (a fresh one), got {seed!r}")
+    lo, hi = _eda_range(eda_range_us if eda_range_us is not None else cfg.default_eda_range_us)
     frames, n_steps = features(audio, sample_rate, cfg)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
@@ -117,10 +132,7 @@ def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temp
     engine = engine_for(net, backend, device, dtype)
     batch = torch.from_numpy(frames)[None].expand(num_samples, -1, -1, -1)
     classes = engine.generate(batch, uniforms, float(temperature)).cpu().numpy().astype(np.int64)
-    lo, hi = eda_range_us if eda_range_us is not None else cfg.default_eda_range_us
-    if not (0 <= lo < hi < float("inf")):
-        raise ValueError(f"eda_range_us must be (lo, hi) in µS with 0 <= lo < hi, got {(lo, hi)}")
-    norm = Normalization(float(lo), float(hi))
+    norm = Normalization(lo, hi)
     values = norm.invert(dequantize(classes, cfg.quantization_bins, cfg.companding))
     return GeneratedEDA(values=np.asarray(values, dtype=np.float64), classes=classes,
                         sample_rate=float(cfg.eda_sample_rate), backend=engine.name, seed=int(seed))

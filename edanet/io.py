@@ -6,6 +6,7 @@ replace on POSIX and Windows)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -24,17 +25,33 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
+
+    A symlink is followed (its target is replaced, the link stays); a path that exists and is
+    not a regular file (``/dev/stdout``, a pipe) is written directly, as there is nothing to
+    replace. Failures raise ``OSError`` naming ``path``, not the temporary file."""
+    given = path
+    if os.path.isdir(given):
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {given}: it is a folder; give a file name")
+    if os.path.exists(given) and not os.path.isfile(given):
+        yield Path(given)
+        return
+    path = Path(os.path.realpath(given))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write {given}: {e.strerror} (folder {path.parent})") from None
     os.close(fd)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())     # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise type(e)(e.errno, f"cannot write {given}: {e.strerror}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -8,7 +8,19 @@ import numpy as np
 
 from .io import atomic_write
 
-__all__ = ["plot_generation"]
+__all__ = ["plot_generation", "plot_format"]
+
+
+def plot_format(path) -> str:
+    """The image format for ``path``, from its suffix (png, pdf, svg, jpg, ... as matplotlib
+    writes them); ValueError for a suffix it cannot write."""
+    from matplotlib.figure import Figure
+    supported = Figure().canvas.get_supported_filetypes()
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in supported:
+        raise ValueError(f"cannot write a plot to {path}: give it one of the suffixes "
+                         f"{', '.join('.' + s for s in sorted(supported))} (e.g. .png)")
+    return fmt
 
 
 def _ground_truth_events(audio) -> list[dict]:
@@ -32,6 +44,7 @@ def plot_generation(audio, result, path, *, model=None, sample_rate=None) -> Pat
 
     from .audio import load_audio
 
+    fmt = plot_format(path)
     rate = 4000
     wav = load_audio(audio, sample_rate, target_rate=rate, channels=1)[0]
     hop = max(1, rate // 50)
@@ -55,6 +68,6 @@ def plot_generation(audio, result, path, *, model=None, sample_rate=None) -> Pat
     ax_e.legend(loc="upper right", fontsize=8)
     ax_a.set_title(f"generated EDA ({result.values.shape[0]} sample(s), backend {result.backend}, seed {result.seed})")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=fmt))
     plt.close(fig)
     return Path(path)

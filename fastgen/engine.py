@@ -34,8 +34,15 @@ class Engine:
         if tuple(uniforms.shape) != (frames.shape[0], n):
             raise ValueError(f"uniforms must have shape (batch, steps) = {(frames.shape[0], n)}, "
                              f"got {tuple(uniforms.shape)}")
+        if not uniforms.is_floating_point():
+            raise ValueError(f"uniforms must be floating point numbers in [0, 1] (torch.rand), got {uniforms.dtype}")
+        if uniforms.numel() and not ((uniforms >= 0) & (uniforms <= 1)).all():
+            raise ValueError("uniforms must lie in [0, 1] (torch.rand; not torch.randn), got values in "
+                             f"[{uniforms.min().item():g}, {uniforms.max().item():g}] or NaN")
         if not (temperature >= 0 and temperature < float("inf")):
             raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
+        if temperature < torch.finfo(torch.float32).tiny:
+            temperature = 0.0    # dividing by it in fp32 would give inf/NaN; its limit is the argmax
         return self._generate(frames, uniforms.to(self.device, torch.float32), float(temperature))
 
     def teacher_forced(self, frames: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -46,6 +53,8 @@ class Engine:
         if tuple(classes.shape) != (frames.shape[0], n):
             raise ValueError(f"classes must have shape (batch, steps) = {(frames.shape[0], n)}, "
                              f"got {tuple(classes.shape)}")
+        if classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool:
+            raise ValueError(f"classes must be integers (int64), got {classes.dtype}")
         if classes.numel() and (classes.min() < 0 or classes.max() >= self.spec.num_classes):
             raise ValueError(f"classes must lie in [0, {self.spec.num_classes})")
         return self._teacher_forced(frames, classes.to(self.device, torch.long))

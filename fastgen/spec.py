@@ -119,7 +119,12 @@ def weight_shapes(spec: NetworkSpec) -> dict[str, tuple[int, ...]]:
 
 
 def check_weights(spec: NetworkSpec, weights: dict[str, torch.Tensor]) -> None:
-    """Raise ValueError unless ``weights`` has exactly the tensors ``spec`` needs."""
+    """Raise ValueError unless ``weights`` has exactly the tensors ``spec`` needs, all finite."""
+    if not isinstance(spec, NetworkSpec):
+        raise TypeError(f"spec must be a fastgen.NetworkSpec, got {type(spec).__name__} "
+                        "(NetworkSpec(**d) builds one from a dict)")
+    if not isinstance(weights, dict) or not all(isinstance(w, torch.Tensor) for w in weights.values()):
+        raise TypeError("weights must be a dict of torch tensors (fastgen.spec.weight_shapes names them)")
     shapes = weight_shapes(spec)
     missing = sorted(set(shapes) - set(weights))
     extra = sorted(set(weights) - set(shapes))
@@ -131,6 +136,8 @@ def check_weights(spec: NetworkSpec, weights: dict[str, torch.Tensor]) -> None:
             raise ValueError(f"weight {name!r} has shape {tuple(w.shape)}, the spec needs {shape}")
         if not w.is_floating_point():
             raise ValueError(f"weight {name!r} must be floating point, got {w.dtype}")
+        if not torch.isfinite(w).all():
+            raise ValueError(f"weight {name!r} contains NaN or inf (a diverged training run?)")
 
 
 def random_weights(spec: NetworkSpec, seed: int = 0, dtype=torch.float32, scale: float = 1.0) -> dict[str, torch.Tensor]:

@@ -79,6 +79,32 @@ def test_engine_input_errors():
         fastgen.create("torch", spec, bad)
     with pytest.raises(ValueError, match="unknown backend"):
         fastgen.create("warp", spec, w)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        e.generate(frames, torch.randn(u.shape))                   # randn instead of rand
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        e.generate(frames, u * float("nan"))
+    with pytest.raises(ValueError, match="floating point"):
+        e.generate(frames, (u * 2).long())
+    with pytest.raises(ValueError, match="integers"):
+        e.teacher_forced(frames, classes.float())                    # not truncated silently
+    nan_w = dict(w, res_w=w["res_w"].clone())
+    nan_w["res_w"][0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="'res_w' contains NaN"):
+        fastgen.create("torch", spec, nan_w)
+    with pytest.raises(TypeError, match="dict of torch tensors"):
+        fastgen.create("torch", spec, {k: v.numpy() for k, v in w.items()})
+    with pytest.raises(TypeError, match="NetworkSpec"):
+        fastgen.create("torch", spec.to_dict(), w)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"] + (["cpu"] if "cpu" in fastgen.available("cpu") else []))
+def test_temperature_below_float32_range_is_greedy(backend):
+    spec = PARITY_SPECS["odd"]
+    w, frames, classes, u = make_case(spec, 2, 4)
+    e = fastgen.create(backend, spec, w)
+    greedy = e.generate(frames, u, 0.0)
+    assert torch.equal(e.generate(frames, u, 1e-300), greedy)      # not class 0 from 0/0 = NaN
+    assert len(greedy.unique()) > 1 or (greedy != 0).any()
 
 
 def test_auto_falls_back_or_picks_fused():

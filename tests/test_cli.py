@@ -59,6 +59,23 @@ def test_generate_csv_and_plot(workspace, tmp_path):
     assert np.allclose(single, again, atol=1e-5)
 
 
+def test_plot_format_follows_the_suffix(workspace, tmp_path):
+    wav = workspace / "data" / "synth_00000.wav"
+    r = _cli("generate", wav, "-o", tmp_path / "o.csv", "--plot", tmp_path / "o.pdf", "--model", workspace / "model",
+             "--backend", "torch")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "o.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_output_through_a_symlink_keeps_the_link(workspace, tmp_path):
+    wav = workspace / "data" / "synth_00000.wav"
+    (tmp_path / "real.csv").write_text("old")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "real.csv")
+    r = _cli("generate", wav, "-o", tmp_path / "link.csv", "--model", workspace / "model", "--backend", "torch")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "link.csv").is_symlink() and len(read_eda_csv(tmp_path / "real.csv").values) == 96
+
+
 def test_evaluate_writes_report(workspace, tmp_path):
     r = _cli("evaluate", "--data", workspace / "data", "--model", workspace / "model", "--out", tmp_path / "rep",
              "--num-samples", 2, "--backend", "torch")
@@ -77,10 +94,19 @@ def test_evaluate_writes_report(workspace, tmp_path):
     (["generate", "{data}/synth_00000.csv", "-o", "x.csv", "--model", "{model}"], "audio"),
     (["generate", "{data}/synth_00000.wav", "-o", "x.csv", "--model", "{model}", "--backend", "nope"], "unknown backend"),
     (["train", "--data", "{data}/nothing", "--out", "r"], "does not exist"),
+    # where the results go, checked before generating
+    (["generate", "{data}/synth_00000.wav", "-o", "{data}/synth_00000.wav"], "is the input audio"),
+    (["generate", "{data}/synth_00000.wav", "-o", "x.csv", "--plot", "x.csv"], "its own file name"),
+    (["generate", "{data}/synth_00000.wav", "-o", "x.csv", "--plot", "x.plot"], "suffixes"),
+    (["generate", "{data}/synth_00000.wav", "-o", "x.csv", "--eda-range", "3", "1"], "lo < hi"),
+    (["generate", "{data}/synth_00000.wav", "-o", ".", "--model", "{model}"], "is a folder"),
+    (["generate", "{data}/synth_00000.wav", "-o", "{data}/synth_00000.csv/x.csv", "--model", "{model}"],
+     "cannot write"),                                                # a file where a folder should be
 ])
 def test_user_errors_are_one_line(workspace, tmp_path, args, match):
     args = [a.format(data=workspace / "data", model=workspace / "model") for a in args]
     r = subprocess.run(CLI + args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 2
-    assert match in r.stderr and "Traceback" not in r.stderr
-    assert not (tmp_path / "x.csv").exists()
+    assert match in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.csv").exists() and not list(tmp_path.glob(".*tmp*"))
+    assert (workspace / "data" / "synth_00000.wav").read_bytes()[:4] == b"RIFF"

@@ -80,6 +80,8 @@ def test_engine_is_reused_until_weights_change(tiny):
 @pytest.mark.parametrize("kwargs,match", [
     ({"num_samples": 0}, "num_samples"), ({"temperature": -1.0}, "temperature"),
     ({"eda_range_us": (3.0, 1.0)}, "eda_range_us"), ({"backend": "warp"}, "unknown backend"),
+    ({"eda_range_us": 5}, "pair"), ({"seed": "abc"}, "seed"), ({"seed": 10 ** 20}, "seed"),
+    ({"seed": -1}, "seed"), ({"num_samples": True}, "num_samples"),
 ])
 def test_bad_arguments(tiny, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -93,6 +95,13 @@ def test_bad_arguments(tiny, kwargs, match):
 def test_bad_audio(tiny, audio, rate, match):
     with pytest.raises(ValueError, match=match):
         edanet.generate(audio, rate, model=tiny, backend="torch")
+
+
+def test_numpy_scalars_are_accepted(tiny):
+    a = edanet.generate(_audio(2.0), 8000, model=tiny, backend="torch", num_samples=np.int64(2),
+                        temperature=np.float32(0.5), seed=np.uint32(3))
+    b = edanet.generate(_audio(2.0), 8000, model=tiny, backend="torch", num_samples=2, temperature=0.5, seed=3)
+    assert a.values.shape[0] == 2 and np.array_equal(a.classes, b.classes)
 
 
 def test_silent_audio_is_valid(tiny):
