@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,25 +53,50 @@ class Recording:
     classes: np.ndarray       # (N,) int64
     lo: float                 # normalization range (µS) of this recording
     hi: float
+    audio_path: Path | None = None    # the files it was loaded from (find_pairs' match)
+    csv_path: Path | None = None
 
     @property
     def steps(self) -> int:
         return int(self.classes.shape[0])
 
 
+def _names(paths: list[Path], limit: int = 5) -> str:
+    shown = ", ".join(p.name for p in paths[:limit])
+    return shown + (f", ... ({len(paths) - limit} more)" if len(paths) > limit else "")
+
+
 def find_pairs(root: str | Path) -> list[tuple[str, Path, Path]]:
-    """``(name, audio_path, csv_path)`` for every ``NAME.csv`` that has audio beside it."""
+    """``(name, audio_path, csv_path)`` for every ``NAME.csv`` that has audio beside it.
+
+    Suffixes match in any case (``NAME.WAV``, ``NAME.CSV``); with several audio files for one
+    name the first suffix in ``AUDIO_SUFFIXES`` wins. Audio without a CSV and CSVs without audio
+    are left out with one ``RuntimeWarning`` naming them."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist")
+    csvs: dict[str, Path] = {}
+    audios: dict[str, list[Path]] = {}
+    for f in sorted(root.iterdir()):
+        suffix = f.suffix.lower()
+        if suffix == ".csv" and f.is_file():
+            csvs.setdefault(f.stem, f)
+        elif suffix in AUDIO_SUFFIXES and f.is_file():
+            audios.setdefault(f.stem, []).append(f)
     pairs = []
-    for csv in sorted(root.glob("*.csv")):
-        audio = [csv.with_suffix(s) for s in AUDIO_SUFFIXES if csv.with_suffix(s).is_file()]
-        if audio:
-            pairs.append((csv.stem, audio[0], csv))
+    for name in sorted(csvs.keys() & audios.keys()):
+        audio = min(audios[name], key=lambda a: AUDIO_SUFFIXES.index(a.suffix.lower()))
+        pairs.append((name, audio, csvs[name]))
+    lone_audio = sorted(a for name in audios.keys() - csvs.keys() for a in audios[name])
+    lone_csv = sorted(csvs[name] for name in csvs.keys() - audios.keys())
+    found = "; ".join(
+        [f"{len(lone_audio)} audio file(s) without a .csv ({_names(lone_audio)})"] * bool(lone_audio)
+        + [f"{len(lone_csv)} CSV(s) without audio ({_names(lone_csv)})"] * bool(lone_csv))
+    layout = f"expected NAME.csv (EDA) beside NAME.wav (or {', '.join(AUDIO_SUFFIXES[1:])}) audio"
     if not pairs:
-        raise ValueError(f"no pairs in {root}: expected NAME.csv (EDA) beside NAME.wav (or "
-                         f"{', '.join(AUDIO_SUFFIXES[1:])}) audio")
+        raise ValueError(f"no pairs in {root}: found {found or 'no audio or .csv files'}; {layout}")
+    if found:
+        warnings.warn(f"{root}: ignoring {found}; {layout}", RuntimeWarning, stacklevel=2)
     return pairs
 
 
@@ -92,7 +118,8 @@ def load_recording(name: str, audio_path: Path, csv_path: Path, config: EDANetCo
     norm = Normalization.fit(rec.values)
     classes = np.asarray(quantize(norm.apply(rec.values[:n]), config.quantization_bins, config.companding),
                          dtype=np.int64)
-    return Recording(name, np.ascontiguousarray(frames[:, : n * K]), classes, norm.lo, norm.hi)
+    return Recording(name, np.ascontiguousarray(frames[:, : n * K]), classes, norm.lo, norm.hi,
+                     Path(audio_path), Path(csv_path))
 
 
 def acoustic_onsets(frames: np.ndarray, config: EDANetConfig) -> np.ndarray:
@@ -123,14 +150,35 @@ def _is_validation(name: str, fraction: float) -> bool:
     return (h / 2 ** 64) < fraction
 
 
+def _no_recordings_message(root, split: str, pairs: list, chosen: list, skipped: list, val_fraction: float) -> str:
+    head = f"no usable recordings for split {split!r} in {root}"
+    if chosen:          # every chosen pair was skipped
+        return (f"{head}: all {len(chosen)} of its recording(s) were skipped as bad ("
+                + "; ".join(f"{n}: {r}" for n, r in skipped[:3]) + "); fix or replace them")
+    if split == "val":      # only with val_fraction <= 0: tiny folders otherwise get a fallback
+        return f"{head}: val_fraction is {val_fraction:g}, so no recording goes to validation"
+    n_val = sum(_is_validation(name, val_fraction) for name, _, _ in pairs)
+    return (f"{head}: of {len(pairs)} recording(s), {len(pairs) - n_val} went to 'train' and {n_val} to 'val' "
+            f"(val_fraction {val_fraction:g}, by a stable hash of each name); add recordings (about "
+            f"{val_fraction:.0%} of them go to validation), or lower val_fraction (TrainConfig.val_fraction; "
+            f"0 trains on every recording, without validation)")
+
+
 class PairedData:
-    """Recordings of one split, with random crops for training and fixed windows for validation."""
+    """Recordings of one split, with random crops for training and fixed windows for validation.
+
+    A pair that cannot be loaded raises ``ValueError`` naming it and ending in ``bad_pair_hint``
+    (what the caller offers to get past it), unless ``skip_bad``."""
 
     def __init__(self, root: str | Path, config: EDANetConfig, split: str = "train", *,
                  val_fraction: float = 0.1, crop_steps: int = 32, skip_bad: bool = False, progress: bool = False,
-                 max_recordings: int | None = None):
+                 max_recordings: int | None = None,
+                 bad_pair_hint: str = "use --skip-bad to skip such files"):
         if split not in ("train", "val", "all"):
             raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+        if max_recordings is not None and (not isinstance(max_recordings, numbers.Integral)
+                                           or isinstance(max_recordings, bool) or max_recordings < 1):
+            raise ValueError(f"max_recordings must be None (all) or a positive integer, got {max_recordings!r}")
         self.config = config
         self.crop_steps = int(crop_steps)
         K = config.spectral_frames_per_eda_step
@@ -139,7 +187,7 @@ class PairedData:
         chosen = [p for p in pairs if split == "all" or _is_validation(p[0], val_fraction) == (split == "val")]
         if split == "val" and not chosen and pairs and val_fraction > 0:
             chosen = pairs[-1:]          # tiny folders: still validate on something, stably
-        if max_recordings:
+        if max_recordings is not None:
             chosen = chosen[:max_recordings]
         self.recordings: list[Recording] = []
         self.skipped: list[tuple[str, str]] = []
@@ -152,7 +200,7 @@ class PairedData:
                 rec = load_recording(name, audio, csv, config)
             except (ValueError, OSError) as e:
                 if not skip_bad:
-                    raise ValueError(f"bad pair {name!r} in {root}: {e} (use --skip-bad to skip such files)") from None
+                    raise ValueError(f"bad pair {name!r} in {root}: {e} ({bad_pair_hint})") from None
                 self.skipped.append((name, str(e)))
                 continue
             if rec.steps < 1:
@@ -163,7 +211,7 @@ class PairedData:
             warnings.warn(f"skipped {len(self.skipped)} bad pair(s): " +
                           "; ".join(f"{n}: {r}" for n, r in self.skipped[:5]), RuntimeWarning, stacklevel=2)
         if not self.recordings:
-            raise ValueError(f"no usable recordings for split {split!r} in {root}")
+            raise ValueError(_no_recordings_message(root, split, pairs, chosen, self.skipped, val_fraction))
         self.onsets = [acoustic_onsets(r.frames, config) for r in self.recordings]
 
     @property

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -63,10 +63,31 @@ def _random_baseline(n: int, duration: float, true: np.ndarray, rng: np.random.G
     return float(np.mean([match_f1(rng.uniform(0, duration, n), true)[0] for _ in range(draws)]))
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _check_arguments(num_samples, temperature, max_recordings, seed) -> None:
+    """Reject bad arguments before any work is done (some are used only for recordings with
+    ground truth, so they would otherwise pass unchecked)."""
+    if not _is_int(num_samples) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer (samples generated per recording), "
+                         f"got {num_samples!r}")
+    if not (isinstance(temperature, numbers.Real) and 0 <= temperature < float("inf")):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = most likely class, 1 = the model's "
+                         f"distribution), got {temperature!r}")
+    if max_recordings is not None and (not _is_int(max_recordings) or max_recordings < 1):
+        raise ValueError(f"max_recordings must be a positive integer, or None for every recording, "
+                         f"got {max_recordings!r}")
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+
+
 def evaluate(data_dir, *, model=None, out=None, backend: str = "auto", num_samples: int = 4, seed: int = 0,
              temperature: float = 1.0, max_recordings: int | None = None, progress: bool = True) -> dict:
     """Evaluate ``model`` (default: the bundled one) on every pair in ``data_dir``; write
     ``OUT.md`` and ``OUT.json`` when ``out`` is given. Returns the report dict."""
+    _check_arguments(num_samples, temperature, max_recordings, seed)
     import torch
     from tqdm import tqdm
 
@@ -77,19 +98,19 @@ def evaluate(data_dir, *, model=None, out=None, backend: str = "auto", num_sampl
 
     net = _resolve_model(model)
     cfg = net.config
-    data = PairedData(data_dir, cfg, "all", crop_steps=64, max_recordings=max_recordings)
+    data = PairedData(data_dir, cfg, "all", crop_steps=64, max_recordings=max_recordings,
+                      bad_pair_hint="fix or remove that pair: evaluate reads every pair in the folder")
     recs = data.recordings
     nll = validation_nll(net, data.validation_windows(max_windows_per_recording=10 ** 6), "cpu")
 
     rows, rng = [], np.random.default_rng(seed)
     for i, rec in enumerate(tqdm(recs, desc="evaluate", unit="rec", disable=not progress)):
-        gt_path = Path(data_dir) / f"{rec.name}.json"
+        gt_path = rec.csv_path.with_suffix(".json")
         if not gt_path.is_file():
             continue
         gt = read_ground_truth(gt_path)
         true = np.array([s["onset"] for s in gt["scrs"] if s["kind"] == "stimulus"])
-        audio = next(p for p in Path(data_dir).glob(f"{rec.name}.*") if p.suffix not in (".csv", ".json"))
-        res = generate(str(audio), model=net, backend=backend, num_samples=num_samples, seed=seed + i,
+        res = generate(str(rec.audio_path), model=net, backend=backend, num_samples=num_samples, seed=seed + i,
                        temperature=temperature, eda_range_us=(rec.lo, rec.hi))
         duration = res.values.shape[1] / res.sample_rate
         f1s, base = [], []

@@ -127,3 +127,74 @@ def test_onset_focus_places_that_fraction_of_crops_on_onsets(pairs, focus):
         assert covered / n >= focus - 0.05
     with pytest.raises(ValueError, match="onset_focus"):
         d.sample_batch(1, torch.Generator(), onset_focus=1.5)
+
+
+def _copy(pairs, dst, name, audio_suffix=".wav", src="synth_00000", csv=True, audio=True):
+    """A copy of one synthetic pair under another name (and audio suffix)."""
+    if audio:
+        (dst / f"{name}{audio_suffix}").write_bytes((pairs / f"{src}.wav").read_bytes())
+    if csv:
+        (dst / f"{name}.csv").write_bytes((pairs / f"{src}.csv").read_bytes())
+
+
+def test_audio_suffix_matches_in_any_case(pairs, tmp_path):
+    _copy(pairs, tmp_path, "loud", ".WAV")
+    _copy(pairs, tmp_path, "soft", ".Flac", audio=False)       # name only: find_pairs does not read it
+    (tmp_path / "soft.Flac").write_bytes(b"")
+    assert [(n, a.name, c.name) for n, a, c in find_pairs(tmp_path)] == [
+        ("loud", "loud.WAV", "loud.csv"), ("soft", "soft.Flac", "soft.csv")]
+    assert PairedData(tmp_path, CFG, "all", max_recordings=1).recordings[0].audio_path == tmp_path / "loud.WAV"
+
+
+def test_unmatched_files_are_named_in_one_warning(pairs, tmp_path):
+    _copy(pairs, tmp_path, "ok")
+    for name in ("a", "b", "c", "d", "e", "f"):
+        _copy(pairs, tmp_path, name, csv=False)
+    _copy(pairs, tmp_path, "lonely", audio=False)
+    (tmp_path / "ok.json").write_text("{}")                    # other files are not counted
+    with pytest.warns(RuntimeWarning) as record:
+        found = find_pairs(tmp_path)
+    assert [n for n, _, _ in found] == ["ok"] and len(record) == 1
+    msg = str(record[0].message)
+    assert "6 audio file(s) without a .csv (a.wav, b.wav, c.wav, d.wav, e.wav, ... (1 more))" in msg
+    assert "1 CSV(s) without audio (lonely.csv)" in msg and "ok.json" not in msg
+
+
+def test_no_pairs_error_says_what_was_found(pairs, tmp_path):
+    for name in ("a", "b", "c"):
+        _copy(pairs, tmp_path, name, csv=False)
+    _copy(pairs, tmp_path, "x", audio=False)
+    _copy(pairs, tmp_path, "y", audio=False)
+    with pytest.raises(ValueError, match=r"3 audio file\(s\) without a \.csv .*2 CSV\(s\) without audio .*"
+                                         r"expected NAME\.csv \(EDA\) beside NAME\.wav"):
+        find_pairs(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="found no audio or .csv files; expected NAME.csv"):
+        find_pairs(empty)
+
+
+def test_bad_pair_hint_is_the_callers(pairs, tmp_path):
+    _copy(pairs, tmp_path, "rec")
+    (tmp_path / "rec.csv").write_text("1500000000\n4\nnot-a-number\n")
+    with pytest.raises(ValueError, match=r"bad pair 'rec'.*\(use --skip-bad to skip such files\)$"):
+        PairedData(tmp_path, CFG, "all")
+    with pytest.raises(ValueError, match=r"bad pair 'rec'.*\(fix it\)$") as e:
+        PairedData(tmp_path, CFG, "all", bad_pair_hint="fix it")
+    assert "--skip-bad" not in str(e.value)
+
+
+def test_empty_train_split_says_why_and_what_to_do(pairs, tmp_path):
+    from edanet.data import _is_validation
+    assert _is_validation("rec75", 0.1)                        # the one recording goes to validation
+    _copy(pairs, tmp_path, "rec75")
+    with pytest.raises(ValueError, match=r"split 'train'.*of 1 recording\(s\), 0 went to 'train' and 1 to 'val' "
+                                         r"\(val_fraction 0\.1.*add recordings.*val_fraction"):
+        PairedData(tmp_path, CFG, "train", val_fraction=0.1)
+    assert [r.name for r in PairedData(tmp_path, CFG, "train", val_fraction=0.0).recordings] == ["rec75"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_max_recordings_must_be_positive(pairs, bad):
+    with pytest.raises(ValueError, match="max_recordings must be None"):
+        PairedData(pairs, CFG, "all", max_recordings=bad)
