@@ -2,7 +2,8 @@
 
 ``save_model(model, folder)`` writes both atomically; ``load_model(path)`` accepts the folder,
 its ``model.safetensors`` or its ``config.json``, and checks that every tensor the config
-implies is present with the right shape before building the model."""
+implies is present with the right shape and finite before building the model. A PyTorch
+pickle (``.pt``, ``.pth``, ``.bin``, ``.ckpt``, or zip/pickle bytes) is refused unread."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,12 +33,42 @@ def save_model(model: EDANet, folder: str | Path, extra_metadata: dict | None = 
     return folder
 
 
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+PICKLE_REFUSED = ("PyTorch pickle checkpoints are not loaded (they can run code); give the model folder "
+                  f"with {CONFIG_NAME} + {WEIGHTS_NAME} (edanet train writes one)")
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether ``path`` looks like ``torch.save`` output: a zip archive or a raw pickle. Reads 9 bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    # a safetensors file starts with its header's length (u64, little-endian; its first byte
+    # may be 0x80) followed by the JSON header's "{"
+    if head[8:9] == b"{":
+        return False
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def _paths(path: Path) -> tuple[Path, Path]:
+    """(config, weights) for a model folder, its config.json or its model.safetensors."""
     if path.is_dir():
-        return path / CONFIG_NAME, path / WEIGHTS_NAME
-    if path.name == CONFIG_NAME or path.suffix == ".json":
-        return path, path.parent / WEIGHTS_NAME
-    return path.parent / CONFIG_NAME, path
+        cfg, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
+    elif path.name == CONFIG_NAME or path.suffix == ".json":
+        cfg, weights = path, path.parent / WEIGHTS_NAME
+    elif path.suffix.lower() in PICKLE_SUFFIXES or _is_pickle(path):
+        raise ValueError(f"{path}: {PICKLE_REFUSED}")
+    elif path.suffix.lower() != ".safetensors":
+        # else its folder would be searched and "config.json missing" would mislead
+        raise ValueError(f"{path} is not a model: give the model folder with {CONFIG_NAME} + {WEIGHTS_NAME} "
+                         "(or one of those two files)")
+    else:
+        cfg, weights = path.parent / CONFIG_NAME, path
+    if _is_pickle(weights):     # e.g. torch.save(...) under the weights' name
+        raise ValueError(f"{weights}: {PICKLE_REFUSED}")
+    return cfg, weights
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> EDANet:
@@ -68,5 +99,11 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ED
                          f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                          f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
                          f"wrong shapes {wrong[:5]}")
+    # weights of a diverged training run would load and silently generate garbage
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{w_path}: tensor {bad[0]!r}{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''} "
+                         "holds NaN or inf values, as a diverged training run leaves; use an earlier "
+                         "checkpoint or retrain with a lower learning rate")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     return model.to(map_location).eval()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 
 __all__ = ["EDANetConfig", "PRESETS", "check_known_fields"]
@@ -29,6 +30,10 @@ def check_known_fields(cls, d: dict) -> None:
         raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(names)}")
 
 COMPANDINGS = ("mu_law", "linear")
+
+# Fields added after configs were first saved, and the value a config saved before each
+# existed meant: c0 had no reference level, so old models keep their features with 0.0.
+LEGACY_DEFAULTS = {"c0_ref_db": 0.0}
 
 
 @dataclass(frozen=True)
@@ -50,13 +55,17 @@ class EDANetConfig:
     cond_channels: int = 16               # width of the EDA class embedding
     num_mels: int = 40                    # mel bands the MFCCs are computed from
     # mean log-mel level (dB) that MFCC c0 reads as 0 (edanet.audio); configs saved before this
-    # field existed were trained with c0 unshifted and load with 0.0 (see from_dict)
+    # field existed were trained with c0 unshifted and load with 0.0 (see LEGACY_DEFAULTS)
     c0_ref_db: float = -40.0
     # µS range used to turn generated (normalized) values back into µS when no other is given
     default_eda_range_us: tuple[float, float] = field(default=(2.0, 8.0))
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "default_eda_range_us", tuple(float(v) for v in self.default_eda_range_us))
+        r = self.default_eda_range_us
+        if isinstance(r, (str, bytes)) or not hasattr(r, "__len__") or len(r) != 2 \
+                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in r):
+            raise ValueError(f"EDANetConfig.default_eda_range_us must be two numbers [lo, hi] in µS, got {r!r}")
+        object.__setattr__(self, "default_eda_range_us", tuple(float(v) for v in r))
         ints = ("num_mfccs", "audio_sample_rate", "eda_sample_rate", "mfcc_window_size", "mfcc_hop_size",
                 "in_channels", "residual_channels", "hidden_channels", "skip_channels", "out_channels",
                 "quantization_bins", "max_layers_per_stack", "cond_channels", "num_mels")
@@ -158,6 +167,7 @@ class EDANetConfig:
     def from_preset(cls, name: str, **overrides) -> "EDANetConfig":
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        check_known_fields(cls, overrides)      # a ValueError, not replace()'s TypeError
         return dataclasses.replace(PRESETS[name], **overrides)
 
     def to_dict(self) -> dict:
@@ -170,8 +180,16 @@ class EDANetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EDANetConfig":
+        """A saved config: every field must be given. A default filled in for a missing field
+        would silently change the model (e.g. mu_law instead of the linear companding it was
+        trained with); only fields added after configs were first saved have a legacy value."""
         check_known_fields(cls, d)
-        d = {"c0_ref_db": 0.0, **d}     # saved before c0 had a reference level: keep its features
+        d = {**LEGACY_DEFAULTS, **d}
+        missing = sorted({f.name for f in dataclasses.fields(cls)} - set(d))
+        if missing:
+            raise ValueError(f"config lacks fields {missing}: a saved config must give every field "
+                             f"(edanet.save_model writes complete ones); add them with the values the model "
+                             f"was trained with")
         return cls(**d)
 
     @classmethod

@@ -87,6 +87,37 @@ def _dist_info():
     return world, rank
 
 
+def _device(name) -> torch.device:
+    """The training device, checked before anything is built or written."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {str(name)!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError("no CUDA device here; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"no CUDA device {device.index} here (this machine has cuda:0 to cuda:{count - 1})")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("no MPS device here; use --device cpu")
+    elif device.type != "cpu":
+        raise ValueError(f"cannot train on device {str(name)!r}; use cpu or cuda")
+    return device
+
+
+def _diverged(step: int, what: str, tcfg: TrainConfig, last_ckpt: int | None) -> ValueError:
+    kept = f"its checkpoint of step {last_ckpt} is kept" if last_ckpt is not None else "no checkpoint was written"
+    return ValueError(f"training diverged at step {step}: {what}; stopped without saving these weights ({kept}). "
+                      f"Train into a new --out with a lower --lr (this run: {tcfg.lr:g}) or stronger gradient "
+                      f"clipping (a smaller TrainConfig.clip_norm; this run: {tcfg.clip_norm:g})")
+
+
+def _nonfinite(model) -> list[str]:
+    return [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def _masked_nll(logits, target, mask):
     nll = F.cross_entropy(logits.float(), target, reduction="none")
     m = mask.float()
@@ -138,7 +169,15 @@ def _load_checkpoint(run: Path, model, opt, sched, world: int, rank: int,
     latest = run / "latest.json"
     if not latest.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint in {run} (no latest.json); start without --resume")
-    ck = run / json.loads(latest.read_text())["path"]
+    fix = (f'it should read {{"step": N, "path": "checkpoints/step_XXXXXXXX"}}, naming a complete folder in '
+           f'{run / "checkpoints"}; fix it, or train into a new --out')
+    try:
+        pointer = json.loads(latest.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"--resume: {latest} is not valid JSON ({e}); {fix}") from None
+    if not isinstance(pointer, dict) or not isinstance(pointer.get("path"), str):
+        raise ValueError(f'--resume: {latest} does not name a checkpoint (no "path" entry); {fix}')
+    ck = run / pointer["path"]
     from .checkpoint import load_model
     saved = load_model(ck)
     if saved.config != model.config:
@@ -184,12 +223,15 @@ def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig,
     world, rank = _dist_info()
     if device is None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = _device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    # the run folder is created only once the inputs are checked (before train.json is written
+    # below): a refused run leaves no empty folder behind
     run = Path(out_dir)
     if rank == 0:
-        run.mkdir(parents=True, exist_ok=True)
+        if run.exists() and not run.is_dir():
+            raise FileExistsError(f"--out {run} is a file; give a folder for the run")
         if not resume and (run / "latest.json").exists():
             raise FileExistsError(f"{run} already holds a training run; pass --resume to continue it "
                                   "or choose another --out")
@@ -213,17 +255,20 @@ def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig,
         step, state = _load_checkpoint(run, model, opt, sched, world, rank, tcfg)
         if state is not None:
             sampler.set_state(state)
+    last_ckpt = step if resume else None
     if rank == 0:       # after the resume checks: a refused resume leaves the run as it was
+        run.mkdir(parents=True, exist_ok=True)
         atomic_write(run / "train.json", json.dumps(dataclasses.asdict(tcfg), indent=1))
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     use_amp = tcfg.amp and device.type == "cuda"
 
     log_path = run / "log.csv"
-    if rank == 0 and not log_path.exists():
+    # a new run starts its log afresh (one that stopped before its first checkpoint left one)
+    if rank == 0 and (not resume or not log_path.exists()):
         atomic_write(log_path, "step,lr,loss,grad_norm,val_nll,seconds\n")
     t0 = time.time()
     bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", disable=not progress or rank != 0)
-    last_val = float("nan")
+    last_val, loss_v = float("nan"), None
     while step < tcfg.steps:
         batch = train_data.sample_batch(tcfg.batch_size, sampler, tcfg.onset_focus)
         frames, cond, target, mask = (t.to(device) for t in batch)
@@ -233,6 +278,12 @@ def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
+        loss_v, gnorm_v = loss.item(), float(gnorm)
+        # checked before the update, so the weights stay as they were. The norm is that of the
+        # gradients averaged over the ranks: under DDP every rank stops at the same step.
+        if not (math.isfinite(loss_v) and math.isfinite(gnorm_v)):
+            bar.close()         # the error goes on its own line
+            raise _diverged(step + 1, f"the loss is {loss_v} (gradient norm {gnorm_v})", tcfg, last_ckpt)
         opt.step()
         sched.step()
         step += 1
@@ -242,20 +293,25 @@ def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig,
             val_now = f"{last_val:.5f}"
         if rank == 0:
             with open(log_path, "a") as f:
-                f.write(f"{step},{sched.get_last_lr()[0]:.6g},{loss.item():.5f},{float(gnorm):.4f},{val_now},"
+                f.write(f"{step},{sched.get_last_lr()[0]:.6g},{loss_v:.5f},{gnorm_v:.4f},{val_now},"
                         f"{time.time() - t0:.2f}\n")
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{last_val:.3f}")
+            bar.set_postfix(loss=f"{loss_v:.3f}", val=f"{last_val:.3f}")
             bar.update(1)
         if step % tcfg.ckpt_every == 0 or step == tcfg.steps:
+            bad = _nonfinite(model)     # a finite gradient can still overflow the update
+            if bad:
+                bar.close()
+                raise _diverged(step, f"the update left NaN or inf in {bad[:3]}", tcfg, last_ckpt)
             states = [sampler.get_state()]
             if world > 1:
                 states = [torch.empty_like(states[0]) for _ in range(world)]
                 dist.all_gather(states, sampler.get_state())
             if rank == 0:
                 _save_checkpoint(run, step, model, opt, sched, states, tcfg)
+            last_ckpt = step
     bar.close()
 
-    summary = {"steps": step, "final_loss": float(loss.item()) if tcfg.steps else None, "val_nll": last_val,
+    summary = {"steps": step, "final_loss": loss_v, "val_nll": last_val,
                "val_bits_per_step": last_val / math.log(2), "world_size": world,
                "seconds": time.time() - t0, "skipped": train_data.skipped}
     if world > 1:   # the replicas must hold identical weights

@@ -54,6 +54,7 @@ def test_non_integer_ratio_names_numbers_and_suggests_hops():
     ("context_size_in_seconds", 0.0), ("context_size_in_seconds", float("nan")), ("companding", "alaw"),
     ("max_layers_per_stack", 0), ("in_channels", True), ("default_eda_range_us", (3.0, 1.0)),
     ("c0_ref_db", float("inf")), ("c0_ref_db", "loud"),
+    ("default_eda_range_us", 5), ("default_eda_range_us", (1.0,)),        # e.g. from --set
 ])
 def test_bad_values_raise_clear_errors(field, value):
     with pytest.raises(ValueError) as e:
@@ -83,3 +84,22 @@ def test_unknown_preset_and_fields():
         EDANetConfig.from_dict({**EDANetConfig().to_dict(), "bogus": 1})
     with pytest.raises(ValueError, match="JSON"):
         EDANetConfig.from_json("{not json")
+
+
+def test_unknown_override_is_a_value_error_naming_it():
+    # `edanet train --set foo=1`: a one-line CLI error, not replace()'s TypeError
+    with pytest.raises(ValueError, match=r"unknown EDANetConfig fields \['foo'\]; known fields: .*companding"):
+        EDANetConfig.from_preset("tiny", foo=1)
+
+
+def test_saved_config_must_give_every_field():
+    full = EDANetConfig.from_preset("tiny").to_dict()
+    # a missing field is not filled with the dataclass default (mu_law here, a different model)
+    for gone in (["companding"], ["companding", "num_mels"]):
+        d = {k: v for k, v in full.items() if k not in gone}
+        with pytest.raises(ValueError) as e:
+            EDANetConfig.from_dict(d)
+        assert all(name in str(e.value) for name in gone) and "lacks" in str(e.value)
+    # every config the code writes is complete
+    for name in PRESETS:
+        assert set(EDANetConfig.from_preset(name).to_dict()) == {f.name for f in dataclasses.fields(EDANetConfig)}

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from edanet import EDANetConfig, load_model
+from edanet.cli import main as cli_main
 from edanet.synth import SynthConfig, write_dataset
 
 TRAIN = [sys.executable, "-m", "edanet.cli", "-q", "train", "--preset", "tiny", "--batch-size", "8",
@@ -114,3 +115,46 @@ def test_ddp_two_cpu_processes_keep_replicas_identical(data, tmp_path):
     assert summary["world_size"] == 2
     assert summary["replica_max_abs_diff"] == 0.0
     assert json.loads((tmp_path / "ddp" / "latest.json").read_text())["step"] == 6
+
+
+def test_divergence_stops_without_saving_nan_weights(data, tmp_path):
+    run = tmp_path / "nan"
+    r = _run(["--data", str(data), "--out", str(run), "--steps", "4", "--ckpt-every", "1", "--lr", "1e30"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "diverged at step 2" in r.stderr and "--lr" in r.stderr
+    assert not (run / "summary.json").exists()
+    # the step-1 checkpoint stays the latest and loads (finite); none holds the NaN weights
+    assert json.loads((run / "latest.json").read_text())["step"] == 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000001"]
+    load_model(run)
+
+
+def _cli_train(capsys, args):
+    rc = cli_main(TRAIN[3:] + [str(a) for a in args])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--set", "foo=1"], "unknown EDANetConfig fields ['foo']; known fields"),
+    (["--device", "banana"], "unknown device 'banana'"),
+    pytest.param(["--device", "cuda"], "no CUDA device here; use --device cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+    (["--data", "{tmp}/no_such_folder"], "does not exist"),
+])
+def test_refused_runs_are_one_line_and_leave_no_folder(data, tmp_path, capsys, args, match):
+    args = [a.format(tmp=tmp_path) for a in args]
+    out = tmp_path / "out"
+    rc, err = _cli_train(capsys, ["--data", data, "--out", out, "--steps", "2"] + args)
+    assert rc == 2 and match in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("pointer,match", [("{broken", "is not valid JSON"),
+                                           ('{"step": 2}', 'no "path" entry')])
+def test_resume_with_a_damaged_latest_json_names_it(data, tmp_path, capsys, pointer, match):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "latest.json").write_text(pointer)
+    rc, err = _cli_train(capsys, ["--data", data, "--out", run, "--steps", "2", "--resume"])
+    assert rc == 2 and match in err and str(run / "latest.json") in err
+    assert sorted(p.name for p in run.iterdir()) == ["latest.json"]     # nothing else written
