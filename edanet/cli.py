@@ -34,19 +34,22 @@ def _generate(a) -> int:
 
     from tqdm import tqdm
     bar = tqdm(total=3 if a.plot else 2, desc="edanet generate", unit="stage", disable=a.quiet)
-    bar.set_postfix_str("features + sampling")
-    res = edanet.generate(a.audio, model=a.model, backend=a.backend, temperature=a.temperature, seed=a.seed,
-                          num_samples=a.num_samples, eda_range_us=tuple(a.eda_range) if a.eda_range else None)
-    bar.update()
-    bar.set_postfix_str("csv")
-    write_eda_csv(a.output, res.values if res.values.shape[0] > 1 else res.values[0], res.sample_rate, fmt=a.format)
-    bar.update()
-    if a.plot:
-        bar.set_postfix_str("plot")
-        from edanet.plot import plot_generation
-        plot_generation(a.audio, res, a.plot, model=a.model)
+    try:            # closed on errors too, so an error message starts on its own line
+        bar.set_postfix_str("features + sampling")
+        res = edanet.generate(a.audio, model=a.model, backend=a.backend, temperature=a.temperature, seed=a.seed,
+                              num_samples=a.num_samples, eda_range_us=tuple(a.eda_range) if a.eda_range else None)
         bar.update()
-    bar.close()
+        bar.set_postfix_str("csv")
+        write_eda_csv(a.output, res.values if res.values.shape[0] > 1 else res.values[0], res.sample_rate,
+                      fmt=a.format)
+        bar.update()
+        if a.plot:
+            bar.set_postfix_str("plot")
+            from edanet.plot import plot_generation
+            plot_generation(a.audio, res, a.plot, model=a.model)
+            bar.update()
+    finally:
+        bar.close()
     print(f"wrote {a.output}: {res.values.shape[1]} EDA samples at {res.sample_rate:g} Hz x {res.values.shape[0]} "
           f"sample(s) (backend {res.backend}, seed {res.seed})" + (f"; plot {a.plot}" if a.plot else ""))
     return 0
@@ -69,7 +72,8 @@ def _train(a) -> int:
     tcfg = TRAIN_PRESETS.get(a.preset, TrainConfig())    # the small recipe is tuned for the small model
     over = {k: v for k, v in [("steps", a.steps), ("batch_size", a.batch_size), ("crop_steps", a.crop_steps),
                               ("lr", a.lr), ("val_every", a.val_every), ("ckpt_every", a.ckpt_every),
-                              ("seed", a.seed), ("onset_focus", a.onset_focus)] if v is not None}
+                              ("seed", a.seed), ("onset_focus", a.onset_focus),
+                              ("val_fraction", a.val_fraction)] if v is not None}
     tcfg = dataclasses.replace(tcfg, **over)
     init = None
     if a.init:
@@ -157,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--onset-focus", type=float, metavar="P",
                    help="fraction of crops placed at acoustic onsets (default: the preset's)")
+    t.add_argument("--val-fraction", type=float, metavar="F",
+                   help="fraction of recordings held out for validation, by a hash of their names (default 0.1)")
     t.add_argument("--device")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     t.add_argument("--init", help="start from this model's weights (fine-tuning); its config is used")

@@ -160,8 +160,8 @@ def _no_recordings_message(root, split: str, pairs: list, chosen: list, skipped:
     n_val = sum(_is_validation(name, val_fraction) for name, _, _ in pairs)
     return (f"{head}: of {len(pairs)} recording(s), {len(pairs) - n_val} went to 'train' and {n_val} to 'val' "
             f"(val_fraction {val_fraction:g}, by a stable hash of each name); add recordings (about "
-            f"{val_fraction:.0%} of them go to validation), or lower val_fraction (TrainConfig.val_fraction; "
-            f"0 trains on every recording, without validation)")
+            f"{val_fraction:.0%} of them go to validation), or lower the fraction (edanet train --val-fraction, "
+            f"TrainConfig.val_fraction; 0 trains on every recording, without validation)")
 
 
 class PairedData:

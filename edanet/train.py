@@ -61,6 +61,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "crop_steps", "val_every", "ckpt_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"TrainConfig.val_fraction must lie in [0, 1), got {self.val_fraction}")
         if not 0 <= self.onset_focus <= 1:
             raise ValueError(f"TrainConfig.onset_focus must lie in [0, 1], got {self.onset_focus}")
         if not (self.lr > 0 and 0 <= self.min_lr_ratio <= 1 and self.clip_norm > 0 and self.warmup_steps >= 0):

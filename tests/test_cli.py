@@ -94,6 +94,9 @@ def test_evaluate_writes_report(workspace, tmp_path):
     (["generate", "{data}/synth_00000.csv", "-o", "x.csv", "--model", "{model}"], "audio"),
     (["generate", "{data}/synth_00000.wav", "-o", "x.csv", "--model", "{model}", "--backend", "nope"], "unknown backend"),
     (["train", "--data", "{data}/nothing", "--out", "r"], "does not exist"),
+    (["train", "--data", "{data}", "--out", "r", "--val-fraction", "1"], "val_fraction must lie in [0, 1)"),
+    pytest.param(["generate", "{data}/synth_00000.wav", "-o", "x.csv", "--backend", "cuda"], "no CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")),
     # where the results go, checked before generating
     (["generate", "{data}/synth_00000.wav", "-o", "{data}/synth_00000.wav"], "is the input audio"),
     (["generate", "{data}/synth_00000.wav", "-o", "x.csv", "--plot", "x.csv"], "its own file name"),

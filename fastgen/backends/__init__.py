@@ -85,7 +85,11 @@ def resolve(name: str, device: str | torch.device = "cpu") -> str:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS) + ['fused', 'auto']}")
     if dev not in BACKENDS[name][2]:
-        raise BackendUnavailable(f"backend {name!r} does not run on {dev!r}; it runs on {BACKENDS[name][2]}")
+        runs_on = " or ".join(BACKENDS[name][2])
+        hint = ("this machine has no CUDA GPU (torch.cuda.is_available() is False)"
+                if "cuda" in BACKENDS[name][2] and not torch.cuda.is_available() else f"pass device={runs_on!r}")
+        raise BackendUnavailable(f"backend {name!r} runs on {runs_on}, not {dev!r}: {hint}; "
+                                 f"backend 'fused' or 'auto' picks the best one for the device")
     return name
 
 
