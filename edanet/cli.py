@@ -29,8 +29,8 @@ def _generate(a) -> int:
         from edanet.plot import plot_format
         plot_format(a.plot)
     if a.eda_range:
-        from edanet.generate import _eda_range
-        _eda_range(a.eda_range)
+        from edanet.generate import check_eda_range
+        check_eda_range(a.eda_range)
 
     from tqdm import tqdm
     bar = tqdm(total=3 if a.plot else 2, desc="edanet generate", unit="stage", disable=a.quiet)

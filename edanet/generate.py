@@ -88,7 +88,7 @@ def engine_for(model: EDANet, backend: str = "auto", device=None, dtype=torch.fl
     return cache[key][1]
 
 
-def _eda_range(r) -> tuple[float, float]:
+def check_eda_range(r) -> tuple[float, float]:
     """(lo, hi) in µS, checked before any work is done."""
     try:
         lo, hi = (float(x) for x in r)
@@ -123,7 +123,7 @@ def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temp
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
                              or not 0 <= seed < 2 ** 63):
         raise ValueError(f"seed must be an integer in [0, 2**63) or None (a fresh one), got {seed!r}")
-    lo, hi = _eda_range(eda_range_us if eda_range_us is not None else cfg.default_eda_range_us)
+    lo, hi = check_eda_range(eda_range_us if eda_range_us is not None else cfg.default_eda_range_us)
     frames, n_steps = features(audio, sample_rate, cfg)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
