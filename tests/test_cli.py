@@ -106,10 +106,20 @@ def test_evaluate_writes_report(workspace, tmp_path):
     (["generate", "{data}/synth_00000.wav", "-o", "{data}/synth_00000.csv/x.csv", "--model", "{model}"],
      "cannot write"),                                                # a file where a folder should be
 ])
-def test_user_errors_are_one_line(workspace, tmp_path, args, match):
+def test_user_errors_are_one_line(workspace, tmp_path, monkeypatch, capsys, args, match):
+    # in-process (a process per case would spend most of its time importing); an exception
+    # that is not a user error escapes main() and fails the test
+    from edanet.cli import main
     args = [a.format(data=workspace / "data", model=workspace / "model") for a in args]
-    r = subprocess.run(CLI + args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert r.returncode == 2
-    assert match in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", *args]) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x.csv").exists() and not list(tmp_path.glob(".*tmp*"))
     assert (workspace / "data" / "synth_00000.wav").read_bytes()[:4] == b"RIFF"
+
+
+def test_the_command_exits_2_on_a_user_error(tmp_path):
+    r = subprocess.run(CLI + ["generate", "missing.wav", "-o", "x.csv"], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert r.returncode == 2 and "missing.wav" in r.stderr and "Traceback" not in r.stderr
