@@ -54,9 +54,9 @@ def _cuda_arch_list() -> str:
         return "8.0;9.0a"
     keep, drop = [], []
     for arch in given:
-        head = arch.split("+")[0]
-        numeric = head.rstrip("af").replace(".", "", 1).isdigit()
-        new_enough = float(head.rstrip("af")) >= 8.0 if numeric else arch.lower() in _NAMED_SM80_PLUS
+        version = arch.split("+")[0].rstrip("af")          # "9.0a", "8.6+PTX" -> "9.0", "8.6"
+        numeric = version.replace(".", "", 1).isdigit()
+        new_enough = float(version) >= 8.0 if numeric else arch.lower() in _NAMED_SM80_PLUS
         (keep if new_enough else drop).append(arch)
     if not keep:
         sys.exit(f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']!r} has no architecture of compute "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from fastgen.spec import nonfinite
 from safetensors.torch import load_file, save_file
 
 from .config import EDANetConfig
@@ -100,7 +101,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ED
                          f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
                          f"wrong shapes {wrong[:5]}")
     # weights of a diverged training run would load and silently generate garbage
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = nonfinite(state)
     if bad:
         raise ValueError(f"{w_path}: tensor {bad[0]!r}{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''} "
                          "holds NaN or inf values, as a diverged training run leaves; use an earlier "

@@ -70,12 +70,8 @@ def _is_int(x) -> bool:
 def _check_arguments(num_samples, temperature, max_recordings, seed) -> None:
     """Reject bad arguments before any work is done (some are used only for recordings with
     ground truth, so they would otherwise pass unchecked)."""
-    if not _is_int(num_samples) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer (samples generated per recording), "
-                         f"got {num_samples!r}")
-    if not (isinstance(temperature, numbers.Real) and 0 <= temperature < float("inf")):
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = most likely class, 1 = the model's "
-                         f"distribution), got {temperature!r}")
+    from .generate import check_sampling
+    check_sampling(num_samples, temperature)
     if max_recordings is not None and (not _is_int(max_recordings) or max_recordings < 1):
         raise ValueError(f"max_recordings must be a positive integer, or None for every recording, "
                          f"got {max_recordings!r}")

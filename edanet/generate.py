@@ -88,6 +88,16 @@ def engine_for(model: EDANet, backend: str = "auto", device=None, dtype=torch.fl
     return cache[key][1]
 
 
+def check_sampling(num_samples, temperature) -> None:
+    """ValueError unless ``num_samples`` is a positive integer and ``temperature`` a finite
+    number >= 0 (numpy scalars are numbers.Integral / numbers.Real too; bool is not a count)."""
+    if not isinstance(num_samples, numbers.Integral) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    if not (isinstance(temperature, numbers.Real) and 0 <= temperature < float("inf")):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = most likely class, 1 = the model's "
+                         f"distribution), got {temperature!r}")
+
+
 def check_eda_range(r) -> tuple[float, float]:
     """(lo, hi) in µS, checked before any work is done."""
     try:
@@ -115,11 +125,7 @@ def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temp
 
     net = _resolve_model(model)
     cfg: EDANetConfig = net.config
-    # numpy scalars are numbers.Integral / numbers.Real too; bool is not a count
-    if not isinstance(num_samples, numbers.Integral) or isinstance(num_samples, bool) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    if not (isinstance(temperature, numbers.Real) and 0 <= temperature < float("inf")):
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = most likely class), got {temperature!r}")
+    check_sampling(num_samples, temperature)
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
                              or not 0 <= seed < 2 ** 63):
         raise ValueError(f"seed must be an integer in [0, 2**63) or None (a fresh one), got {seed!r}")

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from fastgen.spec import nonfinite
 from safetensors.torch import load_file, save_file
 
 from .checkpoint import save_model
@@ -114,10 +115,6 @@ def _diverged(step: int, what: str, tcfg: TrainConfig, last_ckpt: int | None) ->
     return ValueError(f"training diverged at step {step}: {what}; stopped without saving these weights ({kept}). "
                       f"Train into a new --out with a lower --lr (this run: {tcfg.lr:g}) or stronger gradient "
                       f"clipping (a smaller TrainConfig.clip_norm; this run: {tcfg.clip_norm:g})")
-
-
-def _nonfinite(model) -> list[str]:
-    return [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def _masked_nll(logits, target, mask):
@@ -300,7 +297,7 @@ def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig,
             bar.set_postfix(loss=f"{loss_v:.3f}", val=f"{last_val:.3f}")
             bar.update(1)
         if step % tcfg.ckpt_every == 0 or step == tcfg.steps:
-            bad = _nonfinite(model)     # a finite gradient can still overflow the update
+            bad = nonfinite(model.state_dict())     # a finite gradient can still overflow the update
             if bad:
                 bar.close()
                 raise _diverged(step, f"the update left NaN or inf in {bad[:3]}", tcfg, last_ckpt)

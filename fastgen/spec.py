@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["NetworkSpec", "weight_shapes", "check_weights", "random_weights"]
+__all__ = ["NetworkSpec", "weight_shapes", "check_weights", "nonfinite", "random_weights"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,11 @@ def weight_shapes(spec: NetworkSpec) -> dict[str, tuple[int, ...]]:
     }
 
 
+def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold NaN or inf (what a diverged run leaves)."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def check_weights(spec: NetworkSpec, weights: dict[str, torch.Tensor]) -> None:
     """Raise ValueError unless ``weights`` has exactly the tensors ``spec`` needs, all finite."""
     if not isinstance(spec, NetworkSpec):
@@ -136,8 +141,9 @@ def check_weights(spec: NetworkSpec, weights: dict[str, torch.Tensor]) -> None:
             raise ValueError(f"weight {name!r} has shape {tuple(w.shape)}, the spec needs {shape}")
         if not w.is_floating_point():
             raise ValueError(f"weight {name!r} must be floating point, got {w.dtype}")
-        if not torch.isfinite(w).all():
-            raise ValueError(f"weight {name!r} contains NaN or inf (a diverged training run?)")
+    bad = nonfinite(weights)
+    if bad:
+        raise ValueError(f"weight {bad[0]!r} contains NaN or inf (a diverged training run?)")
 
 
 def random_weights(spec: NetworkSpec, seed: int = 0, dtype=torch.float32, scale: float = 1.0) -> dict[str, torch.Tensor]:
