@@ -6,14 +6,66 @@ packed into the backend's layout. Its two calls are thin:
 - ``generate(frames, uniforms, temperature)``: sample ``n`` steps autoregressively;
 - ``teacher_forced(frames, classes)``: the logits of every step for a given class sequence
   (step j conditioned on ``classes[:, j-1]``), for parity tests and likelihoods.
+
+Both refuse a call whose memory estimate (weights, history ring buffers, outputs) exceeds
+``memory_limit``: a long input with many classes must fail with the sizes, not exhaust the
+machine's memory halfway through an allocation.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
 from .spec import NetworkSpec, check_weights
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "memory_limit", "check_memory", "MAX_BYTES_ENV"]
+
+MAX_BYTES_ENV = "FASTGEN_MAX_BYTES"
+# Shares of a device's memory one engine may plan to use: half of the host's RAM (a trainer
+# or the rest of the program usually shares it), most of a GPU's (dedicated to the work).
+HOST_FRACTION = 0.5
+GPU_FRACTION = 0.9
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):     # no sysconf (Windows) or the name is unknown
+        return None
+
+
+def memory_limit(device: str | torch.device = "cpu") -> int | None:
+    """Bytes an engine on ``device`` may plan to use: ``$FASTGEN_MAX_BYTES`` when set, else a
+    share of the device's memory (None where it cannot be told: no limit)."""
+    env = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if env:
+        try:
+            value = float(env)
+        except ValueError:
+            value = float("nan")
+        if not value >= 1 or value == float("inf"):
+            raise ValueError(f"{MAX_BYTES_ENV}={env!r} is not a number of bytes (e.g. 8e9); unset it or fix it")
+        return int(value)
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return int(torch.cuda.get_device_properties(index).total_memory * GPU_FRACTION)
+    physical = _physical_memory()
+    return None if physical is None else int(physical * HOST_FRACTION)
+
+
+def check_memory(what: str, parts: dict[str, int], device: str | torch.device = "cpu") -> None:
+    """Raise ValueError when the estimated ``parts`` (name -> bytes) exceed ``memory_limit``."""
+    total = sum(parts.values())
+    limit = memory_limit(device)
+    if limit is None or total <= limit:
+        return
+    detail = ", ".join(f"{k} {v / 2**30:.3g} GiB" for k, v in parts.items())
+    raise ValueError(f"{what} would need about {total / 2**30:.3g} GiB ({detail}), more than the "
+                     f"{limit / 2**30:.3g} GiB fastgen allows on {torch.device(device)}; use a shorter input, a "
+                     f"smaller batch or a smaller model (or set {MAX_BYTES_ENV} to a number of bytes to change "
+                     "the limit)")
 
 
 class Engine:
@@ -29,7 +81,8 @@ class Engine:
     # -- public calls -------------------------------------------------------------------
     def generate(self, frames: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Classes ``(B, n)`` (int64, on the engine's device) sampled with the host uniforms."""
-        frames, n = self._check_frames(frames)
+        # out (int64) and the device copy of the uniforms (float32)
+        frames, n = self._check_frames(frames, "generate", out_bytes_per_step=8 + 4)
         uniforms = torch.as_tensor(uniforms)
         if tuple(uniforms.shape) != (frames.shape[0], n):
             raise ValueError(f"uniforms must have shape (batch, steps) = {(frames.shape[0], n)}, "
@@ -48,7 +101,9 @@ class Engine:
     def teacher_forced(self, frames: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, n, Q)`` for the given class sequence ``(B, n)``: float32 (float64 for a
         float64 engine)."""
-        frames, n = self._check_frames(frames)
+        # the logits and the device copy of the classes (int64)
+        out = self.spec.num_classes * torch.empty((), dtype=self.logits_dtype).element_size()
+        frames, n = self._check_frames(frames, "teacher_forced", out_bytes_per_step=out + 8)
         classes = torch.as_tensor(classes)
         if tuple(classes.shape) != (frames.shape[0], n):
             raise ValueError(f"classes must have shape (batch, steps) = {(frames.shape[0], n)}, "
@@ -71,7 +126,7 @@ class Engine:
         return torch.float64 if self.dtype == torch.float64 else torch.float32
 
     # -- helpers --------------------------------------------------------------------------
-    def _check_frames(self, frames: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def _check_frames(self, frames: torch.Tensor, call: str, out_bytes_per_step: int) -> tuple[torch.Tensor, int]:
         s = self.spec
         frames = torch.as_tensor(frames)
         if frames.dim() != 4 or frames.shape[1] != s.in_channels or frames.shape[3] != s.num_features:
@@ -80,6 +135,17 @@ class Engine:
         if frames.shape[2] % s.frames_per_step:
             raise ValueError(f"frame count {frames.shape[2]} is not a multiple of frames_per_step "
                              f"{s.frames_per_step}; trim to whole steps")
+        # before anything is converted or allocated: sizes only, so it costs nothing
+        B, n = frames.shape[0], frames.shape[2] // s.frames_per_step
+        check_memory(f"{self.name} {call} of {B} sequence(s) x {n} steps", {
+            "weights": s.weight_bytes(self.dtype), "history": s.history_bytes(B, self.dtype),
+            "frames and outputs": B * n * (out_bytes_per_step
+                                           + s.positions_per_step * s.in_channels * _element_size(self.dtype))},
+            self.device)
         if not torch.isfinite(frames).all():
             raise ValueError("frames contain NaN or inf")
         return frames.to(self.device, self.dtype).contiguous(), frames.shape[2] // s.frames_per_step
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()

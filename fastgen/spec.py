@@ -25,11 +25,60 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import operator
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["NetworkSpec", "weight_shapes", "check_weights", "nonfinite", "random_weights"]
+__all__ = ["NetworkSpec", "weight_shapes", "check_weights", "nonfinite", "random_weights", "MAX_CHANNELS",
+           "MAX_FEATURES", "MAX_FRAMES_PER_STEP", "MAX_CLASSES", "MAX_LAYERS", "MAX_DILATION",
+           "MAX_HISTORY_ELEMENTS"]
+
+
+# Plausible ranges of every size. They are far above any useful model (the largest published
+# WaveNets use 512-1024 channels, 256-class mu-law outputs and dilations up to 512), yet they
+# keep every product the backends form from two or three sizes well inside 64-bit integers, so
+# a spec from a downloaded file cannot overflow an index or request a runaway allocation before
+# the memory estimate (``weight_bytes``/``history_bytes``) is even checked.
+MAX_CHANNELS = 4096          # any channel count: products of two stay below 2**24
+MAX_FEATURES = 4096          # F: positions per frame (MFCCs, mel bands, ...)
+MAX_FRAMES_PER_STEP = 4096   # K: frames one step consumes
+MAX_CLASSES = 65536          # Q: a categorical over 16-bit values at most
+MAX_LAYERS = 1024            # 10 stacks of 100 layers
+MAX_DILATION = 2 ** 20       # one layer looking ~1M frames back (20 s at 48 kHz per layer)
+# The history ring buffers of one sequence, in elements (channels padded as the backends pad
+# them): the Triton kernels index them with 32-bit offsets.
+MAX_HISTORY_ELEMENTS = 2 ** 31 - 1
+
+_RANGES = {  # field -> (lowest, highest, what it is)
+    "in_channels": (1, MAX_CHANNELS, "input channels per frame and position"),
+    "num_features": (1, MAX_FEATURES, "positions per frame"),
+    "frames_per_step": (1, MAX_FRAMES_PER_STEP, "frames per step"),
+    "residual_channels": (1, MAX_CHANNELS, "residual channels"),
+    "hidden_channels": (1, MAX_CHANNELS, "hidden channels"),
+    "skip_channels": (1, MAX_CHANNELS, "skip channels"),
+    "out_channels": (1, MAX_CHANNELS, "head channels"),
+    "num_classes": (2, MAX_CLASSES, "output classes"),
+    "cond_classes": (2, MAX_CLASSES + 1, "conditioning classes (the output classes + a start class)"),
+    "cond_channels": (1, MAX_CHANNELS, "conditioning embedding width"),
+}
+
+
+def _padded(channels: int) -> int:
+    """The widest padding of a channel count any backend uses: the next power of two, at least
+    16 (Triton); the CPU backend pads to a multiple of 8, which is never more."""
+    return max(16, 1 << (channels - 1).bit_length())
+
+
+def _int(name: str, v) -> int:
+    """``v`` as an int: ints and numpy/torch integers, not bools (True would pass as 1) nor floats."""
+    if isinstance(v, bool):
+        raise ValueError(f"NetworkSpec.{name} must be an int, got the bool {v!r}")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise ValueError(f"NetworkSpec.{name} must be an int, got {v!r} ({type(v).__name__})") from None
 
 
 @dataclass(frozen=True)
@@ -48,17 +97,68 @@ class NetworkSpec:
     start_class: int            # conditioning class of the first step (the "e[-1]" value)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
-        for name in ("in_channels", "num_features", "frames_per_step", "residual_channels",
-                     "hidden_channels", "skip_channels", "out_channels", "num_classes",
-                     "cond_classes", "cond_channels"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v <= 0:
-                raise ValueError(f"NetworkSpec.{name} must be a positive int, got {v!r}")
-        if not self.dilations or any(d <= 0 for d in self.dilations):
-            raise ValueError(f"NetworkSpec.dilations must be non-empty and positive, got {self.dilations}")
-        if not 0 <= self.start_class < self.cond_classes:
-            raise ValueError(f"start_class {self.start_class} outside [0, {self.cond_classes})")
+        fix = "; a model file with such a value is damaged or not meant for fastgen"
+        for name, (lo, hi, what) in _RANGES.items():
+            v = _int(name, getattr(self, name))
+            if not lo <= v <= hi:
+                raise ValueError(f"NetworkSpec.{name} ({what}) must lie in [{lo}, {hi}], got {v}{fix}")
+            object.__setattr__(self, name, v)
+        self._check_dilations(fix)
+        start = _int("start_class", self.start_class)
+        object.__setattr__(self, "start_class", start)
+        if self.cond_classes < self.num_classes:
+            # a sampled class conditions the next step: its row must exist in the embedding
+            raise ValueError(f"NetworkSpec: sampled classes feed back as conditioning classes, so cond_classes "
+                             f"({self.cond_classes}) must be >= num_classes ({self.num_classes}){fix}")
+        if not 0 <= start < self.cond_classes:
+            raise ValueError(f"NetworkSpec.start_class must lie in [0, cond_classes={self.cond_classes}), "
+                             f"got {start}{fix}")
+        history = self.history_elements()
+        if history > MAX_HISTORY_ELEMENTS:
+            raise ValueError(f"NetworkSpec: the history of one sequence (sum of (dilation + frames_per_step) x "
+                             f"num_features x residual channels, padded) would hold {history} values, more than "
+                             f"{MAX_HISTORY_ELEMENTS}; use smaller dilations, fewer layers or fewer positions{fix}")
+
+    def _check_dilations(self, fix: str) -> None:
+        d = self.dilations
+        if isinstance(d, (str, bytes)) or not hasattr(d, "__iter__"):
+            raise ValueError(f"NetworkSpec.dilations must be a sequence of ints, got {d!r}")
+        d = tuple(_int("dilations", x) for x in d)
+        if not 1 <= len(d) <= MAX_LAYERS:
+            raise ValueError(f"NetworkSpec.dilations: a network has 1 to {MAX_LAYERS} layers (one dilation each), "
+                             f"got {len(d)}{fix}")
+        bad = [x for x in d if not 1 <= x <= MAX_DILATION]
+        if bad:
+            raise ValueError(f"NetworkSpec.dilations must lie in [1, {MAX_DILATION}] (2**20 frames back), "
+                             f"got {bad[0]}{fix}")
+        object.__setattr__(self, "dilations", d)
+
+    # -- sizes and memory ---------------------------------------------------------------
+    def history_elements(self) -> int:
+        """Values in one sequence's history ring buffers: a (dilation + K)-frame ring of F x C_r
+        per layer, with C_r padded as the backends pad it."""
+        rings = sum(self.dilations) + self.num_layers * self.frames_per_step
+        return rings * self.num_features * _padded(self.residual_channels)
+
+    def weight_bytes(self, dtype: torch.dtype = torch.float32) -> int:
+        """Bytes of one packed copy of the weights in ``dtype`` (channel counts padded as the
+        backends pad them, plus the per-layer conditioning table over classes every backend
+        folds the embedding into). An upper estimate for building an engine."""
+        p = _padded
+        shapes = _shapes(self.num_layers, self.in_channels, p(self.residual_channels), p(self.hidden_channels),
+                         p(self.skip_channels), p(self.out_channels), self.num_classes, self.cond_classes,
+                         self.cond_channels, self.frames_per_step, self.num_features)
+        table = self.num_layers * self.cond_classes * 2 * p(self.hidden_channels)
+        return _element_size(dtype) * (sum(math.prod(s) for s in shapes.values()) + table)
+
+    def history_bytes(self, batch: int, dtype: torch.dtype = torch.float32) -> int:
+        """Bytes a generation of ``batch`` sequences holds besides the weights: the history ring
+        buffers and one step's activations (every channel of every position of the step) per
+        sequence. An upper estimate."""
+        p = _padded
+        step = self.positions_per_step * (2 * p(self.residual_channels) + 3 * p(self.hidden_channels)
+                                          + p(self.skip_channels) + 2 * p(self.out_channels)) + self.num_classes
+        return batch * _element_size(dtype) * (self.history_elements() + step)
 
     @property
     def num_layers(self) -> int:
@@ -90,10 +190,15 @@ class NetworkSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkSpec":
+        if not isinstance(d, dict):
+            raise ValueError(f"a NetworkSpec is a JSON object of its fields, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown NetworkSpec fields {sorted(unknown)}")
+        missing = sorted(names - set(d))
+        if missing:
+            raise ValueError(f"NetworkSpec fields missing: {missing}")
         return cls(**d)
 
     def to_json(self) -> str:
@@ -101,11 +206,16 @@ class NetworkSpec:
 
 
 def weight_shapes(spec: NetworkSpec) -> dict[str, tuple[int, ...]]:
-    L, Cin, Cr, Ch2, Ch = spec.num_layers, spec.in_channels, spec.residual_channels, 2 * spec.hidden_channels, spec.hidden_channels
-    Cs, Co, Q, E = spec.skip_channels, spec.out_channels, spec.num_classes, spec.cond_channels
+    return _shapes(spec.num_layers, spec.in_channels, spec.residual_channels, spec.hidden_channels,
+                   spec.skip_channels, spec.out_channels, spec.num_classes, spec.cond_classes,
+                   spec.cond_channels, spec.frames_per_step, spec.num_features)
+
+
+def _shapes(L, Cin, Cr, Ch, Cs, Co, Q, Qc, E, K, Fn) -> dict[str, tuple[int, ...]]:
+    Ch2 = 2 * Ch
     return {
         "in_w": (Cr, Cin), "in_b": (Cr,),
-        "cond_emb": (spec.cond_classes, E),
+        "cond_emb": (Qc, E),
         "dil_w0": (L, Ch2, Cr),      # multiplies x[t - d]
         "dil_w1": (L, Ch2, Cr),      # multiplies x[t]
         "dil_b": (L, Ch2),
@@ -114,8 +224,14 @@ def weight_shapes(spec: NetworkSpec) -> dict[str, tuple[int, ...]]:
         "skip_w": (L, Cs, Ch), "skip_b": (L, Cs),
         "head1_w": (Co, Cs), "head1_b": (Co,),
         "head2_w": (Co, Co), "head2_b": (Co,),
-        "down_w": (Q, Co, spec.frames_per_step, spec.num_features), "down_b": (Q,),
+        "down_w": (Q, Co, K, Fn), "down_b": (Q,),
     }
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
+    return torch.empty((), dtype=dtype).element_size()
 
 
 def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:

@@ -17,8 +17,6 @@ namespace {
 constexpr int VW = kVectorWidth;
 constexpr int PANEL = kPanel;
 
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
 // A weight as a contiguous double tensor, its shape checked.
 at::Tensor weight(const std::map<std::string, at::Tensor>& w, const std::string& name,
                   std::vector<int64_t> shape) {
@@ -77,18 +75,10 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
   p->Q = ow->second.size(0);
   p->K = ow->second.size(2);
   p->F = ow->second.size(3);
-  TORCH_CHECK((int64_t)dilations.size() == p->L, "fastgen cpu pack: ", dilations.size(),
-              " dilations for ", p->L, " layers");
-  for (int64_t d : dilations) TORCH_CHECK(d > 0, "fastgen cpu pack: dilations must be positive, got ", d);
-  for (int64_t v : {p->Cr, p->Cin, p->Qc, p->E, p->L, p->Ch, p->Cs, p->Co, p->Q, p->K, p->F})
-    TORCH_CHECK(v > 0, "fastgen cpu pack: every size must be positive");
-  TORCH_CHECK(p->K * p->F * round_up(p->Co, VW) < (int64_t)1 << 30, "fastgen cpu pack: network too large");
   p->dilations = dilations;
-  p->Crp = round_up(p->Cr, VW);
-  p->Chp = round_up(p->Ch, VW);
-  p->Csp = round_up(p->Cs, VW);
-  p->Cop = round_up(p->Co, VW);
-  p->Qp = round_up(p->Q, VW);
+  // Sizes, dilations and every buffer size derived from them, checked before any allocation.
+  const std::string err = plan_layout(*p);
+  TORCH_CHECK(err.empty(), "fastgen cpu pack: ", err);
   const int64_t L = p->L, Cin = p->Cin, Cr = p->Cr, Ch = p->Ch, Cs = p->Cs, Co = p->Co, Q = p->Q, E = p->E,
                 Qc = p->Qc, K = p->K, F = p->F;
   const int64_t Crp = p->Crp, Chp = p->Chp, Csp = p->Csp, Cop = p->Cop, Qp = p->Qp;
@@ -107,9 +97,9 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
   TORCH_CHECK(w.size() == 18, "fastgen cpu pack: expected the 18 weights of fastgen.spec.weight_shapes, got ",
               w.size());
 
+  allocate_buffers(*p);
+
   // Input conv: (Cin, Crp)
-  p->in_w = AlignedBuffer(Cin * Crp);
-  p->in_b = AlignedBuffer(Crp);
   {
     auto a = in_w.accessor<double, 2>();
     auto bb = in_b.accessor<double, 1>();
@@ -127,8 +117,6 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
     return lane < VW ? ch : Ch + ch;
   };
   const int64_t dil_stride = 2 * Crp * 2 * Chp;
-  p->dil_w = AlignedBuffer(L * dil_stride);
-  p->cond_table = AlignedBuffer(L * Qc * 2 * Chp);
   {
     auto w0 = dil_w0.accessor<double, 3>(), w1 = dil_w1.accessor<double, 3>();
     auto db = dil_b.accessor<double, 2>(), cb = cond_b.accessor<double, 2>();
@@ -153,10 +141,6 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
   }
 
   // Skip and residual 1x1 convs, and the summed skip bias.
-  p->skip_w = AlignedBuffer(L * Chp * Csp);
-  p->res_w = AlignedBuffer(L * Chp * Crp);
-  p->res_b = AlignedBuffer(L * Crp);
-  p->skip_b = AlignedBuffer(Csp);
   {
     auto sw_ = skip_w.accessor<double, 3>(), rw = res_w.accessor<double, 3>();
     auto sb = skip_b.accessor<double, 2>(), rb = res_b.accessor<double, 2>();
@@ -175,10 +159,6 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
   }
 
   // Head.
-  p->head1_w = AlignedBuffer(Csp * Cop);
-  p->head1_b = AlignedBuffer(Cop);
-  p->head2_w = AlignedBuffer(Cop * Cop);
-  p->head2_b = AlignedBuffer(Cop);
   {
     auto h1 = head1_w.accessor<double, 2>(), h2 = head2_w.accessor<double, 2>();
     auto b1 = head1_b.accessor<double, 1>(), b2 = head2_b.accessor<double, 1>();
@@ -191,8 +171,6 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
   }
 
   // Output conv: input index (k*F + f)*Cop + c, output q.
-  p->down_w = AlignedBuffer(K * F * Cop * Qp);
-  p->down_b = AlignedBuffer(Qp);
   {
     auto dw_ = down_w.accessor<double, 4>();
     auto db = down_b.accessor<double, 1>();
@@ -221,6 +199,8 @@ at::Tensor generate(const PackedWeights& pw, const at::Tensor& frames_in, const 
               " outside [0, ", pw.Qc, ")");
   TORCH_CHECK(pw.Q <= pw.Qc, "fastgen._C.generate: sampled classes condition the next step, so num_classes (",
               pw.Q, ") must not exceed cond_classes (", pw.Qc, ")");
+  const std::string err = check_job(pw, B, n);  // before anything is copied or allocated
+  TORCH_CHECK(err.empty(), "fastgen._C.generate: ", err);
   const at::Tensor frames = frames_in.contiguous(), uniforms = uniforms_in.contiguous();
   at::Tensor out = at::empty({B, n}, frames.options().dtype(at::kLong));
   if (B == 0 || n == 0) return out;
@@ -250,6 +230,8 @@ at::Tensor teacher_forced(const PackedWeights& pw, const at::Tensor& frames_in, 
               split);
   TORCH_CHECK(start_class >= 0 && start_class < pw.Qc, "fastgen._C.teacher_forced: start_class ", start_class,
               " outside [0, ", pw.Qc, ")");
+  const std::string err = check_job(pw, B, n);  // before anything is copied or allocated
+  TORCH_CHECK(err.empty(), "fastgen._C.teacher_forced: ", err);
   const at::Tensor frames = frames_in.contiguous(), classes = classes_in.contiguous();
   if (classes.numel()) {
     const int64_t lo = classes.min().item<int64_t>(), hi = classes.max().item<int64_t>();

@@ -4,6 +4,8 @@
 
 #include <omp.h>
 
+#include "cpu/checked_size.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>  // _mm_pause; with AVX, _mm256_{min,max,rcp}_ps
 #endif
@@ -17,6 +19,7 @@
 #include <mutex>
 #include <new>
 #include <sstream>
+#include <stdexcept>
 
 namespace fastgen {
 namespace cpu {
@@ -299,18 +302,12 @@ class Barrier {
 
 class Runner {
  public:
-  Runner(const Job& job) : job_(job), pw_(job.pw) {
-    const PackedWeights& p = pw_;
-    ring_off_.resize(p.L + 1);
-    ring_cap_.resize(p.L);
-    int64_t off = 0;
-    for (int64_t l = 0; l < p.L; ++l) {
-      ring_cap_[l] = p.dilations[l] + p.K;
-      ring_off_[l] = off;
-      off += ring_cap_[l] * p.F * p.Crp;
-    }
-    ring_off_[p.L] = off;
-    ring_stride_ = off;
+  // The ring layout is plan_layout's (overflow-checked once, at packing); the job's sizes are
+  // checked again here, so no caller can hand the loop a batch its buffers cannot index.
+  Runner(const Job& job) : job_(job), pw_(job.pw), ring_off_(job.pw.ring_off), ring_cap_(job.pw.ring_cap),
+                           ring_stride_(job.pw.ring_stride) {
+    const std::string err = check_job(pw_, job.B, job.n);
+    if (!err.empty()) throw std::length_error("fastgen cpu: " + err);
   }
 
   // split: 1 splits a sequence's positions across threads whenever there are fewer sequences
@@ -321,7 +318,7 @@ class Runner {
   void run(int num_threads, int split) {
     const PackedWeights& p = pw_;
     const int64_t B = job_.B;
-    rings_ = AlignedBuffer((size_t)(B * ring_stride_));
+    rings_ = AlignedBuffer((size_t)(B * ring_stride_));  // no overflow: check_job
     int64_t np = 1;  // parts per sequence
     if (split != 0 && B < num_threads) {
       np = std::min<int64_t>(p.F, num_threads / B);
@@ -577,11 +574,139 @@ class Runner {
 
 }  // namespace
 
-void run_job(const Job& job, int num_threads, int split) { Runner(job).run(std::max(1, num_threads), split); }
+void run_job(const Job& job, int num_threads, int split) {
+  Runner runner(job);                    // checks the sizes: an empty job is checked too
+  if (job.B <= 0 || job.n <= 0) return;  // nothing to do (and no thread split to divide by B)
+  runner.run(std::max(1, num_threads), split);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sizes
+
+namespace {
+
+// "" when v lies in [lo, hi], else the message.
+std::string out_of_range(const char* name, int64_t v, int64_t lo, int64_t hi) {
+  if (v >= lo && v <= hi) return "";
+  std::ostringstream o;
+  o << name << " must lie in [" << lo << ", " << hi << "], got " << v;
+  return o.str();
+}
+
+std::string overflow(const char* what) {
+  return std::string("the ") + what + " of this network overflow 64-bit sizes (hostile or damaged sizes?)";
+}
+
+}  // namespace
+
+std::string plan_layout(PackedWeights& p) {
+  const struct { const char* name; int64_t v; } dims[] = {
+      {"in_channels", p.Cin}, {"num_features", p.F}, {"frames_per_step", p.K}, {"residual_channels", p.Cr},
+      {"hidden_channels", p.Ch}, {"skip_channels", p.Cs}, {"out_channels", p.Co}, {"num_classes", p.Q},
+      {"cond_classes", p.Qc}, {"cond_channels", p.E}};
+  for (const auto& d : dims) {
+    const std::string e = out_of_range(d.name, d.v, 1, kMaxDim);
+    if (!e.empty()) return e;
+  }
+  std::string e = out_of_range("the number of layers", p.L, 1, kMaxLayers);
+  if (!e.empty()) return e;
+  if ((int64_t)p.dilations.size() != p.L) {
+    std::ostringstream o;
+    o << p.dilations.size() << " dilations for " << p.L << " layers";
+    return o.str();
+  }
+  for (int64_t d : p.dilations) {
+    e = out_of_range("every dilation", d, 1, kMaxDilation);
+    if (!e.empty()) return e;
+  }
+  // Padded sizes: every dimension is at most kMaxDim, so these cannot overflow.
+  const int64_t VWl = kVectorWidth;
+  p.Crp = checked_round_up(p.Cr, VWl);
+  p.Chp = checked_round_up(p.Ch, VWl);
+  p.Csp = checked_round_up(p.Cs, VWl);
+  p.Cop = checked_round_up(p.Co, VWl);
+  p.Qp = checked_round_up(p.Q, VWl);
+  const int64_t rows = checked_product({p.K, p.F, p.Cop});
+  if (rows < 0 || rows >= kMaxStepRows) {
+    std::ostringstream o;
+    o << "frames_per_step x num_features x out_channels (" << p.K << " x " << p.F << " x " << p.Co
+      << ", padded) must stay below " << kMaxStepRows;
+    return o.str();
+  }
+  p.n_in_w = checked_product({p.Cin, p.Crp});
+  p.n_dil_w = checked_product({p.L, 2 * p.Crp, 2 * p.Chp});
+  p.n_cond_table = checked_product({p.L, p.Qc, 2 * p.Chp});
+  p.n_skip_w = checked_product({p.L, p.Chp, p.Csp});
+  p.n_res_w = checked_product({p.L, p.Chp, p.Crp});
+  p.n_res_b = checked_product({p.L, p.Crp});
+  p.n_head1_w = checked_product({p.Csp, p.Cop});
+  p.n_head2_w = checked_product({p.Cop, p.Cop});
+  p.n_down_w = checked_product({rows, p.Qp});
+  for (int64_t n : {p.n_in_w, p.n_dil_w, p.n_cond_table, p.n_skip_w, p.n_res_w, p.n_res_b, p.n_head1_w,
+                    p.n_head2_w, p.n_down_w})
+    if (n < 0) return overflow("packed weights");
+  // One ring of d + K frames x F positions x Crp channels per layer.
+  const int64_t frame = checked_product({p.F, p.Crp});
+  p.ring_off.assign(p.L, 0);
+  p.ring_cap.assign(p.L, 0);
+  int64_t off = 0;
+  for (int64_t l = 0; l < p.L; ++l) {
+    int64_t cap, elems;
+    if (frame < 0 || !checked_add(p.dilations[l], p.K, &cap) || !checked_mul(cap, frame, &elems))
+      return overflow("history ring buffers");
+    p.ring_cap[l] = cap;
+    p.ring_off[l] = off;
+    if (!checked_add(off, elems, &off)) return overflow("history ring buffers");
+  }
+  p.ring_stride = off;
+  return "";
+}
+
+void allocate_buffers(PackedWeights& p) {
+  p.in_w = AlignedBuffer((size_t)p.n_in_w);
+  p.in_b = AlignedBuffer((size_t)p.Crp);
+  p.dil_w = AlignedBuffer((size_t)p.n_dil_w);
+  p.cond_table = AlignedBuffer((size_t)p.n_cond_table);
+  p.skip_w = AlignedBuffer((size_t)p.n_skip_w);
+  p.res_w = AlignedBuffer((size_t)p.n_res_w);
+  p.res_b = AlignedBuffer((size_t)p.n_res_b);
+  p.skip_b = AlignedBuffer((size_t)p.Csp);
+  p.head1_w = AlignedBuffer((size_t)p.n_head1_w);
+  p.head1_b = AlignedBuffer((size_t)p.Cop);
+  p.head2_w = AlignedBuffer((size_t)p.n_head2_w);
+  p.head2_b = AlignedBuffer((size_t)p.Cop);
+  p.down_w = AlignedBuffer((size_t)p.n_down_w);
+  p.down_b = AlignedBuffer((size_t)p.Qp);
+}
+
+std::string check_job(const PackedWeights& p, int64_t B, int64_t n) {
+  if (B < 0 || n < 0) {
+    std::ostringstream o;
+    o << "batch and steps must be >= 0, got " << B << " and " << n;
+    return o.str();
+  }
+  if (p.ring_stride <= 0 || (int64_t)p.ring_off.size() != p.L || (int64_t)p.ring_cap.size() != p.L)
+    return "the weights were not packed (plan_layout)";
+  // rings; a thread's step activations (every position of a sequence); partial logits of the
+  // position split (two step parities, at most F parts); the logits; the frames' time axis
+  const int64_t sizes[] = {checked_product({B, p.ring_stride}), checked_product({B, p.K, p.F, p.Cop}),
+                           checked_product({2, B, p.F, p.Qp}), checked_product({B, n, p.Qp}),
+                           checked_product({n, p.K})};
+  for (int64_t v : sizes) {
+    if (v < 0) {
+      std::ostringstream o;
+      o << "a batch of " << B << " sequence(s) x " << n << " steps overflows the buffer sizes of this network "
+        << "(history of one sequence: " << p.ring_stride << " values)";
+      return o.str();
+    }
+  }
+  return "";
+}
 
 // ---------------------------------------------------------------------------------------------
 
 AlignedBuffer::AlignedBuffer(size_t n) : n_(n) {
+  if (n > (SIZE_MAX - 127) / sizeof(float)) throw std::bad_alloc();  // the rounding below would wrap
   const size_t bytes = std::max<size_t>(64, (n * sizeof(float) + 63) / 64 * 64);
   float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
   if (p == nullptr) throw std::bad_alloc();

@@ -29,6 +29,14 @@ namespace cpu {
 constexpr int kVectorWidth = 8;  // floats per vector: channel counts are padded to a multiple
 constexpr int kPanel = 16;       // output channels per weight panel
 
+// What the native code can represent (fastgen.NetworkSpec's plausible ranges are tighter and
+// refuse a spec first): every size fits the int the microkernels take, any product of a few
+// of them fits int64 (checked regardless, see checked_size.h).
+constexpr int64_t kMaxDim = int64_t(1) << 20;       // any channel count, class count, F or K
+constexpr int64_t kMaxLayers = int64_t(1) << 16;
+constexpr int64_t kMaxDilation = int64_t(1) << 30;
+constexpr int64_t kMaxStepRows = int64_t(1) << 30;  // K * F * padded C_o: the kernels' int row math
+
 // A zero-initialized, 64-byte aligned float array.
 class AlignedBuffer {
  public:
@@ -66,6 +74,13 @@ struct PackedWeights {
   AlignedBuffer head2_w, head2_b;  // panels Cop -> Cop, (Cop)
   AlignedBuffer down_w, down_b;    // panels (K*F*Cop) -> Qp, input index (k*F + f)*Cop + c; (Qp)
 
+  // From plan_layout: element counts of the packed buffers above, and the history ring layout
+  // of one sequence (per layer: its offset in elements and its capacity in frames, d + K).
+  int64_t n_in_w = 0, n_dil_w = 0, n_cond_table = 0, n_skip_w = 0, n_res_w = 0, n_res_b = 0, n_head1_w = 0,
+          n_head2_w = 0, n_down_w = 0;
+  std::vector<int64_t> ring_off, ring_cap;
+  int64_t ring_stride = 0;  // ring elements per sequence
+
   size_t nbytes() const;
   double flops_per_step() const;  // of one sequence, as NetworkSpec.flops_per_step
   std::string repr() const;
@@ -83,6 +98,18 @@ struct Job {
   float* logits_out = nullptr;       // (B, n, Q)
   int64_t start_class = 0;
 };
+
+// Checks the network sizes and dilations set in p (Cin .. F, L, dilations) against the limits
+// above, then derives the padded sizes, the buffer element counts and the ring layout, every
+// product overflow-checked. Returns "" or what is wrong; allocates nothing.
+std::string plan_layout(PackedWeights& p);
+
+// Allocates p's packed buffers (zeroed) at the sizes plan_layout set.
+void allocate_buffers(PackedWeights& p);
+
+// "" when a job of B sequences x n steps fits p's sizes (rings, scratch, logits: every
+// product overflow-checked), else what is wrong. run_job checks it too.
+std::string check_job(const PackedWeights& p, int64_t B, int64_t n);
 
 // Run the whole loop on num_threads OpenMP threads (call without the GIL). split: with fewer
 // sequences than threads, split each sequence's F positions across threads: 1 always, 0 never,

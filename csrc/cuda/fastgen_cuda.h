@@ -10,7 +10,9 @@
 // through fg_prepare, so everything here is exercised on a CPU.
 #pragma once
 
+#include <climits>
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <sstream>
 #include <string>
@@ -18,6 +20,16 @@
 
 #define FG_MAX_LAYERS 128
 #define FG_MAX_THREADS 256
+// Sizes fg_prepare accepts (fastgen.NetworkSpec's ranges are tighter and refuse a spec first).
+// They keep the kernel's 32-bit index math exact: a weight index k * ldW + n or c * C_in + ci
+// stays below 2^30, a ring capacity d + K fits an int, and with at most FG_MAX_SMEM bytes of
+// shared memory every shared-memory index (rows x channels) does too. Every size derived from
+// them in 64 bits (buffers, offsets, the shared memory layout) is overflow-checked.
+#define FG_MAX_CHANNELS (1 << 14)  // C_in, C_r, C_h, C_s, C_o
+#define FG_MAX_POSITIONS (1 << 14) // F, K
+#define FG_MAX_CLASSES (1 << 17)   // Q, Q_c (Q_c = Q + 1 for 2^16 classes)
+#define FG_MAX_DILATION (1 << 24)
+#define FG_MAX_SMEM (1 << 20)      // bytes per block: four times any GPU's today
 
 namespace fastgen_cuda {
 
@@ -85,31 +97,72 @@ struct FgSmemLayout {
 
 inline long long fg_align16(long long v) { return (v + 15) & ~15LL; }
 
+// a * b and a + b for non-negative a, b; false (out untouched) on a negative term or an
+// overflow. Plain C++ (no compiler builtins): nvcc parses this header too.
+inline bool fg_mul(long long a, long long b, long long* out) {
+  if (a < 0 || b < 0 || (a != 0 && b > LLONG_MAX / a)) return false;
+  *out = a * b;
+  return true;
+}
+inline bool fg_add(long long a, long long b, long long* out) {
+  if (a < 0 || b < 0 || a > LLONG_MAX - b) return false;
+  *out = a + b;
+  return true;
+}
+// The product of non-negative factors, or -1 on a negative factor or an overflow.
+inline long long fg_prod(std::initializer_list<long long> factors) {
+  long long r = 1;
+  for (long long f : factors)
+    if (!fg_mul(r, f, &r)) return -1;
+  return r;
+}
+
+// a + b, or -1 when a term is negative or the sum overflows.
+inline long long fg_add_or(long long a, long long b) {
+  long long r;
+  return fg_add(a, b, &r) ? r : -1;
+}
+
+// Lays out consecutive 16-byte aligned regions; ok turns false on a negative size or an overflow.
+struct FgRegions {
+  long long end = 0;
+  bool ok = true;
+  long long take(long long bytes) {  // the region's offset
+    const long long at = end;
+    long long padded;
+    if (!ok || !fg_add(bytes, 15, &padded) || !fg_add(end, padded & ~15LL, &end)) ok = false;
+    return at;
+  }
+};
+
 // The per-block shared memory layout. cuda.py's smem_layout() mirrors this formula; the
-// prepared launch fails if the two disagree.
+// prepared launch fails if the two disagree. total is -1 when a size overflows.
 inline FgSmemLayout fg_smem_layout(int K, int Fb, int S, int Cr, int Ch, int Cs, int Co, int Q, int esize,
                                    bool mma, int threads, long long core_resident, bool down_resident) {
   FgSmemLayout s{};
-  const long long M = (long long)S * K * Fb;
-  const long long Mp = mma ? (M + 15) / 16 * 16 : M;
+  const long long M = fg_prod({S, K, Fb});
+  const long long Mp = mma && M >= 0 ? (M + 15) / 16 * 16 : M;
   const int pad = esize == 2 ? 8 : 0;  // keeps 16-bit rows 16 bytes off a bank multiple
-  s.ldA = (2 * Cr > Cs ? 2 * Cr : Cs) + pad;
-  s.ldZ = (Ch > Co ? Ch : Co) + pad;
-  long long off = 0;
-  s.core = off; off += fg_align16(core_resident);
-  s.down = off; off += down_resident ? fg_align16((long long)Fb * K * Co * Q * esize) : 0;
-  s.x = off; off += fg_align16(M * Cr * 4);
+  const long long ldA = (2LL * Cr > Cs ? 2LL * Cr : (long long)Cs) + pad;
+  const long long ldZ = (long long)(Ch > Co ? Ch : Co) + pad;
+  FgRegions r;
+  s.core = r.take(core_resident);
+  s.down = r.take(down_resident ? fg_prod({Fb, K, Co, Q, esize}) : 0);
+  s.x = r.take(fg_prod({M, Cr, 4}));
   // The head's output h (M x Co) reuses the skip sums' region: the skips are dead once
   // relu(skip) is in A, and the next step's first layer rewrites them only after the
   // downsampling has read h. Saves M x Co x 4 bytes: more rows fit a block.
-  s.skip = off; off += fg_align16(M * (Cs > Co ? Cs : Co) * 4);
+  s.skip = r.take(fg_prod({M, Cs > Co ? Cs : Co, 4}));
   s.h = s.skip;
-  s.a = off; off += fg_align16(Mp * s.ldA * esize);
-  s.z = off; off += fg_align16(Mp * s.ldZ * esize);
-  s.red = off; off += fg_align16((long long)threads * 4);
-  s.part = off; off += fg_align16((long long)S * Q * 4);
-  s.cls = off; off += fg_align16((long long)S * 4);
-  s.total = off;
+  s.a = r.take(fg_prod({Mp, ldA, esize}));
+  s.z = r.take(fg_prod({Mp, ldZ, esize}));
+  s.red = r.take(fg_prod({threads, 4}));
+  s.part = r.take(fg_prod({S, Q, 4}));
+  s.cls = r.take(fg_prod({S, 4}));
+  const bool fits = r.ok && ldA <= INT_MAX && ldZ <= INT_MAX;
+  s.total = fits ? r.end : -1;
+  s.ldA = fits ? (int)ldA : 0;
+  s.ldZ = fits ? (int)ldZ : 0;
   return s;
 }
 
@@ -156,43 +209,75 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
     return it->second;
   };
   *p = FgParams{};
-  p->Cin = (int)get("Cin"); p->F = (int)get("F"); p->K = (int)get("K"); p->Cr = (int)get("Cr");
-  p->Ch = (int)get("Ch"); p->Cs = (int)get("Cs"); p->Co = (int)get("Co"); p->Q = (int)get("Q");
-  p->Qc = (int)get("Qc"); p->L = (int)get("L"); p->start_class = (int)get("start_class");
-  p->nf = (int)get("nf"); p->Fb = (int)get("Fb"); p->S = (int)get("S"); p->G = (int)get("G");
-  p->threads = (int)get("threads"); p->batch = (int)get("batch"); p->steps = (int)get("steps");
-  p->mode = (int)get("mode"); p->dtype = (int)get("dtype"); p->mma = (int)get("mma");
-  p->down_resident = (int)get("down_resident");
+  // Every integer is range-checked before it is narrowed to the int the kernel takes (2^32 + 3
+  // must not become 3); checks with a message of their own below come first where they read
+  // the value in 64 bits.
+  struct Range { const char* key; const char* name; long long lo, hi; };
+  const Range ranges[] = {
+      {"Cin", "in_channels", 1, FG_MAX_CHANNELS}, {"F", "num_features", 1, FG_MAX_POSITIONS},
+      {"K", "frames_per_step", 1, FG_MAX_POSITIONS}, {"Cr", "residual_channels", 1, FG_MAX_CHANNELS},
+      {"Ch", "hidden_channels", 1, FG_MAX_CHANNELS}, {"Cs", "skip_channels", 1, FG_MAX_CHANNELS},
+      {"Co", "out_channels", 1, FG_MAX_CHANNELS}, {"Q", "num_classes", 1, FG_MAX_CLASSES},
+      {"Qc", "cond_classes", 1, FG_MAX_CLASSES}, {"L", "layers", LLONG_MIN, LLONG_MAX},
+      {"start_class", "start_class", LLONG_MIN, LLONG_MAX},
+      {"nf", "f-split blocks", 1, INT_MAX}, {"Fb", "positions per block", 1, INT_MAX},
+      {"S", "sequences per block", 1, INT_MAX}, {"G", "sequence groups", 1, INT_MAX},
+      {"threads", "threads", LLONG_MIN, LLONG_MAX}, {"batch", "batch", LLONG_MIN, LLONG_MAX},
+      {"steps", "steps", LLONG_MIN, LLONG_MAX}, {"mode", "mode", LLONG_MIN, LLONG_MAX},
+      {"dtype", "dtype", LLONG_MIN, LLONG_MAX}, {"mma", "mma", 0, 1}, {"down_resident", "down_resident", 0, 1},
+      {"smem_bytes", "shared memory per block", 0, FG_MAX_SMEM},
+  };
+  std::map<std::string, long long> v;
+  for (const Range& r : ranges) v[r.key] = get(r.key);
   p->core_bytes = get("core_bytes"); p->core_resident = get("core_resident");
   p->off_in_w = get("off_in_w"); p->off_in_b = get("off_in_b"); p->off_down_b = get("off_down_b");
   p->off_h1w = get("off_h1w"); p->off_h1b = get("off_h1b"); p->off_h2w = get("off_h2w"); p->off_h2b = get("off_h2b");
   p->off_layers = get("off_layers"); p->layer_stride = get("layer_stride");
   p->loff_wdil = get("loff_wdil"); p->loff_wsr = get("loff_wsr"); p->loff_bsr = get("loff_bsr");
-  const long long smem_plan = get("smem_bytes");
   if (!missing.empty()) return "internal error: launch parameter '" + missing + "' is missing";
   p->temperature = (float)temperature;
 
   // -- network dimensions
-  const int dimv[] = {p->Cin, p->F, p->K, p->Cr, p->Ch, p->Cs, p->Co, p->Q, p->Qc};
-  const char* dimn[] = {"in_channels", "num_features", "frames_per_step", "residual_channels", "hidden_channels",
-                        "skip_channels", "out_channels", "num_classes", "cond_classes"};
-  for (int i = 0; i < 9; ++i)
-    if (dimv[i] <= 0) { err << dimn[i] << " must be positive, got " << dimv[i]; return err.str(); }
-  if (p->L <= 0 || p->L > FG_MAX_LAYERS) {
-    err << "the cuda backend supports 1.." << FG_MAX_LAYERS << " layers, the network has " << p->L;
+  for (const Range& r : ranges) {
+    if (v[r.key] < r.lo || v[r.key] > r.hi) {
+      err << r.name << " must lie in [" << r.lo << ", " << r.hi << "], got " << v[r.key];
+      return err.str();
+    }
+  }
+  if (v["L"] <= 0 || v["L"] > FG_MAX_LAYERS) {
+    err << "the cuda backend supports 1.." << FG_MAX_LAYERS << " layers, the network has " << v["L"];
     return err.str();
   }
-  if ((long long)dils.size() != p->L) { err << "got " << dils.size() << " dilations for " << p->L << " layers"; return err.str(); }
-  if (p->start_class < 0 || p->start_class >= p->Qc) {
-    err << "start_class " << p->start_class << " outside [0, " << p->Qc << ")"; return err.str();
+  if ((long long)dils.size() != v["L"]) { err << "got " << dils.size() << " dilations for " << v["L"] << " layers"; return err.str(); }
+  if (v["start_class"] < 0 || v["start_class"] >= v["Qc"]) {
+    err << "start_class " << v["start_class"] << " outside [0, " << v["Qc"] << ")"; return err.str();
   }
+  if (v["threads"] < 32 || v["threads"] > FG_MAX_THREADS || v["threads"] % 32) {
+    err << "threads per block must be a multiple of 32 in [32, " << FG_MAX_THREADS << "], got " << v["threads"];
+    return err.str();
+  }
+  // j + 1 (an int) counts steps in the kernel's flags
+  if (v["batch"] <= 0 || v["steps"] <= 0 || v["batch"] > INT_MAX || v["steps"] >= INT_MAX) {
+    err << "batch and steps must lie in [1, " << INT_MAX - 1 << "], got " << v["batch"] << ", " << v["steps"];
+    return err.str();
+  }
+  if (v["mode"] != FG_MODE_GENERATE && v["mode"] != FG_MODE_TEACHER) { err << "unknown mode " << v["mode"]; return err.str(); }
+  if (v["dtype"] != FG_F32 && v["dtype"] != FG_BF16 && v["dtype"] != FG_F16) {
+    err << "unsupported dtype code " << v["dtype"]; return err.str();
+  }
+  // every value is now within int range
+  p->Cin = (int)v["Cin"]; p->F = (int)v["F"]; p->K = (int)v["K"]; p->Cr = (int)v["Cr"];
+  p->Ch = (int)v["Ch"]; p->Cs = (int)v["Cs"]; p->Co = (int)v["Co"]; p->Q = (int)v["Q"];
+  p->Qc = (int)v["Qc"]; p->L = (int)v["L"]; p->start_class = (int)v["start_class"];
+  p->nf = (int)v["nf"]; p->Fb = (int)v["Fb"]; p->S = (int)v["S"]; p->G = (int)v["G"];
+  p->threads = (int)v["threads"]; p->batch = (int)v["batch"]; p->steps = (int)v["steps"];
+  p->mode = (int)v["mode"]; p->dtype = (int)v["dtype"]; p->mma = (int)v["mma"];
+  p->down_resident = (int)v["down_resident"];
+  const long long smem_plan = v["smem_bytes"];
   if (p->Q > p->Qc) {
     err << "sampled classes feed back as conditioning classes, so cond_classes (" << p->Qc
         << ") must be >= num_classes (" << p->Q << ")";
     return err.str();
-  }
-  if (p->dtype != FG_F32 && p->dtype != FG_BF16 && p->dtype != FG_F16) {
-    err << "unsupported dtype code " << p->dtype; return err.str();
   }
   if (p->mma && p->dtype == FG_F32) return "the tensor-core (mma) path needs bfloat16 or float16";
   if (p->mma && (p->Cr % 16 || p->Ch % 16 || p->Cs % 16 || p->Co % 16)) {
@@ -202,20 +287,15 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
   }
   long long ring_stride = 0;
   for (int l = 0; l < p->L; ++l) {
-    if (dils[l] <= 0 || dils[l] > (1LL << 24)) { err << "dilation " << dils[l] << " of layer " << l << " is not supported"; return err.str(); }
+    if (dils[l] <= 0 || dils[l] > FG_MAX_DILATION) { err << "dilation " << dils[l] << " of layer " << l << " is not supported (1.." << FG_MAX_DILATION << ")"; return err.str(); }
     p->dil[l] = (int)dils[l];
     p->ring_off[l] = ring_stride;
-    ring_stride += (dils[l] + p->K) * (long long)p->F * p->Cr;
+    if (!fg_add(ring_stride, fg_prod({dils[l] + p->K, p->F, p->Cr}), &ring_stride))
+      return "the history ring buffers' size overflows";
   }
   p->ring_stride = ring_stride;
 
   // -- plan
-  if (p->mode != FG_MODE_GENERATE && p->mode != FG_MODE_TEACHER) { err << "unknown mode " << p->mode; return err.str(); }
-  if (p->threads < 32 || p->threads > FG_MAX_THREADS || p->threads % 32) {
-    err << "threads per block must be a multiple of 32 in [32, " << FG_MAX_THREADS << "], got " << p->threads;
-    return err.str();
-  }
-  if (p->batch <= 0 || p->steps <= 0) { err << "batch and steps must be positive, got " << p->batch << ", " << p->steps; return err.str(); }
   if (p->Fb <= 0 || p->nf <= 0 || (long long)p->nf * p->Fb < p->F || (long long)(p->nf - 1) * p->Fb >= p->F) {
     err << "f-split of " << p->nf << " blocks x " << p->Fb << " positions does not tile F=" << p->F << " exactly";
     return err.str();
@@ -227,14 +307,19 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
   if (p->G > 65535) { err << "too many sequence groups (" << p->G << ")"; return err.str(); }
   if ((long long)p->steps * p->K > (1LL << 40)) return "too many steps";
   const int es = fg_esize(p->dtype);
+  if (p->core_resident < 0 || p->core_resident > smem_plan) {
+    err << "core_resident (" << p->core_resident << ") must lie in [0, shared memory per block=" << smem_plan << "]";
+    return err.str();
+  }
   const FgSmemLayout sl = fg_smem_layout(p->K, p->Fb, p->S, p->Cr, p->Ch, p->Cs, p->Co, p->Q, es, p->mma != 0,
                                          p->threads, p->core_resident, p->down_resident != 0);
+  if (sl.total < 0) return "the shared memory layout of this plan overflows (hostile sizes?)";
   if (sl.total != smem_plan) {
     err << "internal error: the plan's shared memory size (" << smem_plan << " bytes) differs from the kernel's layout ("
         << sl.total << " bytes)";
     return err.str();
   }
-  const long long M = (long long)p->S * p->K * p->Fb;
+  const long long M = fg_prod({p->S, p->K, p->Fb});  // fits: the layout above did not overflow
   if (sl.h != sl.skip || sl.h + M * p->Co * 4 > sl.a) {  // the head output must fit the skip region it reuses
     err << "internal error: the head output (" << M * p->Co * 4 << " bytes) does not fit the skip region";
     return err.str();
@@ -249,26 +334,38 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
     return err.str();
   }
   struct Seg { const char* name; long long off, bytes, align; };
+  // channel counts are at most FG_MAX_CHANNELS: these products cannot overflow
   const long long wsz_dil = 2LL * p->Ch * 2 * p->Cr * es, wsz_sr = (long long)(p->Cs + p->Cr) * p->Ch * es;
+  const long long all_layers = fg_prod({p->layer_stride, p->L});
   const Seg segs[] = {
       {"in_w", p->off_in_w, 4LL * p->Cr * p->Cin, 16}, {"in_b", p->off_in_b, 4LL * p->Cr, 16},
       {"down_b", p->off_down_b, 4LL * p->Q, 16},
       {"head1_w", p->off_h1w, (long long)p->Co * p->Cs * es, 16}, {"head1_b", p->off_h1b, 4LL * p->Co, 16},
       {"head2_w", p->off_h2w, (long long)p->Co * p->Co * es, 16}, {"head2_b", p->off_h2b, 4LL * p->Co, 16},
-      {"layer0.dil_w", p->off_layers + p->loff_wdil, wsz_dil, 16},
-      {"layer0.skip_res_w", p->off_layers + p->loff_wsr, wsz_sr, 16},
-      {"layer0.skip_res_b", p->off_layers + p->loff_bsr, 4LL * (p->Cs + p->Cr), 16},
-      {"layers", p->off_layers, p->layer_stride * p->L, 16},
+      {"layer0.dil_w", fg_add_or(p->off_layers, p->loff_wdil), wsz_dil, 16},
+      {"layer0.skip_res_w", fg_add_or(p->off_layers, p->loff_wsr), wsz_sr, 16},
+      {"layer0.skip_res_b", fg_add_or(p->off_layers, p->loff_bsr), 4LL * (p->Cs + p->Cr), 16},
+      {"layers", p->off_layers, all_layers, 16},
   };
   for (const Seg& s : segs) {
-    if (s.off < 0 || s.off % s.align || s.off + s.bytes > p->core_bytes) {
+    long long end;
+    if (s.off < 0 || s.bytes < 0 || s.off % s.align || !fg_add(s.off, s.bytes, &end) || end > p->core_bytes) {
       err << "packed weight segment " << s.name << " (offset " << s.off << ", " << s.bytes
-          << " bytes) lies outside the " << p->core_bytes << "-byte blob or is misaligned";
+          << " bytes; -1: an overflowing value) lies outside the " << p->core_bytes << "-byte blob or is misaligned";
       return err.str();
     }
   }
-  if (p->layer_stride % 16 || p->layer_stride < wsz_dil + wsz_sr + 4LL * (p->Cs + p->Cr)) {
-    err << "layer stride " << p->layer_stride << " is too small or misaligned"; return err.str();
+  // Every layer's segments must lie within its stride: the blob is checked above to hold all
+  // L strides, so then the last layer's segments lie in it too (not only layer 0's).
+  auto in_stride = [&](long long off, long long bytes) {
+    const long long end = fg_add_or(off, bytes);
+    return end >= 0 && end <= p->layer_stride;
+  };
+  if (p->layer_stride % 16 || !in_stride(p->loff_wdil, wsz_dil) || !in_stride(p->loff_wsr, wsz_sr) ||
+      !in_stride(p->loff_bsr, 4LL * (p->Cs + p->Cr))) {
+    err << "layer stride " << p->layer_stride << " is misaligned, or a layer's segments (offsets " << p->loff_wdil
+        << ", " << p->loff_wsr << ", " << p->loff_bsr << ") do not fit in it";
+    return err.str();
   }
 
   // -- buffers
@@ -277,19 +374,23 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
   struct Need { int id; int dtype; long long numel; bool used; };
   const Need needs[] = {
       {FG_B_CORE, FG_U8, p->core_bytes, true},
-      {FG_B_DOWN, p->dtype, (long long)p->F * p->K * p->Co * p->Q, true},
-      {FG_B_COND, FG_F32, (long long)p->L * p->Qc * 2 * p->Ch, true},
-      {FG_B_FRAMES, p->dtype, B * p->Cin * n * p->K * p->F, true},
-      {FG_B_UNIFORMS, FG_F32, B * n, gen},
-      {FG_B_CLASSES, FG_I64, B * n, !gen},
-      {FG_B_SAMPLES, FG_I64, B * n, gen},
-      {FG_B_LOGITS, FG_F32, B * n * p->Q, !gen},
-      {FG_B_RING, p->dtype, B * ring_stride, true},
-      {FG_B_PARTIALS, FG_F32, (long long)p->G * p->nf * p->S * p->Q, true},
-      {FG_B_FLAGS, FG_I32, (long long)p->G * (p->nf + 1), true},
+      {FG_B_DOWN, p->dtype, fg_prod({p->F, p->K, p->Co, p->Q}), true},
+      {FG_B_COND, FG_F32, fg_prod({p->L, p->Qc, 2, p->Ch}), true},
+      {FG_B_FRAMES, p->dtype, fg_prod({B, p->Cin, n, p->K, p->F}), true},
+      {FG_B_UNIFORMS, FG_F32, fg_prod({B, n}), gen},
+      {FG_B_CLASSES, FG_I64, fg_prod({B, n}), !gen},
+      {FG_B_SAMPLES, FG_I64, fg_prod({B, n}), gen},
+      {FG_B_LOGITS, FG_F32, fg_prod({B, n, p->Q}), !gen},
+      {FG_B_RING, p->dtype, fg_prod({B, ring_stride}), true},
+      {FG_B_PARTIALS, FG_F32, fg_prod({p->G, p->nf, p->S, p->Q}), true},
+      {FG_B_FLAGS, FG_I32, fg_prod({p->G, (long long)p->nf + 1}), true},
   };
   for (const Need& nd : needs) {
     if (!nd.used) continue;
+    if (nd.numel < 0) {
+      err << "the size of buffer " << fg_buf_name(nd.id) << " overflows (batch " << B << ", steps " << n << ")";
+      return err.str();
+    }
     const FgBuf& b = bufs[nd.id];
     if (b.dtype != nd.dtype) {
       err << "buffer " << fg_buf_name(nd.id) << " must be " << fg_dtype_name(nd.dtype) << ", got " << fg_dtype_name(b.dtype);

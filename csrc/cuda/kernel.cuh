@@ -38,12 +38,19 @@
 // launch (and checks the occupancy first). A wait longer than 20 s prints the block and flag
 // and traps (a broken invariant must not hang the GPU).
 //
-// Supported sizes (all runtime parameters, checked by fg_prepare with messages): any positive
-// C_in, F, K, Q <= Q_c; 1..FG_MAX_LAYERS layers, dilations up to 2^24; channel counts any
+// Supported sizes (all runtime parameters, checked by fg_prepare with messages): C_in and the
+// channel counts up to FG_MAX_CHANNELS (2^14), F and K up to FG_MAX_POSITIONS (2^14), Q <= Q_c
+// up to FG_MAX_CLASSES; 1..FG_MAX_LAYERS layers, dilations up to 2^24; channel counts any
 // positive value on the FMA path, multiples of 16 (C_r, C_h, C_s, C_o) on the tensor-core path;
 // 32..FG_MAX_THREADS threads (a multiple of 32); everything bounded by the per-block shared
-// memory: rows M = S*K*Fb need M*(C_r + max(C_s, C_o))*4 bytes of fp32 activations plus the two
-// GEMM operands (cuda.py's plan_launch picks S and Fb, or reports the sizes and the limit).
+// memory (at most FG_MAX_SMEM): rows M = S*K*Fb need M*(C_r + max(C_s, C_o))*4 bytes of fp32
+// activations plus the two GEMM operands (cuda.py's plan_launch picks S and Fb, or reports the
+// sizes and the limit).
+// Index math: within these bounds every int product below is exact -- shared-memory indices
+// are below FG_MAX_SMEM, weight indices (k * ldW + n, c * C_in + ci, fragment tiles) below
+// 2^30, ring slots below d + K -- and every global index that can exceed that (frames, ring,
+// logits, samples, partials, down_w) is formed in 64 bits from sizes fg_prepare checked
+// against the buffers without overflow.
 #pragma once
 
 #include "compat.cuh"

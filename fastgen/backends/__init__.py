@@ -10,6 +10,7 @@ import warnings
 
 import torch
 
+from ..engine import check_memory
 from ..spec import NetworkSpec
 
 __all__ = ["BACKENDS", "BackendUnavailable", "available", "resolve", "create"]
@@ -95,6 +96,20 @@ def resolve(name: str, device: str | torch.device = "cpu") -> str:
 
 def create(name: str, spec: NetworkSpec, weights: dict, device: str | torch.device = "cpu",
            dtype: torch.dtype = torch.float32, **options):
-    """Build an engine (weights packed once) for backend ``name`` on ``device``."""
+    """Build an engine (weights packed once) for backend ``name`` on ``device``.
+
+    Refused with a ValueError before anything is packed when the engine's weights and the
+    history of one sequence would exceed ``fastgen.engine.memory_limit`` (see there)."""
     concrete = resolve(name, device)
+    _check_fits(spec, device, dtype)
     return _engine_class(concrete)(spec, weights, device=device, dtype=dtype, **options)
+
+
+def _check_fits(spec: NetworkSpec, device, dtype) -> None:
+    if not isinstance(spec, NetworkSpec):
+        raise TypeError(f"spec must be a fastgen.NetworkSpec, got {type(spec).__name__} "
+                        "(NetworkSpec(**d) builds one from a dict)")
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float32), got {dtype!r}")
+    check_memory("an engine for this network", {"weights": spec.weight_bytes(dtype),
+                                                 "history of one sequence": spec.history_bytes(1, dtype)}, device)
