@@ -8,13 +8,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_path", "write_eda_csv"]
+__all__ = ["atomic_write", "atomic_path", "write_eda_csv", "remove_stale_temp_files"]
+
+# The temporary names atomic_path gives: ".NAME." + mkstemp's 8 random characters + ".tmp" + the
+# destination's suffix. A process killed mid-write (kill -9 runs no cleanup) leaves one behind.
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?")
+# How safetensors' (Rust) writer reports an OS error such as a full disk: "... (os error 28)"
+# (or "Os { code: 28, ... }" in older versions)
+_WRAPPED_ERRNO = re.compile(r"\(os error (\d+)\)|\bOs \{ code: (\d+)")
 
 
 def _umask() -> int:
@@ -45,10 +53,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())     # mkstemp makes 0600; give the usual permissions
         try:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())     # mkstemp makes 0600; give the usual permissions
             os.replace(tmp, path)
         except OSError as e:
             raise type(e)(e.errno, f"cannot write {given}: {e.strerror}") from None
@@ -57,14 +65,49 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def _os_error(e: BaseException, path) -> OSError | None:
+    """``e`` as an OSError naming ``path`` (the destination, not the temporary file), when it
+    is one or wraps one (safetensors reports a full disk as a SafetensorError); else None."""
+    if isinstance(e, OSError):
+        code = e.errno
+    else:
+        m = _WRAPPED_ERRNO.search(str(e))
+        code = int(m.group(1) or m.group(2)) if m else None
+    if code is None:
+        return None
+    cls = OSError if not isinstance(e, OSError) else type(e)
+    return cls(code, f"cannot write {path}: {os.strerror(code)}")
+
+
 def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], None]) -> Path:
     """Write text, bytes, or whatever ``data(tmp_path)`` writes, atomically to ``path``."""
     with atomic_path(path) as tmp:
-        if callable(data):
-            data(tmp)
-        else:
-            tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        try:
+            if callable(data):
+                data(tmp)
+            else:
+                tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        except Exception as e:      # noqa: BLE001 - only OS errors are rewritten, the rest re-raised
+            err = _os_error(e, path)
+            if err is None:
+                raise
+            raise err from None
     return Path(path)
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files ``atomic_path`` left in ``folder`` and below when its process
+    was killed mid-write; returns them. Call it only while no other process writes there (a
+    training run does so under its run lock)."""
+    removed = []
+    for p in sorted(Path(folder).rglob(".*")):
+        if _TEMP_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(p)
+    return removed
 
 
 def write_eda_csv(path: str | os.PathLike, values_us, sample_rate: float, *, fmt: str = "e4",
