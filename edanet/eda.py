@@ -12,6 +12,9 @@ CSV formats read by :func:`read_eda_csv` (the two that :func:`edanet.io.write_ed
   ``(n - 1) / (t[-1] - t[0])`` (the mean step, which equals the median step within that 1%),
   snapped to the nearest integer when within 1e-4 of it (undoing the rounding of written times).
 
+More layouts (a CSV with one column per subject, Empatica EmbracePlus ``.avro``) are read by
+:mod:`edanet.eda_formats`.
+
 Normalization (:class:`Normalization`) is per recording and invertible: ``[lo, hi]`` µS maps
 affinely onto ``[-1, 1]``.
 """
@@ -28,7 +31,8 @@ import numpy as np
 
 from .audio import check_sample_rate
 
-__all__ = ["EDARecording", "Normalization", "read_eda_csv", "validate_eda", "resample_eda", "load_eda"]
+__all__ = ["EDARecording", "Normalization", "read_eda_csv", "rate_from_times", "validate_eda", "resample_eda",
+           "load_eda"]
 
 #: A time column may deviate from its median step by this fraction before it counts as irregular.
 MAX_TIME_JITTER = 0.01
@@ -53,6 +57,16 @@ class EDARecording:
 
     def __len__(self) -> int:
         return int(self.values.size)
+
+    def at_rate(self, target_rate: float | None) -> "EDARecording":
+        """This recording resampled to ``target_rate`` Hz (:func:`resample_eda`; None, or the same
+        rate: the values unchanged), with the same start time."""
+        if target_rate is None:
+            return self
+        target = check_sample_rate(target_rate, "target_rate")
+        if abs(self.sample_rate - target) <= 1e-9 * target:
+            return EDARecording(self.values, target, self.start_time)
+        return EDARecording(resample_eda(self.values, self.sample_rate, target), target, self.start_time)
 
 
 def validate_eda(values: Any, name: str = "EDA") -> np.ndarray:
@@ -154,6 +168,14 @@ def _read_time_eda(lines: list[str], path: Path, header: list[str]) -> EDARecord
                              f"(time is column {ti + 1}, eda column {ei + 1})")
         t[i - 1] = _number(cells[ti], path, i + 1, "time", allow_negative=True)
         v[i - 1] = _number(cells[ei], path, i + 1, "EDA value")
+    return EDARecording(v, rate_from_times(t, path), float(t[0]))
+
+
+def rate_from_times(t: np.ndarray, path: str | os.PathLike, first_row: int = 2) -> float:
+    """The sample rate (Hz) of a time column ``t`` (seconds; its first value in CSV row
+    ``first_row``, 1-based): ``ValueError`` naming ``path`` and the row when it has fewer than 2
+    values, does not strictly increase or is irregular (a step more than ``MAX_TIME_JITTER`` off
+    the median). A rate within 1e-4 of an integer is snapped to it (times written with few decimals)."""
     if t.size < 2:
         raise ValueError(f"{path}: only one data row; at least 2 are needed to infer the sample rate from the "
                          f"time column")
@@ -161,19 +183,19 @@ def _read_time_eda(lines: list[str], path: Path, header: list[str]) -> EDARecord
     nonpos = dt <= 0
     if nonpos.any():
         i = int(np.argmax(nonpos))
-        raise ValueError(f"{path}: row {i + 3}: time {t[i + 1]:g} s does not increase after {t[i]:g} s "
+        raise ValueError(f"{path}: row {i + first_row + 1}: time {t[i + 1]:g} s does not increase after {t[i]:g} s "
                          f"(the time column must be strictly increasing)")
     med = float(np.median(dt))
     dev = np.abs(dt - med)
     if (dev > MAX_TIME_JITTER * med).any():
         i = int(np.argmax(dev))
-        raise ValueError(f"{path}: irregular timestamps: the step before row {i + 3} is {dt[i]:g} s but the "
-                         f"median step is {med:g} s (more than {MAX_TIME_JITTER:.0%} off); resample the EDA to a "
-                         f"constant sample rate first")
+        raise ValueError(f"{path}: irregular timestamps: the step before row {i + first_row + 1} is {dt[i]:g} s "
+                         f"but the median step is {med:g} s (more than {MAX_TIME_JITTER:.0%} off); resample the "
+                         f"EDA to a constant sample rate first")
     rate = (t.size - 1) / float(t[-1] - t[0])
     if abs(rate - round(rate)) <= 1e-4 * rate and round(rate) > 0:
         rate = float(round(rate))
-    return EDARecording(v, rate, float(t[0]))
+    return rate
 
 
 def read_eda_csv(path: str | os.PathLike, *, sample_rate: float | None = None) -> EDARecording:
@@ -324,9 +346,4 @@ def load_eda(path: str | os.PathLike, target_rate: float | None) -> EDARecording
     """Read an EDA CSV, validate it and resample it to ``target_rate`` Hz (None: keep the file's rate)."""
     rec = read_eda_csv(path)
     validate_eda(rec.values, name=str(path))
-    if target_rate is None:
-        return rec
-    target = check_sample_rate(target_rate, "target_rate")
-    if abs(rec.sample_rate - target) <= 1e-9 * target:
-        return EDARecording(rec.values, target, rec.start_time)
-    return EDARecording(resample_eda(rec.values, rec.sample_rate, target), target, rec.start_time)
+    return rec.at_rate(target_rate)
