@@ -1,4 +1,5 @@
-"""Plots people would rather see than read: audio over time above the generated EDA."""
+"""Plots people would rather see than read: audio over time above the generated EDA; the
+evaluation's event-locked average EDA."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import numpy as np
 
 from .io import atomic_write
 
-__all__ = ["plot_generation", "plot_format"]
+__all__ = ["plot_generation", "plot_format", "plot_event_locked"]
 
 
 def plot_format(path) -> str:
@@ -67,6 +68,49 @@ def plot_generation(audio, result, path, *, model=None, sample_rate=None) -> Pat
     ax_e.set_ylabel("EDA (µS)")
     ax_e.legend(loc="upper right", fontsize=8)
     ax_a.set_title(f"generated EDA ({result.values.shape[0]} sample(s), backend {result.backend}, seed {result.seed})")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=fmt))
+    plt.close(fig)
+    return Path(path)
+
+
+#: Colours of the event-locked curves by label (others take the default cycle).
+_CURVE_STYLE = {"data": ("black", "-"), "data redrawn": ("0.55", "--"), "model": ("tab:red", "-"),
+                "no-audio model": ("tab:blue", "-"), "baseline model": ("tab:blue", "-")}
+
+
+def plot_event_locked(t, curves: dict, path, *, title: str = "event-locked EDA", rule_latency_s: float | None = 2.0,
+                      before_s: float = 2.0, after_s: tuple = (1.0, 7.0)) -> Path:
+    """Average EDA around acoustic event onsets: one curve per label of ``curves`` (``label ->
+    (mean, ci95)``, µS relative to the ``before_s`` before the event, over times ``t`` in s) with
+    its 95% CI band; the baseline and response windows shaded, the onset rule's SCR onset dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fmt = plot_format(path)
+    t = np.asarray(t, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.axvspan(-before_s, 0, color="0.92", lw=0, label=f"baseline ({before_s:g} s before)")
+    ax.axvspan(*after_s, color="#fff3d6", lw=0, label=f"response window ({after_s[0]:g}-{after_s[1]:g} s)")
+    ax.axvline(0, color="0.3", lw=0.8)
+    ax.axhline(0, color="0.3", lw=0.5)
+    if rule_latency_s is not None:
+        ax.axvline(rule_latency_s, color="tab:green", lw=1, ls=":", label=f"onset rule's SCR ({rule_latency_s:g} s)")
+    for label, (mean, ci) in curves.items():
+        mean, ci = np.asarray(mean, np.float64), np.asarray(ci, np.float64)
+        if mean.size != t.size:
+            continue
+        color, ls = _CURVE_STYLE.get(label, (None, "-"))
+        z = 3 if label == "data" else 2      # the reference on top
+        line, = ax.plot(t, mean, color=color, ls=ls, lw=1.8, label=label, zorder=z)
+        band = np.where(np.isfinite(ci), ci, 0.0)
+        ax.fill_between(t, mean - band, mean + band, color=line.get_color(), alpha=0.18, lw=0)
+    ax.set_xlim(t[0] if t.size else -5, t[-1] if t.size else 15)
+    ax.set_xlabel("time from acoustic event onset (s)")
+    ax.set_ylabel("EDA change (µS)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=fmt))
     plt.close(fig)

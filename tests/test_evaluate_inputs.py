@@ -1,5 +1,7 @@
 """edanet.evaluate's inputs: its arguments are checked first, the audio is the pair's, bad pairs
-get a remedy evaluate offers."""
+get a remedy evaluate offers, pairs without ground truth get the likelihood only, a baseline model
+must share the model's EDA rate."""
+import json
 import math
 
 import pytest
@@ -35,6 +37,10 @@ def data(tmp_path_factory):
     ({"max_recordings": 0}, "max_recordings must be a positive integer"),
     ({"max_recordings": -1}, "max_recordings must be a positive integer"),
     ({"seed": -1}, "seed must be an integer >= 0"),
+    ({"seeds": 0}, "seeds must be a positive integer"),
+    ({"seeds": 1.5}, "seeds must be a positive integer"),
+    ({"redraws": 0}, "redraws must be a positive integer"),
+    ({"redraws": True}, "redraws must be a positive integer"),
 ])
 def test_bad_arguments_are_refused_before_any_work(data, model, tmp_path, kw, match):
     # without ground truth nothing is generated, so only evaluate itself can refuse them
@@ -59,7 +65,7 @@ def test_audio_is_the_paired_file_not_any_name_dot_star(data, model, tmp_path):
     for suffix in (".wav", ".csv"):
         (d / f"b{suffix}").write_bytes((data / f"synth_00000{suffix}").read_bytes())
     rep = evaluate(d, model=model, backend="torch", num_samples=1, temperature=0.0, max_recordings=1,
-                   progress=False)
+                   seeds=1, redraws=1, progress=False)
     assert rep["recordings"] == 1 and rep["scored_recordings"] == 1
     assert rep["per_recording"][0]["name"] == "a[1]" and rep["temperature"] == 0.0
 
@@ -72,3 +78,22 @@ def test_bad_pair_error_does_not_suggest_skip_bad(data, model, tmp_path):
     with pytest.raises(ValueError, match=r"bad pair 'rec'.*fix or remove that pair") as e:
         evaluate(d, model=model, progress=False)
     assert "--skip-bad" not in str(e.value)
+
+
+def test_without_ground_truth_only_the_likelihood_is_scored(data, model, tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    for suffix in (".wav", ".csv"):
+        (d / f"rec{suffix}").write_bytes((data / f"synth_00000{suffix}").read_bytes())
+    rep = evaluate(d, model=model, out=tmp_path / "rep", num_samples=1, seeds=1, progress=False)
+    assert rep["recordings"] == 1 and rep["scored_recordings"] == 0 and rep["figures"] == {}
+    assert 0 < rep["nll_nats_per_step"] < 10 and math.isnan(rep["f1_model"])
+    assert "only the likelihood is scored" in (tmp_path / "rep.md").read_text()
+    assert not (tmp_path / "rep_event_locked.png").exists()
+    assert json.loads((tmp_path / "rep.json").read_text())["f1_model"] is None     # strict JSON: no NaN
+
+
+def test_baseline_model_of_another_eda_rate_is_refused(data, model):
+    other = EDANet(EDANetConfig.from_preset("tiny", eda_sample_rate=8))
+    with pytest.raises(ValueError, match="compare models of one EDA rate"):
+        evaluate(data, model=model, baseline_model=other, progress=False)
