@@ -30,7 +30,8 @@ import numpy as np
 
 from .config import EDANetConfig
 
-__all__ = ["MFCC_SCALE", "POWER_DB_AMIN", "load_audio", "mfcc_frames", "mean_level_db", "features"]
+__all__ = ["MFCC_SCALE", "POWER_DB_AMIN", "load_audio", "mfcc_frames", "loudness", "onset_strength",
+           "mean_level_db", "features"]
 
 #: Fixed scale applied to librosa's MFCCs (dB-scaled DCT coefficients, magnitudes ~10-1000) so
 #: that features are O(1). A fixed constant, not a per-recording statistic, so nothing looks ahead.
@@ -207,6 +208,56 @@ def mfcc_frames(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(m, -1, -2) * MFCC_SCALE, dtype=np.float32)
 
 
+#: Loudness: the RMS level (dBFS) of each hop, read against LOUDNESS_REF_DB, times LOUDNESS_SCALE
+#: (-40 dBFS -> 0, -10 dBFS -> 1.5, digital silence -> -3).
+LOUDNESS_REF_DB = -40.0
+LOUDNESS_SCALE = 0.05
+
+
+def loudness(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
+    """Causal loudness ``(T,)`` float32 of audio ``(C, n)`` (mixed to mono): the RMS level of
+    samples ``[t*hop, (t+1)*hop)`` in dBFS (floored at ``ONSET_FLOOR_DB``), scaled. The MFCCs'
+    c0 is a mean of log band levels, which a tone (all its power in a few bands) barely moves;
+    and since the coefficient positions never mix, no position could compute the level itself."""
+    a = np.asarray(audio, dtype=np.float64)
+    a = a.mean(axis=0) if a.ndim == 2 else a
+    hop = config.mfcc_hop_size
+    T = a.size // hop
+    power = np.mean(np.square(a[: T * hop].reshape(T, hop)), axis=1)
+    level = np.maximum(10.0 * np.log10(power + 1e-30), ONSET_FLOOR_DB)
+    return ((level - LOUDNESS_REF_DB) * LOUDNESS_SCALE).astype(np.float32)
+
+
+#: Onset strength: the level (dB) of sub-windows of about ONSET_WINDOW_S (a whole fraction of
+#: a hop), its rise from one sub-window to the next, the largest rise in each frame, times
+#: ONSET_SCALE. Levels are floored at ONSET_FLOOR_DB so that digital silence is not -inf.
+ONSET_WINDOW_S = 0.008
+ONSET_SCALE = 0.05
+ONSET_FLOOR_DB = -100.0
+
+
+def onset_strength(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
+    """Causal onset strength ``(T,)`` float32 of audio ``(C, n)`` (mixed to mono): for frame t,
+    the steepest rise of the short-time level (dB) among the sub-windows of samples
+    ``[t*hop, (t+1)*hop)``, each against the sub-window before it (none for the first).
+    A 2 ms attack rises some 30 dB in one sub-window, a 300 ms one a few dB: the sharpness of a
+    sound's onset, which the MFCC frames (a 128 ms window every 62.5 ms) cannot resolve."""
+    a = np.asarray(audio, dtype=np.float64)
+    a = a.mean(axis=0) if a.ndim == 2 else a
+    hop = config.mfcc_hop_size
+    T = a.size // hop
+    want = max(1.0, hop / (ONSET_WINDOW_S * config.audio_sample_rate))
+    divisors = [m for m in range(1, hop + 1) if hop % m == 0]
+    m = min(divisors, key=lambda d: abs(math.log(d / want)))      # sub-windows per hop
+    sub = a[: T * hop].reshape(T * m, hop // m)
+    level = np.maximum(10.0 * np.log10(np.mean(sub * sub, axis=1) + 1e-30), ONSET_FLOOR_DB)
+    rise = np.diff(np.concatenate([level[:1], level]))     # the recording's start is no onset
+    return (np.maximum(rise, 0.0).reshape(T, m).max(axis=1) * ONSET_SCALE).astype(np.float32)
+
+
+FRAME_FEATURE_FNS = {"loudness": loudness, "onset_strength": onset_strength}
+
+
 def mean_level_db(frames: np.ndarray, config: EDANetConfig) -> np.ndarray:
     """Mean log-mel level (dB, relative to ``config.c0_ref_db``) of each frame of ``(C, T, F)``
     features, averaged over channels: :func:`mfcc_frames`' c0 scaling undone."""
@@ -215,8 +266,10 @@ def mean_level_db(frames: np.ndarray, config: EDANetConfig) -> np.ndarray:
 
 def features(audio: Any, sample_rate: float | None, config: EDANetConfig) -> tuple[np.ndarray, int]:
     """Load, resample and featurize ``audio``: returns ``(frames, N)`` with frames float32
-    ``(C, N*K, F)`` (``C = config.in_channels``) and ``N`` the number of complete EDA steps
+    ``(C, N*K, F)`` (``C = config.feature_channels``: the MFCCs of each audio channel, then the
+    config's ``frame_features`` in order) and ``N`` the number of complete EDA steps
     (``n_samples_at_audio_sample_rate // (K * hop)``); the partial step at the end is dropped.
+    A model with ``audio_input=False`` gets the features of silence of the same length.
     Audio shorter than one EDA step raises ``ValueError`` naming the minimum duration."""
     a = load_audio(audio, sample_rate, target_rate=config.audio_sample_rate, channels=config.in_channels)
     K, hop = config.spectral_frames_per_eda_step, config.mfcc_hop_size
@@ -227,5 +280,12 @@ def features(audio: Any, sample_rate: float | None, config: EDANetConfig) -> tup
         have = a.shape[1] / config.audio_sample_rate
         raise ValueError(f"audio is too short: {have:.3f} s, but at least {need:g} s (one EDA step at "
                          f"{config.eda_sample_rate} Hz) is needed")
-    frames = mfcc_frames(a[:, :N * step], config)
+    if not config.audio_input:      # the audio-agnostic baseline hears silence, whatever is played
+        a = np.zeros_like(a)
+    a = a[:, :N * step]
+    frames = mfcc_frames(a, config)
+    extra = [FRAME_FEATURE_FNS[name](a, config) for name in config.frame_features]
+    if extra:                       # one channel each, the same at every coefficient position
+        extra = np.broadcast_to(np.stack(extra)[:, :, None], (len(extra),) + frames.shape[1:])
+        frames = np.concatenate([frames, extra], axis=0)
     return frames, N

@@ -37,7 +37,8 @@ def _generate(a) -> int:
     try:            # closed on errors too, so an error message starts on its own line
         bar.set_postfix_str("features + sampling")
         res = edanet.generate(a.audio, model=a.model, backend=a.backend, temperature=a.temperature, seed=a.seed,
-                              num_samples=a.num_samples, eda_range_us=tuple(a.eda_range) if a.eda_range else None)
+                              num_samples=a.num_samples, initial_eda_us=a.initial_eda,
+                              eda_range_us=tuple(a.eda_range) if a.eda_range else None)
         bar.update()
         bar.set_postfix_str("csv")
         write_eda_csv(a.output, res.values if res.values.shape[0] > 1 else res.values[0], res.sample_rate,
@@ -73,7 +74,8 @@ def _train(a) -> int:
     over = {k: v for k, v in [("steps", a.steps), ("batch_size", a.batch_size), ("crop_steps", a.crop_steps),
                               ("lr", a.lr), ("val_every", a.val_every), ("ckpt_every", a.ckpt_every),
                               ("seed", a.seed), ("onset_focus", a.onset_focus),
-                              ("val_fraction", a.val_fraction)] if v is not None}
+                              ("val_fraction", a.val_fraction), ("keep_checkpoints", a.keep_checkpoints)]
+            if v is not None}
     tcfg = dataclasses.replace(tcfg, **over)
     init = None
     if a.init:
@@ -92,7 +94,8 @@ def _train(a) -> int:
 def _evaluate(a) -> int:
     from edanet.evaluate import evaluate
     report = evaluate(a.data, model=a.model, out=a.out, backend=a.backend, num_samples=a.num_samples, seed=a.seed,
-                      temperature=a.temperature, max_recordings=a.max_recordings, progress=not a.quiet)
+                      temperature=a.temperature, max_recordings=a.max_recordings, progress=not a.quiet,
+                      seeds=a.seeds, baseline_model=a.baseline_model, redraws=a.redraws)
     print(report["markdown"])
     return 0
 
@@ -135,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--format", choices=["e4", "time"], default="e4")
-    g.add_argument("--eda-range", type=float, nargs=2, metavar=("LO", "HI"), help="µS range of the output")
+    g.add_argument("--initial-eda", type=float, metavar="US",
+                   help="the level (µS) the EDA starts from (default: the model's, from its training data)")
+    g.add_argument("--eda-range", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="legacy 'normalized' models only: the µS range their output is mapped to")
     g.set_defaults(fn=_generate)
 
     s = sub.add_parser("synth", help="write synthetic paired audio + EDA data")
@@ -163,19 +169,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of crops placed at acoustic onsets (default: the preset's)")
     t.add_argument("--val-fraction", type=float, metavar="F",
                    help="fraction of recordings held out for validation, by a hash of their names (default 0.1)")
+    t.add_argument("--keep-checkpoints", type=int, metavar="N",
+                   help="keep only the N newest checkpoints (the latest is never deleted; default: all)")
     t.add_argument("--device")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     t.add_argument("--init", help="start from this model's weights (fine-tuning); its config is used")
     t.add_argument("--skip-bad", action="store_true", help="skip unreadable pairs with a warning")
     t.set_defaults(fn=_train)
 
-    e = sub.add_parser("evaluate", help="held-out NLL and stimulus-locked SCR F1")
-    e.add_argument("--data", required=True)
+    e = sub.add_parser("evaluate", help="generated EDA against held-out data and baselines: NLL, event-locked "
+                                        "response, response rate, SCR shapes, texture, SCR F1")
+    e.add_argument("--data", required=True, help="folder of pairs with ground truth (edanet synth)")
     e.add_argument("--model", help="model folder (default: the bundled model)")
-    e.add_argument("--out", help="report path prefix: writes OUT.md and OUT.json")
+    e.add_argument("--baseline-model", metavar="DIR",
+                   help="a second model scored beside it, e.g. the same architecture trained without audio "
+                        "(edanet train ... --set audio_input=false)")
+    e.add_argument("--out", help="report path prefix: writes OUT.md, OUT.json and OUT_event_locked.png")
     e.add_argument("--backend", default="auto")
-    e.add_argument("--num-samples", type=int, default=4)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--num-samples", type=int, default=4, help="samples per recording and seed")
+    e.add_argument("--seed", type=int, default=0, help="first evaluation seed")
+    e.add_argument("--seeds", type=int, default=3, help="evaluation seeds (seed, seed+1, ...): figures are mean "
+                                                       "+- sd over them")
+    e.add_argument("--redraws", type=int, default=4,
+                   help="data redrawn per recording and seed (the ground-truth generator with other seeds)")
     e.add_argument("--temperature", type=float, default=1.0)
     e.add_argument("--max-recordings", type=int)
     e.set_defaults(fn=_evaluate)

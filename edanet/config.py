@@ -30,10 +30,15 @@ def check_known_fields(cls, d: dict) -> None:
         raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(names)}")
 
 COMPANDINGS = ("mu_law", "linear")
+REPRESENTATIONS = ("delta", "normalized")
+FRAME_FEATURES = ("loudness", "onset_strength")
 
 # Fields added after configs were first saved, and the value a config saved before each
-# existed meant: c0 had no reference level, so old models keep their features with 0.0.
-LEGACY_DEFAULTS = {"c0_ref_db": 0.0}
+# existed meant: c0 had no reference level, so old models keep their features with 0.0; the
+# classes were per-recording normalized levels (edanet.representation).
+LEGACY_DEFAULTS = {"c0_ref_db": 0.0, "eda_representation": "normalized", "delta_range_us": 1.0,
+                   "initial_eda_us": None, "audio_input": True, "frame_features": (),
+                   "per_coefficient_input": False}
 
 
 @dataclass(frozen=True)
@@ -51,13 +56,28 @@ class EDANetConfig:
     out_channels: int = 32
     quantization_bins: int = 256
     companding: str = "mu_law"
+    # how µS become classes (edanet.representation): "delta" = the change from the previous
+    # value, mu-law over +-delta_range_us; "normalized" = legacy per-recording [-1, 1] levels
+    eda_representation: str = "delta"
+    delta_range_us: float = 1.0           # largest change one EDA step can make (µS)
+    # level the first step starts from (µS); None until training sets it to the median first
+    # value of the training recordings
+    initial_eda_us: float | None = None
+    # False: the model is given silence whatever the audio (the audio-agnostic baseline model)
+    audio_input: bool = True
+    # channels beside the MFCCs, each the same at every coefficient position (edanet.audio):
+    # "loudness" (the frame's RMS level: no single MFCC carries it) and "onset_strength" (how
+    # steeply the level rises within the frame, which 62.5 ms MFCC frames blur)
+    frame_features: tuple[str, ...] = ()
+    # an input projection of its own for every MFCC coefficient (else one shared by all)
+    per_coefficient_input: bool = False
     max_layers_per_stack: int = 9
     cond_channels: int = 16               # width of the EDA class embedding
     num_mels: int = 40                    # mel bands the MFCCs are computed from
     # mean log-mel level (dB) that MFCC c0 reads as 0 (edanet.audio); configs saved before this
     # field existed were trained with c0 unshifted and load with 0.0 (see LEGACY_DEFAULTS)
     c0_ref_db: float = -40.0
-    # µS range used to turn generated (normalized) values back into µS when no other is given
+    # "normalized" models only: the µS range their [-1, 1] output is mapped to by default
     default_eda_range_us: tuple[float, float] = field(default=(2.0, 8.0))
 
     def __post_init__(self) -> None:
@@ -81,6 +101,27 @@ class EDANetConfig:
                 or not math.isfinite(self.c0_ref_db):
             raise ValueError(f"EDANetConfig.c0_ref_db must be a finite number (dB), got {self.c0_ref_db!r}")
         object.__setattr__(self, "c0_ref_db", float(self.c0_ref_db))
+        ff = self.frame_features
+        if isinstance(ff, str) or not isinstance(ff, (tuple, list)) or not set(ff) <= set(FRAME_FEATURES) \
+                or len(set(ff)) != len(ff):
+            raise ValueError(f"EDANetConfig.frame_features must be a list of distinct names from {FRAME_FEATURES}, "
+                             f"got {ff!r}")
+        object.__setattr__(self, "frame_features", tuple(ff))
+        for name in ("audio_input", "per_coefficient_input"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"EDANetConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.eda_representation not in REPRESENTATIONS:
+            raise ValueError(f"EDANetConfig.eda_representation must be one of {REPRESENTATIONS}, "
+                             f"got {self.eda_representation!r}")
+        for name, allow_none in (("delta_range_us", False), ("initial_eda_us", True)):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0) \
+                    or (name == "delta_range_us" and v == 0):
+                raise ValueError(f"EDANetConfig.{name} must be a finite number of µS "
+                                 f"({'> 0' if name == 'delta_range_us' else '>= 0, or None'}), got {v!r}")
+            object.__setattr__(self, name, float(v))
         if self.companding not in COMPANDINGS:
             raise ValueError(f"EDANetConfig.companding must be one of {COMPANDINGS}, got {self.companding!r}")
         if self.quantization_bins < 2:
@@ -109,6 +150,11 @@ class EDANetConfig:
     def spectral_frames_per_eda_step(self) -> int:
         """K: MFCC frames per EDA sample."""
         return self.audio_sample_rate // (self.eda_sample_rate * self.mfcc_hop_size)
+
+    @property
+    def feature_channels(self) -> int:
+        """Channels of the model's input frames: the audio channels' MFCCs, then the frame features."""
+        return self.in_channels + len(self.frame_features)
 
     @property
     def audio_time_steps_per_spectral_frame(self) -> int:
@@ -173,6 +219,7 @@ class EDANetConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["default_eda_range_us"] = list(self.default_eda_range_us)
+        d["frame_features"] = list(self.frame_features)
         return d
 
     def to_json(self) -> str:
@@ -209,15 +256,19 @@ PRESETS: dict[str, EDANetConfig] = {
                          mfcc_window_size=512, mfcc_hop_size=500, residual_channels=8, hidden_channels=8,
                          skip_channels=8, out_channels=8, quantization_bins=16, max_layers_per_stack=3,
                          cond_channels=4, num_mels=20),
-    # The bundled default model: trains on a CPU in under an hour. 16 s context = one stack of 8
-    # layers. Linear companding: min-max normalized EDA fills its range evenly. 32 classes (about
-    # 0.05 µS over a typical 1.5 µS recording range) keep sensor noise below one class, so the
-    # loss is not spent on noise and the stimulus-locked responses stand out.
-    "small": EDANetConfig(context_size_in_seconds=16.0, num_mfccs=8, audio_sample_rate=16000,
+    # The bundled default model (trains on a 2-core CPU in under two hours). Its EDA classes are
+    # changes (delta, mu-law over +-1 µS: under 0.001 µS near no change, 0.01 µS at 0.3 µS a step).
+    # A 120 s context (one stack of 11 layers, 128 s) sees every sound of a 2-minute recording,
+    # as habituation needs; a loudness and an onset-strength channel and an input projection per
+    # coefficient carry what the response depends on (the README's table of what was tried).
+    "small": EDANetConfig(context_size_in_seconds=120.0, num_mfccs=8, audio_sample_rate=16000,
                           mfcc_window_size=2048, mfcc_hop_size=1000, residual_channels=16, hidden_channels=16,
-                          skip_channels=32, out_channels=32, quantization_bins=32, companding="linear",
-                          max_layers_per_stack=9, cond_channels=16),
-    # A larger model for a GPU: 20 mfccs, 64 channels, 32 s context (two stacks of 9 layers).
+                          skip_channels=32, out_channels=32, quantization_bins=256, companding="mu_law",
+                          eda_representation="delta", delta_range_us=1.0, max_layers_per_stack=11,
+                          cond_channels=16, frame_features=("loudness", "onset_strength"),
+                          per_coefficient_input=True),
+    # A larger network for a GPU (and the GPU benchmarks' shape): 20 mfccs, 64 channels, 32 s
+    # context (two stacks of 9 layers); MFCC input only.
     "base": EDANetConfig(context_size_in_seconds=32.0, num_mfccs=20, audio_sample_rate=16000,
                          mfcc_window_size=2048, mfcc_hop_size=500, residual_channels=64, hidden_channels=64,
                          skip_channels=128, out_channels=128, quantization_bins=256, max_layers_per_stack=9,

@@ -1,4 +1,12 @@
-"""The one bridge from ``edanet`` to ``fastgen``: an ``EDANet`` as a ``NetworkSpec`` + weights."""
+"""The one bridge from ``edanet`` to ``fastgen``: an ``EDANet`` as a ``NetworkSpec`` + weights,
+and its input frames in the layout that spec reads (``engine_frames``).
+
+fastgen's input projection is one matrix shared by every position f. A model with an input
+projection per MFCC coefficient (``per_coefficient_input``) is exported as one block-diagonal
+projection over scattered frames: position f's input vector holds its C feature values in
+slots ``[f*C, (f+1)*C)``, zeros elsewhere, and a 1 in slot ``F*C + f`` for its bias, so
+``in_w = [W_0 | ... | W_{F-1} | b_0 | ... | b_{F-1}]`` gives exactly ``W_f @ x + b_f``.
+"""
 from __future__ import annotations
 
 import torch
@@ -7,7 +15,34 @@ from fastgen import NetworkSpec, check_weights
 
 from .model import EDANet
 
-__all__ = ["export_to_fastgen"]
+__all__ = ["export_to_fastgen", "engine_frames", "engine_channels"]
+
+
+def engine_channels(cfg) -> int:
+    """Input channels of the exported spec (see the module docstring)."""
+    C = cfg.feature_channels
+    return cfg.num_mfccs * (C + 1) if cfg.per_coefficient_input else C
+
+
+def engine_frames(frames, cfg):
+    """Model input frames ``(B, C, T, F)`` (torch) in the exported spec's layout: unchanged for a
+    shared input projection, scattered (module docstring) for one per coefficient."""
+    if not cfg.per_coefficient_input:
+        return frames
+    B, C, T, Fn = frames.shape
+    out = frames.new_zeros(B, Fn * (C + 1), T, Fn)
+    for f in range(Fn):
+        out[:, f * C:(f + 1) * C, :, f] = frames[..., f]
+        out[:, Fn * C + f, :, f] = 1.0
+    return out
+
+
+def _input_weights(model: EDANet) -> dict[str, torch.Tensor]:
+    if not model.config.per_coefficient_input:
+        return {"in_w": model.input.weight, "in_b": model.input.bias}
+    w, b = model.input_w, model.input_b                        # (F, C_r, C), (F, C_r)
+    in_w = torch.cat([w.permute(1, 0, 2).reshape(w.shape[1], -1), b.T], dim=1)
+    return {"in_w": in_w, "in_b": torch.zeros_like(b[0])}
 
 
 @torch.no_grad()
@@ -16,7 +51,7 @@ def export_to_fastgen(model: EDANet) -> tuple[NetworkSpec, dict[str, torch.Tenso
     float64 model, else float32) in fastgen's layout (see ``fastgen/spec.py``)."""
     cfg = model.config
     spec = NetworkSpec(
-        in_channels=cfg.in_channels, num_features=cfg.num_mfccs, frames_per_step=cfg.spectral_frames_per_eda_step,
+        in_channels=engine_channels(cfg), num_features=cfg.num_mfccs, frames_per_step=cfg.spectral_frames_per_eda_step,
         residual_channels=cfg.residual_channels, hidden_channels=cfg.hidden_channels,
         skip_channels=cfg.skip_channels, out_channels=cfg.out_channels, num_classes=cfg.quantization_bins,
         cond_classes=cfg.quantization_bins + 1, cond_channels=cfg.cond_channels, dilations=cfg.dilations,
@@ -36,7 +71,7 @@ def export_to_fastgen(model: EDANet) -> tuple[NetworkSpec, dict[str, torch.Tenso
 
     K, Fn, Co, Q = cfg.spectral_frames_per_eda_step, cfg.num_mfccs, cfg.out_channels, cfg.quantization_bins
     w = {
-        "in_w": model.input.weight, "in_b": model.input.bias,
+        **_input_weights(model),
         "cond_emb": model.embedding.weight,
         "dil_w0": stack(lambda l: l.tap_past.weight), "dil_w1": stack(lambda l: l.tap_now.weight),
         "dil_b": stack(lambda l: l.tap_past.bias),
@@ -49,7 +84,7 @@ def export_to_fastgen(model: EDANet) -> tuple[NetworkSpec, dict[str, torch.Tenso
         "down_w": model.downsample.weight.reshape(Q, K, Fn, Co).permute(0, 3, 1, 2),
         "down_b": model.downsample.bias,
     }
-    dtype = torch.float64 if model.input.weight.dtype == torch.float64 else torch.float32
+    dtype = torch.float64 if model.head1.weight.dtype == torch.float64 else torch.float32
     w = {k: v.detach().to("cpu", dtype).contiguous().clone() for k, v in w.items()}
     check_weights(spec, w)
     return spec, w

@@ -15,7 +15,7 @@ import torch
 import fastgen
 
 from .config import EDANetConfig
-from .export import export_to_fastgen
+from .export import engine_frames, export_to_fastgen
 from .model import EDANet
 
 __all__ = ["GeneratedEDA", "generate", "default_model", "DEFAULT_MODEL_DIR", "engine_for"]
@@ -109,19 +109,38 @@ def check_eda_range(r) -> tuple[float, float]:
     return lo, hi
 
 
+def initial_levels(initial_eda_us, num_samples: int, cfg: EDANetConfig) -> np.ndarray:
+    """The start level (µS) of each sample: ``initial_eda_us`` (a number or one per sample), else
+    the model's ``initial_eda_us`` (the median first value of its training recordings)."""
+    from .representation import FALLBACK_INITIAL_EDA_US
+    if initial_eda_us is None:
+        initial_eda_us = cfg.initial_eda_us if cfg.initial_eda_us is not None else FALLBACK_INITIAL_EDA_US
+    try:
+        v = np.asarray(initial_eda_us, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"initial_eda_us must be a number of µS or one per sample, got {initial_eda_us!r}") from None
+    if v.ndim > 1 or (v.ndim == 1 and v.size != num_samples):
+        raise ValueError(f"initial_eda_us must be one number or {num_samples} (one per sample), got shape {v.shape}")
+    if not (np.isfinite(v).all() and (v >= 0).all() and (v < 1e4).all()):
+        raise ValueError(f"initial_eda_us must be skin conductance levels in µS, >= 0 and < 10000, got {v}")
+    return np.broadcast_to(v, (num_samples,)).copy()
+
+
 def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temperature: float = 1.0,
-             seed: int | None = None, num_samples: int = 1, eda_range_us: tuple[float, float] | None = None,
-             device=None, dtype=torch.float32) -> GeneratedEDA:
+             seed: int | None = None, num_samples: int = 1, initial_eda_us=None,
+             eda_range_us: tuple[float, float] | None = None, device=None, dtype=torch.float32) -> GeneratedEDA:
     """Generate EDA for ``audio`` (a path soundfile reads, or an array with its ``sample_rate``).
 
     Returns ``GeneratedEDA`` with ``values`` in µS ``(num_samples, N)``, N the number of
     complete EDA steps in the audio. ``model=None`` uses the bundled default model.
-    ``eda_range_us=(lo, hi)`` maps the model's normalized output back to µS (default: the
-    model config's ``default_eda_range_us``). ``backend``: ``auto`` (fused if built, else
-    torch), ``fused``, ``cpu``, ``torch``, ``reference``, ``triton``, ``cuda``."""
+    ``initial_eda_us``: the level (µS) the EDA starts from, one number or one per sample
+    (default: the model's, the median first value of its training recordings); the changes
+    from it are the model's, on the µS scale of its training data. ``eda_range_us=(lo, hi)``
+    applies only to legacy "normalized" models, whose output is a [-1, 1] level mapped to that
+    range (default: their ``default_eda_range_us``). ``backend``: ``auto`` (fused if built,
+    else torch), ``fused``, ``cpu``, ``torch``, ``reference``, ``triton``, ``cuda``."""
     from .audio import features          # librosa is slow to import: only when generating
-    from .eda import Normalization
-    from .quantize import dequantize
+    from .representation import codec_for
 
     net = _resolve_model(model)
     cfg: EDANetConfig = net.config
@@ -129,16 +148,25 @@ def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temp
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
                              or not 0 <= seed < 2 ** 63):
         raise ValueError(f"seed must be an integer in [0, 2**63) or None (a fresh one), got {seed!r}")
-    lo, hi = check_eda_range(eda_range_us if eda_range_us is not None else cfg.default_eda_range_us)
+    codec = codec_for(cfg)
+    if cfg.eda_representation == "delta":
+        if eda_range_us is not None:
+            raise ValueError("eda_range_us applies only to legacy 'normalized' models: this model generates µS "
+                             "on the scale of its training data; set the start level with initial_eda_us")
+        scale = initial_levels(initial_eda_us, int(num_samples), cfg)
+    else:
+        if initial_eda_us is not None:
+            raise ValueError("initial_eda_us applies to 'delta' models; this legacy 'normalized' model maps its "
+                             "output to eda_range_us")
+        scale = check_eda_range(eda_range_us if eda_range_us is not None else cfg.default_eda_range_us)
     frames, n_steps = features(audio, sample_rate, cfg)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
     g = torch.Generator().manual_seed(int(seed))
     uniforms = torch.rand(num_samples, n_steps, generator=g, dtype=torch.float32)
     engine = engine_for(net, backend, device, dtype)
-    batch = torch.from_numpy(frames)[None].expand(num_samples, -1, -1, -1)
+    batch = engine_frames(torch.from_numpy(frames)[None], cfg).expand(num_samples, -1, -1, -1)
     classes = engine.generate(batch, uniforms, float(temperature)).cpu().numpy().astype(np.int64)
-    norm = Normalization(lo, hi)
-    values = norm.invert(dequantize(classes, cfg.quantization_bins, cfg.companding))
+    values = codec.decode(classes, scale)
     return GeneratedEDA(values=np.asarray(values, dtype=np.float64), classes=classes,
                         sample_rate=float(cfg.eda_sample_rate), backend=engine.name, seed=int(seed))

@@ -52,7 +52,14 @@ class EDANet(nn.Module):
         if not isinstance(config, EDANetConfig):
             raise TypeError(f"EDANet needs an EDANetConfig, got {type(config).__name__}")
         self.config = cfg = config
-        self.input = nn.Linear(cfg.in_channels, cfg.residual_channels)
+        C, Fn = cfg.feature_channels, cfg.num_mfccs
+        if cfg.per_coefficient_input:
+            # coefficient f's input projection: weight (C_r, C) and bias, as nn.Linear initializes them
+            bound = 1.0 / C ** 0.5
+            self.input_w = nn.Parameter(torch.empty(Fn, cfg.residual_channels, C).uniform_(-bound, bound))
+            self.input_b = nn.Parameter(torch.empty(Fn, cfg.residual_channels).uniform_(-bound, bound))
+        else:
+            self.input = nn.Linear(C, cfg.residual_channels)
         # Q classes plus one start row: the "previous value" of the first step.
         self.embedding = nn.Embedding(cfg.quantization_bins + 1, cfg.cond_channels)
         n = len(cfg.dilations)
@@ -80,7 +87,11 @@ class EDANet(nn.Module):
         K = self.config.spectral_frames_per_eda_step
         B, _, T, Fn = mfcc.shape
         e = self.embedding(cond).repeat_interleave(K, dim=1)[:, :, None, :]   # (B, N*K, 1, E): held K frames
-        x = self.input(mfcc.permute(0, 2, 3, 1))                               # (B, T, F, C_r)
+        m = mfcc.permute(0, 2, 3, 1)                                           # (B, T, F, C)
+        if self.config.per_coefficient_input:
+            x = torch.einsum("btfc,frc->btfr", m, self.input_w) + self.input_b    # (B, T, F, C_r)
+        else:
+            x = self.input(m)
         skip = 0
         for layer in self.layers:
             x, s = layer(x, e)
@@ -92,8 +103,9 @@ class EDANet(nn.Module):
     def _check(self, mfcc, eda, conditioned=False):
         cfg = self.config
         K, Fn = cfg.spectral_frames_per_eda_step, cfg.num_mfccs
-        if mfcc.dim() != 4 or mfcc.shape[1] != cfg.in_channels or mfcc.shape[3] != Fn:
-            raise ValueError(f"mfcc must have shape (batch, {cfg.in_channels}, N*{K}, {Fn}), got {tuple(mfcc.shape)}")
+        C = cfg.feature_channels
+        if mfcc.dim() != 4 or mfcc.shape[1] != C or mfcc.shape[3] != Fn:
+            raise ValueError(f"mfcc must have shape (batch, {C}, N*{K}, {Fn}), got {tuple(mfcc.shape)}")
         if eda.dim() != 2 or eda.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"eda must be integer class indices of shape (batch, N), got {eda.dtype} {tuple(eda.shape)}")
         if mfcc.shape[0] != eda.shape[0] or mfcc.shape[2] != eda.shape[1] * K:

@@ -13,7 +13,13 @@ A run folder holds::
 Every file is written atomically, and ``latest.json`` is replaced only after its checkpoint is
 complete, so a crash at any moment leaves the previous checkpoint usable. ``--resume`` restores
 model, optimizer, scheduler, step and the sampler's RNG: on a CPU in fp32, k steps + a kill +
-k resumed steps give the same weights as 2k uninterrupted steps.
+k resumed steps give the same weights as 2k uninterrupted steps; ``log.csv`` is cut back to the
+checkpoint's step, so the steps trained again are not logged twice.
+
+A run holds an exclusive lock on its folder (``.lock``: pid and host, ``RunLock``) from start to
+end: a second run into the same ``--out`` is refused at once. A lock left by a killed run is
+taken over with a warning, as are the temporary files its interrupted writes left behind.
+``TrainConfig.keep_checkpoints`` keeps only the newest checkpoints (never the latest one).
 """
 from __future__ import annotations
 
@@ -21,7 +27,11 @@ import dataclasses
 import json
 import math
 import os
+import re
+import shutil
+import socket
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +40,15 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from fastgen.spec import nonfinite
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .checkpoint import save_model
 from .config import EDANetConfig
-from .io import atomic_write
+from .io import atomic_write, remove_stale_temp_files
 from .model import EDANet
 
-__all__ = ["TrainConfig", "train", "TRAIN_PRESETS"]
+__all__ = ["TrainConfig", "train", "TRAIN_PRESETS", "RunLock"]
 
 
 @dataclass(frozen=True)
@@ -57,11 +68,17 @@ class TrainConfig:
     amp: bool = True              # bf16 autocast, CUDA only
     # fraction of crops placed at an acoustic onset (edanet.data: why, and why it is unbiased)
     onset_focus: float = 0.0
+    # checkpoints kept, the newest ones (None: all); the latest is never deleted
+    keep_checkpoints: int | None = None
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "crop_steps", "val_every", "ckpt_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        k = self.keep_checkpoints
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(f"TrainConfig.keep_checkpoints must be a positive int (the latest checkpoint is "
+                             f"always kept) or None to keep all, got {k!r}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"TrainConfig.val_fraction must lie in [0, 1), got {self.val_fraction}")
         if not 0 <= self.onset_focus <= 1:
@@ -79,8 +96,11 @@ class TrainConfig:
 
 TRAIN_PRESETS = {
     "tiny": TrainConfig(steps=40, batch_size=4, crop_steps=8, warmup_steps=5, val_every=20, ckpt_every=20),
-    # the bundled default model's recipe: most crops at acoustic onsets (see edanet.data)
-    "small": TrainConfig(steps=8000, lr=6e-3, onset_focus=0.9, val_every=500, ckpt_every=1000),
+    # the bundled default model's recipe: batches of 8 windows of warm-up + 64 steps; with its
+    # 128 s field a window is longer than a 120 s recording, so each is trained whole from its
+    # start (edanet.data); on longer recordings most crops sit at acoustic onsets
+    "small": TrainConfig(steps=8000, batch_size=8, crop_steps=64, lr=6e-3, onset_focus=0.9, val_every=500,
+                         ckpt_every=1000),
 }
 
 
@@ -139,6 +159,161 @@ def validation_nll(model: EDANet, windows, device, batch_size: int = 16) -> floa
     return total / max(count, 1.0)
 
 
+# -- the run folder's lock ---------------------------------------------------------------------------
+class RunLock:
+    """An exclusive lock on a run folder, held while a run trains in it: ``OUT/.lock``, locked
+    with ``flock`` and holding the holder's pid, host and start time.
+
+    The operating system drops a ``flock`` when its process dies, however it dies, so a lock
+    file that can be locked but still names a holder was left by a killed run: it is taken
+    over with a warning. Releasing removes the lock file (and the folder, when this lock
+    created it and nothing else was written). Where ``fcntl`` is missing (Windows), no lock."""
+
+    NAME = ".lock"
+
+    def __init__(self, run: str | Path):
+        self.run = Path(run)
+        self.path = self.run / self.NAME
+        self._fd: int | None = None
+        self._created = False
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:             # pragma: no cover - not POSIX
+            return self
+        if self.run.exists() and not self.run.is_dir():
+            raise FileExistsError(f"--out {self.run} is a file; give a folder for the run")
+        self._created = not self.run.exists()
+        self.run.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):            # the holder may remove the file between our open and flock
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._describe(os.pread(fd, 4096, 0))
+                os.close(fd)
+                self._remove_created_folder()
+                raise FileExistsError(f"{self.run} is in use by another training run ({holder}); wait for it to "
+                                      "finish, or train into another --out") from None
+            if self._same_file(fd):
+                break
+            os.close(fd)
+        else:                           # pragma: no cover - a livelock of lockers
+            raise OSError(f"could not lock {self.path}: it keeps being replaced")
+        self._fd = fd
+        stale = os.pread(fd, 4096, 0)
+        if stale.strip():
+            warnings.warn(f"{self.run}: a training run that no longer runs left its lock ({self._describe(stale)}); "
+                          "it was killed or crashed, its latest checkpoint is intact, and this run takes the "
+                          "folder over", RuntimeWarning, stacklevel=2)
+        me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me.encode(), 0)
+        os.fsync(fd)
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:                            # removed while still locked: a waiting opener sees the change
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+        self._remove_created_folder()
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def _same_file(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    def _remove_created_folder(self) -> None:
+        # a refused run leaves no folder behind: only an empty one this lock created goes
+        if self._created:
+            try:
+                self.run.rmdir()
+            except OSError:
+                pass
+
+    @staticmethod
+    def _describe(raw: bytes) -> str:
+        try:
+            d = json.loads(raw.decode())
+            return f"pid {d['pid']} on host {d['host']}, started {d['started']}"
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return f"holder unknown: {RunLock.NAME} holds {raw[:80]!r}"
+
+
+# -- checkpoint folders ----------------------------------------------------------------------------
+_CKPT_NAME = re.compile(r"step_(\d+)")
+CKPT_FILES = ("config.json", "model.safetensors", "state.safetensors", "state.json")
+
+
+def _checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the run's checkpoint folders, oldest first."""
+    found = []
+    for p in (run / "checkpoints").glob("step_*"):
+        m = _CKPT_NAME.fullmatch(p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def _earlier_checkpoints(run: Path, before: int | None) -> str:
+    """What to say about the checkpoints a damaged one could be replaced with."""
+    complete = [(s, p) for s, p in _checkpoints(run)
+                if (before is None or s < before) and all((p / f).is_file() for f in CKPT_FILES)]
+    if not complete:
+        return ("no earlier complete checkpoint exists in this run (pruned by --keep-checkpoints, or this was "
+                "the first); train into a new --out")
+    names = ", ".join(p.name for _, p in complete)
+    s, p = complete[-1]
+    return (f"earlier checkpoints: {names}; to resume from one, write {{\"step\": {s}, \"path\": "
+            f"\"checkpoints/{p.name}\"}} to {run / 'latest.json'}")
+
+
+def _prune_checkpoints(run: Path, keep: int | None, latest: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints up to ``latest`` (which stays)."""
+    if not keep:
+        return
+    older = [p for s, p in _checkpoints(run) if s < latest]
+    for p in older[:max(0, len(older) - (keep - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+LOG_HEADER = "step,lr,loss,grad_norm,val_nll,seconds\n"
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Keep the log's rows up to ``step``: a resumed run logs the steps after it again."""
+    lines = log_path.read_text().splitlines(keepends=True)
+    kept = [LOG_HEADER]
+    for line in lines[1:]:
+        first = line.split(",", 1)[0]
+        if first.isdigit() and int(first) <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if kept != lines:
+        atomic_write(log_path, "".join(kept))
+
+
+def _append_log(log_path: Path, row: str) -> None:
+    try:
+        with open(log_path, "a") as f:
+            f.write(row)
+    except OSError as e:            # a full disk: name the file, not just the errno
+        raise type(e)(e.errno, f"cannot write {log_path}: {e.strerror}") from None
+
+
 # -- checkpoint state (no pickle: tensors to safetensors, the rest to JSON) ------------------------
 def _save_checkpoint(run: Path, step: int, model, opt, sched, sampler_states: list[torch.Tensor], tcfg) -> None:
     ck = run / "checkpoints" / f"step_{step:08d}"
@@ -160,7 +335,7 @@ def _save_checkpoint(run: Path, step: int, model, opt, sched, sampler_states: li
 
 # TrainConfig fields a resumed run may change: they do not alter the weights it computes
 # (``steps`` extends or shortens the run, which reshapes its cosine tail: the user's call).
-RESUMABLE_CHANGES = ("steps", "val_every", "ckpt_every")
+RESUMABLE_CHANGES = ("steps", "val_every", "ckpt_every", "keep_checkpoints")
 
 
 def _load_checkpoint(run: Path, model, opt, sched, world: int, rank: int,
@@ -177,12 +352,17 @@ def _load_checkpoint(run: Path, model, opt, sched, world: int, rank: int,
     if not isinstance(pointer, dict) or not isinstance(pointer.get("path"), str):
         raise ValueError(f'--resume: {latest} does not name a checkpoint (no "path" entry); {fix}')
     ck = run / pointer["path"]
+    m = _CKPT_NAME.fullmatch(ck.name)
+    earlier = _earlier_checkpoints(run, int(m.group(1)) if m else None)
     from .checkpoint import load_model
-    saved = load_model(ck)
+    try:
+        saved = load_model(ck)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"--resume: checkpoint {ck} cannot be loaded: {e}; {earlier}") from None
     if saved.config != model.config:
         raise ValueError(f"--resume: checkpoint {ck} was trained with another model config; "
                          f"use the same --preset/overrides or a new --out folder")
-    meta = json.loads((ck / "state.json").read_text())
+    meta = _read_state_json(ck / "state.json", earlier)
     # fields missing from older checkpoints had their present defaults' meaning when written
     was = {**dataclasses.asdict(TrainConfig()), **meta.get("train_config", {})}
     now = dataclasses.asdict(tcfg)
@@ -193,7 +373,12 @@ def _load_checkpoint(run: Path, model, opt, sched, world: int, rank: int,
                          ", ".join(f"{k}={now[k]!r}" for k in changed) +
                          "; pass the same training options to continue it exactly, or use a new --out")
     model.load_state_dict(saved.state_dict())
-    tensors = load_file(str(ck / "state.safetensors"))
+    try:
+        tensors = load_file(str(ck / "state.safetensors"))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"--resume: {ck / 'state.safetensors'} is damaged or missing ({e}); {earlier}") from None
+    if "rng.torch" not in tensors:
+        raise ValueError(f"--resume: {ck / 'state.safetensors'} lacks the RNG state 'rng.torch'; {earlier}")
     state = {}
     for key, v in tensors.items():
         if key.startswith("opt."):
@@ -210,11 +395,51 @@ def _load_checkpoint(run: Path, model, opt, sched, world: int, rank: int,
     return int(meta["step"]), sampler
 
 
+def _read_state_json(path: Path, earlier: str) -> dict:
+    """A checkpoint's state.json, or a ValueError naming it (a kill mid-write cannot damage it,
+    atomic writes see to that; a full disk or a hand edit can)."""
+    try:
+        meta = json.loads(path.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+        for key in ("step", "param_groups", "scheduler"):
+            if key not in meta:
+                raise ValueError(f"no {key!r} entry")
+        int(meta["step"])
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
+        raise ValueError(f"--resume: {path} is damaged or missing ({e}); {earlier}") from None
+    return meta
+
+
+def _check_resume_steps(step: int, tcfg: TrainConfig, run: Path) -> None:
+    """A resumed run must have steps left: going back would train nothing and overwrite the
+    finished run's summary with an empty one."""
+    if step >= tcfg.steps:
+        raise ValueError(f"--resume: the run in {run} has already trained {step} steps, and --steps {tcfg.steps} "
+                         f"asks for no more; pass --steps above {step} to train further (its model and "
+                         "summary.json are left as they are)")
+
+
 def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig, tcfg: TrainConfig = TrainConfig(),
           *, resume: bool = False, skip_bad: bool = False, device: str | None = None, progress: bool = True,
           init_model: EDANet | None = None) -> dict:
     """Train ``model_config`` on the pairs in ``data_dir``; returns a summary dict (also written
-    to ``out_dir/summary.json``)."""
+    to ``out_dir/summary.json``).
+
+    The run folder is locked (``RunLock``) for the whole run; a folder another run holds is
+    refused at once with a FileExistsError."""
+    _, rank = _dist_info()
+    if rank != 0:       # rank 0 alone writes into the folder, and holds its lock
+        return _train(data_dir, out_dir, model_config, tcfg, resume=resume, skip_bad=skip_bad, device=device,
+                      progress=progress, init_model=init_model)
+    with RunLock(out_dir):
+        remove_stale_temp_files(out_dir)     # of writes a killed run left unfinished
+        return _train(data_dir, out_dir, model_config, tcfg, resume=resume, skip_bad=skip_bad, device=device,
+                      progress=progress, init_model=init_model)
+
+
+def _train(data_dir, out_dir, model_config: EDANetConfig, tcfg: TrainConfig, *, resume: bool, skip_bad: bool,
+           device: str | None, progress: bool, init_model: EDANet | None) -> dict:
     from tqdm import tqdm
 
     from .data import PairedData
@@ -240,6 +465,11 @@ def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig,
     model.to(device).train()
     train_data = PairedData(data_dir, model_config, "train", val_fraction=tcfg.val_fraction,
                             crop_steps=tcfg.crop_steps, skip_bad=skip_bad, progress=progress and rank == 0)
+    if model_config.eda_representation == "delta" and model_config.initial_eda_us is None:
+        # the level generation starts from by default: the training recordings' median first value
+        start = float(np.median([r.start_us for r in train_data.recordings]))
+        model_config = dataclasses.replace(model_config, initial_eda_us=round(start, 3))
+        model.config = model_config
     val_windows = []
     if rank == 0 and tcfg.val_fraction > 0:
         val = PairedData(data_dir, model_config, "val", val_fraction=tcfg.val_fraction,
@@ -252,6 +482,7 @@ def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig,
     step = 0
     if resume:
         step, state = _load_checkpoint(run, model, opt, sched, world, rank, tcfg)
+        _check_resume_steps(step, tcfg, run)
         if state is not None:
             sampler.set_state(state)
     last_ckpt = step if resume else None
@@ -262,9 +493,12 @@ def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig,
     use_amp = tcfg.amp and device.type == "cuda"
 
     log_path = run / "log.csv"
-    # a new run starts its log afresh (one that stopped before its first checkpoint left one)
+    # a new run starts its log afresh (one that stopped before its first checkpoint left one); a
+    # resumed one drops the rows of the steps after its checkpoint, which it trains again
     if rank == 0 and (not resume or not log_path.exists()):
-        atomic_write(log_path, "step,lr,loss,grad_norm,val_nll,seconds\n")
+        atomic_write(log_path, LOG_HEADER)
+    elif rank == 0:
+        _truncate_log(log_path, step)
     t0 = time.time()
     bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", disable=not progress or rank != 0)
     last_val, loss_v = float("nan"), None
@@ -291,9 +525,8 @@ def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig,
             last_val = validation_nll(model, val_windows, device)
             val_now = f"{last_val:.5f}"
         if rank == 0:
-            with open(log_path, "a") as f:
-                f.write(f"{step},{sched.get_last_lr()[0]:.6g},{loss_v:.5f},{gnorm_v:.4f},{val_now},"
-                        f"{time.time() - t0:.2f}\n")
+            _append_log(log_path, f"{step},{sched.get_last_lr()[0]:.6g},{loss_v:.5f},{gnorm_v:.4f},{val_now},"
+                                  f"{time.time() - t0:.2f}\n")
             bar.set_postfix(loss=f"{loss_v:.3f}", val=f"{last_val:.3f}")
             bar.update(1)
         if step % tcfg.ckpt_every == 0 or step == tcfg.steps:
@@ -307,6 +540,7 @@ def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig,
                 dist.all_gather(states, sampler.get_state())
             if rank == 0:
                 _save_checkpoint(run, step, model, opt, sched, states, tcfg)
+                _prune_checkpoints(run, tcfg.keep_checkpoints, step)
             last_ckpt = step
     bar.close()
 

@@ -248,3 +248,63 @@ def test_integer_pcm_is_scaled():
     x = np.array([0, 16384, -32768, 32767] * 1000, dtype=np.int16)
     a = load_audio(x, SR, target_rate=SR)
     np.testing.assert_allclose(a[0, :4], [0, 0.5, -1, 32767 / 32768])
+
+
+def _attack(rate, attack_s, level_db=-20.0, seconds=2.0, at=1.0, seed=0):
+    """Background noise at -60 dBFS, then a tone from ``at`` s with a raised-cosine attack."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    x = 10 ** (-60 / 20) * rng.standard_normal(n)
+    env = np.clip((t - at) / attack_s, 0, 1)
+    env = 0.5 - 0.5 * np.cos(np.pi * env)
+    x += 10 ** (level_db / 20) * np.sqrt(2) * np.sin(2 * np.pi * 440 * t) * env
+    return x.astype(np.float32)
+
+
+def test_onset_strength_grows_with_the_sharpness_of_an_attack():
+    from edanet.audio import onset_strength
+    cfg = EDANetConfig.from_preset("small")
+    peaks = [onset_strength(_attack(16000, a)[None], cfg).max() for a in (0.002, 0.05, 0.4)]
+    assert peaks[0] > 1.5 * peaks[1] > 1.5 * 1.5 * peaks[2], peaks
+    quiet = onset_strength(_attack(16000, 0.002, level_db=-70)[None], cfg)
+    assert quiet.max() < 0.5 * peaks[0]
+    # where the onset is: in the frame that holds the attack, not before
+    o = onset_strength(_attack(16000, 0.002)[None], cfg)
+    assert int(np.argmax(o)) == 16000 // cfg.mfcc_hop_size
+    assert o.shape == (2 * 16000 // cfg.mfcc_hop_size,) and o.dtype == np.float32 and (o >= 0).all()
+
+
+def test_onset_strength_is_causal_and_a_feature_channel():
+    from edanet.audio import onset_strength
+    cfg = EDANetConfig.from_preset("tiny", frame_features=("onset_strength",))
+    x = _attack(8000, 0.01, seconds=3.0, seed=2)
+    full = onset_strength(x[None], cfg)
+    for cut in (700, 8000, 12345):
+        part = onset_strength(x[None, :cut], cfg)
+        np.testing.assert_array_equal(part, full[: part.size])
+    frames, n = features(x, 8000, cfg)
+    assert frames.shape[0] == 2 == cfg.feature_channels
+    np.testing.assert_array_equal(frames[1], np.broadcast_to(full[: frames.shape[1], None], frames.shape[1:]))
+    plain, _ = features(x, 8000, EDANetConfig.from_preset("tiny"))
+    np.testing.assert_array_equal(frames[:1], plain)
+
+
+def test_loudness_is_the_rms_level_of_each_hop():
+    from edanet.audio import LOUDNESS_REF_DB, LOUDNESS_SCALE, loudness
+    cfg = EDANetConfig.from_preset("tiny")
+    hop, rate = cfg.mfcc_hop_size, cfg.audio_sample_rate
+    t = np.arange(4 * hop) / rate
+    x = np.zeros(4 * hop)
+    x[hop:2 * hop] = 0.1 * np.sqrt(2) * np.sin(2 * np.pi * 500 * t[:hop])     # -20 dBFS RMS
+    x[2 * hop:] = 0.01 * np.sqrt(2) * np.sin(2 * np.pi * 2000 * t[:2 * hop])   # -40 dBFS
+    got = loudness(x[None].astype(np.float32), cfg)
+    want = (np.array([-100.0, -20.0, -40.0, -40.0]) - LOUDNESS_REF_DB) * LOUDNESS_SCALE
+    np.testing.assert_allclose(got, want, atol=2e-3)
+    # a tone and noise of one RMS level are equally loud, though their c0 differs
+    rng = np.random.default_rng(0)
+    noise = 0.1 * rng.standard_normal(8 * hop)
+    tone = 0.1 * np.sqrt(2) * np.sin(2 * np.pi * 700 * np.arange(8 * hop) / rate)
+    np.testing.assert_allclose(loudness(noise[None], cfg), loudness(tone[None], cfg), atol=0.05)   # 1 dB
+    c0 = [mfcc_frames(y[None], cfg)[0, 4:, 0].mean() for y in (noise, tone)]
+    assert abs(c0[0] - c0[1]) > 0.5

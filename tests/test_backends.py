@@ -5,6 +5,7 @@ import torch
 import fastgen
 from conftest import PARITY_SPECS, make_case
 from edanet import EDANet, EDANetConfig, export_to_fastgen
+from edanet.export import engine_frames
 from fastgen import reference as ref
 
 
@@ -18,6 +19,9 @@ def _rel(a, b):
      "audio_sample_rate": 6000, "mfcc_hop_size": 500, "mfcc_window_size": 600,    # K=3
      "quantization_bins": 11, "context_size_in_seconds": 2.0},      # 3 stacks; dilations < and > K
     {"in_channels": 2, "num_mfccs": 3, "mfcc_hop_size": 2000, "mfcc_window_size": 2000},   # K=1
+    # an input projection per coefficient and an onset channel (exported block-diagonally)
+    {"per_coefficient_input": True, "frame_features": ("loudness", "onset_strength")},
+    {"per_coefficient_input": True, "in_channels": 2, "num_mfccs": 3, "quantization_bins": 9},
 ])
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-5)])
@@ -28,13 +32,29 @@ def test_teacher_forced_matches_model(over, backend, dtype, tol):
     spec, w = export_to_fastgen(model)
     K, N = cfg.spectral_frames_per_eda_step, cfg.receptive_field_frames // cfg.spectral_frames_per_eda_step + 5
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(3, cfg.in_channels, N * K, cfg.num_mfccs, generator=g, dtype=dtype)
+    x = torch.randn(3, cfg.feature_channels, N * K, cfg.num_mfccs, generator=g, dtype=dtype)
     e = torch.randint(0, cfg.quantization_bins, (3, N), generator=g)
     with torch.no_grad():
         want = model(x, e).transpose(1, 2)
-    got = fastgen.create(backend, spec, w, dtype=dtype).teacher_forced(x, e)
+    got = fastgen.create(backend, spec, w, dtype=dtype).teacher_forced(engine_frames(x, cfg), e)
     assert got.shape == want.shape
     assert _rel(got, want) <= tol
+
+
+def test_scattered_frames_layout():
+    """Position f of a per-coefficient model's engine frame holds its own features in slots
+    [f*C, (f+1)*C), a 1 in slot F*C + f, and nothing else."""
+    cfg = EDANetConfig.from_preset("tiny", per_coefficient_input=True, frame_features=("onset_strength",))
+    C, Fn = cfg.feature_channels, cfg.num_mfccs
+    x = torch.randn(2, C, 8, Fn, dtype=torch.float64)
+    y = engine_frames(x, cfg)
+    assert y.shape == (2, Fn * (C + 1), 8, Fn)
+    for f in range(Fn):
+        want = torch.zeros(2, Fn * (C + 1), 8, dtype=torch.float64)
+        want[:, f * C:(f + 1) * C] = x[..., f]
+        want[:, Fn * C + f] = 1.0
+        torch.testing.assert_close(y[..., f], want, rtol=0, atol=0)
+    assert engine_frames(x[:, :1], EDANetConfig.from_preset("tiny")) is not None
 
 
 @pytest.mark.parametrize("B", [1, 3])

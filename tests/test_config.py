@@ -55,6 +55,9 @@ def test_non_integer_ratio_names_numbers_and_suggests_hops():
     ("max_layers_per_stack", 0), ("in_channels", True), ("default_eda_range_us", (3.0, 1.0)),
     ("c0_ref_db", float("inf")), ("c0_ref_db", "loud"),
     ("default_eda_range_us", 5), ("default_eda_range_us", (1.0,)),        # e.g. from --set
+    ("eda_representation", "level"), ("delta_range_us", 0.0), ("delta_range_us", float("inf")),
+    ("initial_eda_us", -1.0), ("initial_eda_us", "4"), ("audio_input", 1), ("frame_features", "loudness"), ("frame_features", ["pitch"]),
+    ("per_coefficient_input", None),
 ])
 def test_bad_values_raise_clear_errors(field, value):
     with pytest.raises(ValueError) as e:
@@ -75,6 +78,20 @@ def test_configs_saved_before_the_c0_reference_keep_their_features():
     old = c.to_dict()
     del old["c0_ref_db"]                      # a config.json written before the field existed
     assert EDANetConfig.from_dict(old).c0_ref_db == 0.0
+
+
+def test_configs_saved_before_the_delta_representation_load_as_normalized():
+    old = EDANetConfig.from_preset("small").to_dict()
+    for name in ("eda_representation", "delta_range_us", "initial_eda_us", "audio_input", "frame_features",
+                 "per_coefficient_input"):
+        del old[name]
+    c = EDANetConfig.from_dict(old)
+    assert c.eda_representation == "normalized" and c.audio_input and c.frame_features == ()
+    assert not c.per_coefficient_input and c.initial_eda_us is None
+    # and a new config keeps what it says
+    new = EDANetConfig.from_preset("tiny", initial_eda_us=3, frame_features=["onset_strength"])
+    back = EDANetConfig.from_json(new.to_json())
+    assert back == new and back.initial_eda_us == 3.0 and back.feature_channels == new.in_channels + 1
 
 
 def test_unknown_preset_and_fields():

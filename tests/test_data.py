@@ -198,3 +198,30 @@ def test_empty_train_split_says_why_and_what_to_do(pairs, tmp_path):
 def test_max_recordings_must_be_positive(pairs, bad):
     with pytest.raises(ValueError, match="max_recordings must be None"):
         PairedData(pairs, CFG, "all", max_recordings=bad)
+
+
+def test_windows_longer_than_the_recordings_score_them_whole(pairs):
+    """With a warm-up + crop longer than every recording (a receptive field as long as the
+    recordings), a training window is a whole recording from its start, every step scored and
+    no padding past the longest; validation scores each recording once, whole."""
+    d = PairedData(pairs, CFG, "all", crop_steps=400)
+    longest = max(r.steps for r in d.recordings)
+    assert d.window_steps > longest
+    frames, cond, target, mask = d.sample_batch(6, torch.Generator().manual_seed(2))
+    assert target.shape == (6, longest)
+    for b in range(6):
+        r = next(r for r in d.recordings if np.array_equal(r.classes, target[b, : r.steps].numpy()))
+        assert int(cond[b, 0]) == CFG.start_class and int(mask[b].sum()) == r.steps
+    windows = d.validation_windows()
+    assert len(windows) == len(d.recordings)
+    assert sum(int(w[3].sum()) for w in windows) == sum(r.steps for r in d.recordings)
+
+
+def test_validation_windows_tile_every_step_once(pairs):
+    d = PairedData(pairs, CFG, "all", crop_steps=7)
+    for r in d.recordings[:3]:
+        one = PairedData.__new__(PairedData)
+        one.__dict__.update(d.__dict__, recordings=[r])
+        scored = [int(w[3].sum()) for w in one.validation_windows(max_windows_per_recording=10 ** 6)]
+        assert sum(scored) == r.steps                     # every step once: first window W, then crops
+        assert scored[0] == min(d.window_steps, r.steps) and all(s <= 7 for s in scored[1:])

@@ -7,6 +7,7 @@ import edanet
 import fastgen
 from edanet import EDANet, EDANetConfig
 from edanet.generate import engine_for
+from edanet.representation import FALLBACK_INITIAL_EDA_US, codec_for
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +23,7 @@ def _audio(seconds, rate=8000, seed=0):
 
 
 def test_shapes_and_units(tiny):
+    """A delta model's values are µS: its start level plus the decoded changes of its classes."""
     cfg = tiny.config
     audio = _audio(6.3)
     res = edanet.generate(audio, 8000, model=tiny, backend="torch", seed=1, num_samples=3)
@@ -29,14 +31,43 @@ def test_shapes_and_units(tiny):
     n = len(audio) // step_samples
     assert res.values.shape == res.classes.shape == (3, n)
     assert res.sample_rate == cfg.eda_sample_rate
-    lo, hi = cfg.default_eda_range_us
-    assert (res.values >= lo - 1e-9).all() and (res.values <= hi + 1e-9).all()
     assert res.classes.min() >= 0 and res.classes.max() < cfg.quantization_bins
     assert np.allclose(res.times, np.arange(n) / cfg.eda_sample_rate)
-    # another µS range maps the same classes affinely
-    res2 = edanet.generate(audio, 8000, model=tiny, backend="torch", seed=1, num_samples=3, eda_range_us=(1.0, 3.0))
+    deltas = codec_for(cfg).deltas_us[res.classes]
+    start = FALLBACK_INITIAL_EDA_US          # an untrained model's config has no start level
+    np.testing.assert_allclose(res.values, np.maximum(0, start + np.cumsum(deltas, axis=1)), atol=1e-9)
+    # another start level shifts the same classes; one per sample is taken too
+    res2 = edanet.generate(audio, 8000, model=tiny, backend="torch", seed=1, num_samples=3,
+                           initial_eda_us=[8.0, 9.0, 10.0])
+    assert np.array_equal(res2.classes, res.classes)
+    np.testing.assert_allclose(res2.values - res.values, np.array([[3.0], [4.0], [5.0]]) * np.ones(n), atol=1e-9)
+
+
+def test_the_start_level_is_the_models(tiny):
+    import dataclasses
+    model = EDANet(dataclasses.replace(tiny.config, initial_eda_us=2.5))
+    model.load_state_dict(tiny.state_dict())
+    a = edanet.generate(_audio(3.0), 8000, model=model, backend="torch", seed=4)
+    b = edanet.generate(_audio(3.0), 8000, model=tiny, backend="torch", seed=4, initial_eda_us=2.5)
+    np.testing.assert_array_equal(a.values, b.values)
+
+
+def test_legacy_normalized_models_map_to_a_range():
+    torch.manual_seed(0)
+    legacy = EDANet(EDANetConfig.from_preset("tiny", eda_representation="normalized"))
+    cfg = legacy.config
+    audio = _audio(4.0)
+    res = edanet.generate(audio, 8000, model=legacy, backend="torch", seed=1, num_samples=2)
+    lo, hi = cfg.default_eda_range_us
+    assert (res.values >= lo - 1e-9).all() and (res.values <= hi + 1e-9).all()
+    res2 = edanet.generate(audio, 8000, model=legacy, backend="torch", seed=1, num_samples=2, eda_range_us=(1.0, 3.0))
     assert np.array_equal(res2.classes, res.classes)
     assert np.allclose((res2.values - 1.0) / 2.0, (res.values - lo) / (hi - lo))
+    with pytest.raises(ValueError, match="initial_eda_us applies"):
+        edanet.generate(audio, 8000, model=legacy, initial_eda_us=3.0)
+    for bad, match in (((3.0, 1.0), "eda_range_us"), (5, "pair")):
+        with pytest.raises(ValueError, match=match):
+            edanet.generate(audio, 8000, model=legacy, eda_range_us=bad)
 
 
 def test_same_seed_same_samples_on_every_backend(tiny):
@@ -79,8 +110,10 @@ def test_engine_is_reused_until_weights_change(tiny):
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"num_samples": 0}, "num_samples"), ({"temperature": -1.0}, "temperature"),
-    ({"eda_range_us": (3.0, 1.0)}, "eda_range_us"), ({"backend": "warp"}, "unknown backend"),
-    ({"eda_range_us": 5}, "pair"), ({"seed": "abc"}, "seed"), ({"seed": 10 ** 20}, "seed"),
+    ({"eda_range_us": (1.0, 3.0)}, "only to legacy"), ({"backend": "warp"}, "unknown backend"),
+    ({"initial_eda_us": -1.0}, "initial_eda_us"), ({"initial_eda_us": [1.0, 2.0]}, "one per sample"),
+    ({"initial_eda_us": "x"}, "initial_eda_us"), ({"initial_eda_us": float("nan")}, "initial_eda_us"),
+    ({"seed": "abc"}, "seed"), ({"seed": 10 ** 20}, "seed"),
     ({"seed": -1}, "seed"), ({"num_samples": True}, "num_samples"),
 ])
 def test_bad_arguments(tiny, kwargs, match):

@@ -12,6 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from edanet import EDANetConfig, load_model
+from edanet.data import find_pairs
+from edanet.eda import load_eda
 from edanet.cli import main as cli_main
 from edanet.synth import SynthConfig, write_dataset
 
@@ -44,7 +46,10 @@ def test_training_learns_and_writes_a_loadable_run(data, tmp_path):
     assert json.loads((run / "latest.json").read_text())["step"] == 30
     assert json.loads((run / "train.json").read_text())["onset_focus"] == 0.0   # the tiny preset's
     model = load_model(run)
-    assert model.config == EDANetConfig.from_preset("tiny")
+    # the config it was given, with the start level taken from the training recordings
+    starts = [load_eda(c, 4).values[0] for _, _, c in find_pairs(data)]
+    assert model.config == EDANetConfig.from_preset("tiny", initial_eda_us=model.config.initial_eda_us)
+    assert min(starts) <= model.config.initial_eda_us <= max(starts)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [f"step_{s:08d}" for s in (10, 20, 30)]
     # a second run into the same folder without --resume is refused, not overwritten
     again = _run(["--data", str(data), "--out", str(run), "--steps", "30"])
