@@ -44,6 +44,43 @@ GPU_VARIANTS = ("torch", "torch+graph", "torch+graph:bf16", "triton", "triton:bf
 CPU_VARIANTS = ("torch", "cpu", "reference")
 
 
+def _value(text: str):
+    """An option's value: an int or a float where it parses as one, else the text."""
+    for kind in (int, float) if any(c.isdigit() for c in text) else ():
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_options(opts: str, text: str) -> tuple:
+    """``name=value,...`` (the part after ``@`` of ``text``) as ((name, value), ...)."""
+    options = []
+    for item in filter(None, opts.split(",")):
+        k, eq, v = item.partition("=")
+        if not eq or not k:
+            raise ValueError(f"option {item!r} in {text!r} must be written name=value")
+        options.append((k, _value(v)))
+    return tuple(options)
+
+
+def parse_preset(text: str) -> tuple[str, dict]:
+    """A preset as the benchmarks take it, ``name[@field=value,...]``: an edanet preset and
+    fields of its ``EDANetConfig`` to override. ``base@quantization_bins=16`` is ``base``
+    with Q = 16 classes instead of 256: against ``base`` it measures what the downsampling
+    and the sampling over Q classes cost a step."""
+    name, _, opts = text.partition("@")
+    return name, dict(parse_options(opts, text))
+
+
+def config_of(preset: str):
+    """The ``EDANetConfig`` of a preset with its overrides (``parse_preset``)."""
+    from edanet import EDANetConfig
+    name, overrides = parse_preset(preset)
+    return EDANetConfig.from_preset(name, **overrides)
+
+
 @dataclass(frozen=True)
 class Variant:
     """One engine to measure, written ``backend[+graph][:dtype][@option=value,...]``:
@@ -68,13 +105,7 @@ class Variant:
                              "(append +graph to torch for a CUDA graph, :bf16 or :fp16 for a dtype)")
         if graph and backend != "torch":
             raise ValueError(f"{text!r}: only the torch backend takes +graph")
-        options = []
-        for item in filter(None, opts.split(",")):
-            k, eq, v = item.partition("=")
-            if not eq or not k:
-                raise ValueError(f"engine option {item!r} in {text!r} must be written name=value")
-            options.append((k, int(v) if v.lstrip("-").isdigit() else v))
-        return cls(backend, dt, graph, tuple(options))
+        return cls(backend, dt, graph, parse_options(opts, text))
 
     @property
     def _name(self) -> str:
@@ -111,10 +142,11 @@ def default_variants(device: torch.device) -> list[Variant]:
 
 
 def spec_and_weights(preset: str, seed: int = 0):
-    """The network of an edanet preset, with random weights (speed does not depend on them)."""
-    from edanet import EDANet, EDANetConfig, export_to_fastgen
+    """The network of an edanet preset (with overrides: ``parse_preset``), with random
+    weights (speed does not depend on them)."""
+    from edanet import EDANet, export_to_fastgen
     torch.manual_seed(seed)
-    return export_to_fastgen(EDANet(EDANetConfig.from_preset(preset)))
+    return export_to_fastgen(EDANet(config_of(preset)))
 
 
 def weight_bytes(spec: fastgen.NetworkSpec, itemsize: int = 4) -> int:

@@ -1,7 +1,7 @@
 """Run the benchmark matrix on this machine and write a markdown table, a JSON file and a plot.
 
     python -m benchmarks.report [--presets small base] [--batches 1 4 16] [--variants torch cuda:bf16 ...]
-                                [--steps N] [--repeats 3] [--out benchmarks/results]
+                                [--steps N] [--repeats 3] [--out benchmarks/results] [--no-plot]
     edanet bench [same arguments]
     python -m benchmarks.report --render RESULT.json    # redraw the .md/.png of a saved (or partial) run
 
@@ -20,6 +20,12 @@ over ``torch`` (and, on a GPU, over ``torch+graph`` of the same dtype) of the sa
 engine, the largest batch that fits, extrapolated from that memory. On a GPU the targets of
 issues #5 and #6 are checked (``benchmarks/targets.py``).
 Results: ``<out>/<device>-<date>.{json,md,png}``.
+
+A preset may override fields of its config (``common.parse_preset``): ``--presets base
+base@quantization_bins=16`` measures ``base`` with Q = 256 and Q = 16 classes. Each batch of
+such a preset runs right after the same batch of its base preset, and the report compares the
+two (µs per step, and the share of the base step the override takes away: here the part of a
+step that the downsampling and sampling over 240 more classes cost).
 """
 from __future__ import annotations
 
@@ -79,16 +85,48 @@ def _row(v, preset, spec, batch, n, t, peak, bw, units):
             "history_bytes": common.history_bytes(spec, batch, v.dtype.itemsize)}
 
 
-def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progress=True, on_case=None):
+def case_order(presets, batches) -> list[tuple[str, int]]:
+    """(preset, batch) in the order measured: preset by preset, except that a preset with
+    overrides runs each batch right after that batch of its base preset (when that preset is
+    measured too), so a run cut short still holds whole pairs to compare."""
+    base_of = {p: common.parse_preset(p)[0] for p in presets}
+    paired = [p for p in presets if base_of[p] != p and base_of[p] in presets]
+    cases = []
+    for p in presets:
+        if p in paired:
+            continue
+        for b in batches:
+            cases += [(p, b)] + [(q, b) for q in paired if base_of[q] == p]
+    return cases
+
+
+def override_deltas(rows: list[dict]) -> list[dict]:
+    """Each row of a preset with overrides against the row of its base preset with the same
+    batch, backend and dtype: µs per step of both, and the share of the base step saved."""
+    index = {(r["preset"], r["batch"], r["backend"], r["dtype"]): r for r in rows}
+    out = []
+    for r in rows:
+        base = common.parse_preset(r["preset"])[0]
+        b = index.get((base, r["batch"], r["backend"], r["dtype"]))
+        if base == r["preset"] or b is None:
+            continue
+        out.append(dict(preset=r["preset"], base_preset=base, batch=r["batch"], backend=r["backend"],
+                        dtype=r["dtype"], base_us_per_step=b["us_per_step"], us_per_step=r["us_per_step"],
+                        saved_fraction=1 - r["us_per_step"] / b["us_per_step"]))
+    return out
+
+
+def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progress=True, on_progress=None):
     """The matrix: one row per (preset, batch, variant) measured; a variant that fails (not
     built for this shape, a compile error) is recorded in ``failures`` and the rest go on.
-    ``on_case(result so far)`` is called after every case (the report saves it)."""
+    ``on_progress(result so far)`` is called after every variant, measured or failed (the
+    report saves it: a run stopped by a timeout keeps every row it finished)."""
     from tqdm import tqdm
     peaks = measure_peaks(device, variants)
     bw = peaks["copy_bytes_per_s"]
     units = peaks["units"] if device.type == "cuda" else None
     result = {"peaks": peaks, "rows": [], "failures": []}
-    cases = [(p, b) for p in presets for b in batches]
+    cases = case_order(presets, batches)
     for preset, batch in (bar := tqdm(cases, desc="bench", disable=not progress)):
         spec, weights = common.spec_and_weights(preset)
         case_rows = []
@@ -103,6 +141,8 @@ def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progr
                 result["failures"].append(dict(preset=preset, batch=batch, backend=v.label, dtype=v.dtype_name,
                                                error=msg))
                 bar.write(f"{preset} batch {batch} {v.label} {v.dtype_name}: FAILED {msg}")
+                if on_progress:
+                    on_progress(result)
                 continue
             row = _row(v, preset, spec, batch, n, t, peaks["matmul_flops"][v.dtype_name], bw, units)
             try:
@@ -111,12 +151,13 @@ def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progr
                 row["engine_memory_bytes"] = None
                 bar.write(f"{preset} batch {batch} {v.text}: memory not measured ({type(e).__name__}: {e})")
             case_rows.append(row)
+            result["rows"].append(row)
+            add_speedups(case_rows)              # again with each row: the case's rows so far
             bar.write(f"{preset} batch {batch} {v.label} {v.dtype_name}: {row['eda_steps_per_s']:,.0f} EDA steps/s, "
                       f"{row['us_per_step']:,.1f} us/step ({n} steps), {row['x_floor']:,.1f}x floor")
-        add_speedups(case_rows)
-        result["rows"] += case_rows
-        if on_case:
-            on_case(result)
+            if on_progress:
+                on_progress(result)
+    result["override_deltas"] = override_deltas(result["rows"])
     capacity = memory.capacity_bytes(device)
     result["memory_capacity_bytes"] = capacity
     result["largest_batch_that_fits"] = {p: {v.text: memory.largest_batch(
@@ -129,8 +170,7 @@ def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progr
 
 
 def common_eda_rate(preset: str) -> float:
-    from edanet import EDANetConfig
-    return EDANetConfig.from_preset(preset).eda_sample_rate
+    return common.config_of(preset).eda_sample_rate
 
 
 def _fmt_peaks(result: dict) -> str:
@@ -176,6 +216,14 @@ def markdown(result: dict) -> str:
                   f"engine (history, working set; weights and inputs excluded). Largest batch that fits in "
                   f"{result['memory_capacity_bytes'] / 2 ** 30:.1f} GiB, extrapolated from the smallest and largest "
                   f"batch: {fits}."]
+    deltas = override_deltas(result["rows"])
+    if deltas:
+        lines += ["", "Preset overrides against their base preset (rows of this run; \"saved\": the share of "
+                  "the base preset's step that the override takes away):", "",
+                  "| preset | batch | backend | dtype | base µs/step | µs/step | saved |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {d['preset']} | {d['batch']} | {d['backend']} | {d['dtype']} | {d['base_us_per_step']:,.1f} | "
+                  f"{d['us_per_step']:,.1f} | {100 * d['saved_fraction']:.1f}% |" for d in deltas]
     if result.get("targets"):
         lines += ["", "Targets of issues #5 and #6, measured in this run:", "", targets.markdown(result["targets"])]
     return "\n".join(lines) + "\n"
@@ -226,7 +274,8 @@ def write(result: dict, out: Path, with_plot: bool = True) -> Path:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="edanet bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--presets", nargs="+", default=["small", "base"])
+    p.add_argument("--presets", nargs="+", default=["small", "base"],
+                   help="edanet presets, each with config overrides if any: base@quantization_bins=16")
     p.add_argument("--batches", nargs="+", type=int)
     p.add_argument("--variants", "--backends", nargs="+", metavar="VARIANT",
                    help="backend[+graph][:dtype][@option=value,...], e.g. cuda:bf16, torch+graph:bf16, "
@@ -238,6 +287,8 @@ def main(argv=None) -> int:
                    help="timed runs per case, median kept (default 3 on CPU, 7 on GPU)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-plot", action="store_true",
+                   help="write the .json and .md only (--render draws the plot later)")
     p.add_argument("--render", metavar="RESULT.json", help="only rewrite the .md and .png of a saved result")
     a = p.parse_args(argv)
     if a.render:
@@ -251,19 +302,21 @@ def main(argv=None) -> int:
         raise SystemExit("edanet bench: --device cuda, but torch sees no CUDA GPU here (use --device cpu)")
     try:
         variants = [common.Variant.parse(t) for t in a.variants] if a.variants else common.default_variants(device)
-    except ValueError as e:
+        for preset in a.presets:      # a misspelt preset or field stops the run before it starts
+            common.config_of(preset)
+    except (ValueError, TypeError) as e:
         raise SystemExit(f"edanet bench: {e}") from None
     batches = a.batches or (common.GPU_BATCHES if device.type == "cuda" else common.CPU_BATCHES)
     gpu = device.type == "cuda"
     env = common.environment(device)
-    # after every case the results so far are saved, so a run cut short still leaves its rows
+    # after every row the results so far are saved, so a run cut short still leaves its rows
     result = run(a.presets, batches, variants, a.steps, a.repeats or (7 if gpu else 3), device,
                  target_s=a.target_seconds or (0.25 if gpu else 0.5), progress=not a.quiet,
-                 on_case=lambda r: write({**r, "environment": env}, Path(a.out), with_plot=False))
+                 on_progress=lambda r: write({**r, "environment": env}, Path(a.out), with_plot=False))
     result["environment"] = env
-    stem = write(result, Path(a.out))
+    stem = write(result, Path(a.out), with_plot=not a.no_plot)
     print(markdown(result))
-    print(f"wrote {stem}.json, .md, .png")
+    print(f"wrote {stem}.json, .md" + ("" if a.no_plot else ", .png"))
     return 0
 
 

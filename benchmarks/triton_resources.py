@@ -1,8 +1,9 @@
 """What the Triton kernels would use on an NVIDIA GPU, found by compiling them here (no GPU
 needed; ``fastgen/triton_aot.py``): registers, spills and shared memory of every launch the
 ``triton`` and ``triton_persistent`` backends make for the ``small`` and ``base`` presets, per
-dtype, batch size (1: one sequence per program; 256: 16 in bf16/fp16) and architecture
-(sm_80, sm_90).
+dtype, batch size and architecture (sm_80, sm_90). Batch sizes: 1, 256 and 4096; the
+sequences per program follow the architecture's SM count (``triton_aot.SM_COUNT``): one at
+batch 1 and, on sm_90's 132 SMs, at 256 (two on sm_80's 108), 16 at 4096 in bf16/fp16.
 
     python -m benchmarks.triton_resources [--out benchmarks/results/triton-resources.md]
     python -m benchmarks.triton_resources --cases-json < cases.json   # JSON rows, one per line
@@ -49,7 +50,7 @@ def compile_cases(cases: list[dict], workers: int | None = None, progress: bool 
                          disable=not progress))
 
 
-def measure(presets=("small", "base"), variants=VARIANTS, dtypes=tuple(DTYPES), batches=(1, 256),
+def measure(presets=("small", "base"), variants=VARIANTS, dtypes=tuple(DTYPES), batches=(1, 256, 4096),
             archs=(80, 90)) -> list[dict]:
     return compile_cases([dict(preset=p, variant=v, dtype=d, batch=b, arch=a)
                           for p, v, d, b, a in itertools.product(presets, variants, dtypes, batches, archs)])

@@ -28,12 +28,16 @@ from triton.runtime.jit import create_function_from_signature
 from . import triton_kernels as tk
 from .spec import NetworkSpec, random_weights
 
-__all__ = ["KernelResources", "compile_launch", "SHARED_PER_BLOCK", "REGISTERS_PER_SM", "VARIANTS"]
+__all__ = ["KernelResources", "compile_launch", "SHARED_PER_BLOCK", "REGISTERS_PER_SM", "SM_COUNT", "VARIANTS"]
 
 VARIANTS = ("triton", "triton_persistent")
 # Opt-in shared memory per block (bytes) and 32-bit registers per SM, by compute capability.
 SHARED_PER_BLOCK = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 REGISTERS_PER_SM = {80: 65536, 86: 65536, 89: 65536, 90: 65536}
+# SMs of a representative data-center part per compute capability (A100, A10, L40S, H100/H200):
+# the default sequences per program depend on them (``triton_kernels.default_seqs_per_program``),
+# so a compile for an architecture builds what a launch on that part would.
+SM_COUNT = {80: 108, 86: 72, 89: 142, 90: 132}
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,9 @@ def compile_launch(variant: str, spec: NetworkSpec, dtype: torch.dtype, batch: i
                    steps: int = 16, teacher: bool = False, **options) -> KernelResources:
     """Compile the kernel that ``variant`` ("triton" or "triton_persistent") would launch for
     ``batch`` sequences of ``steps`` steps in ``dtype`` on an sm_``arch`` GPU; ``options`` are
-    the engines' launch options (``triton_kernels.launch_config``). Generation mode, or
-    teacher-forced (logits written, no sampling) with ``teacher``."""
+    the engines' launch options (``triton_kernels.launch_config``; ``sms`` defaults to
+    ``SM_COUNT[arch]``). Generation mode, or teacher-forced (logits written, no sampling) with
+    ``teacher``."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if arch not in SHARED_PER_BLOCK:
@@ -89,7 +94,7 @@ def compile_launch(variant: str, spec: NetworkSpec, dtype: torch.dtype, batch: i
         raise RuntimeError("compiling ahead of time needs real JIT kernels: unset TRITON_INTERPRET "
                            "before triton is imported")
     packed, dims = tk.pack_weights(spec, random_weights(spec), "cpu", dtype)
-    config = tk.launch_config(batch, dims, dtype, **options)
+    config = tk.launch_config(batch, dims, dtype, **{"sms": SM_COUNT[arch], **options})
     # Only dtypes, alignment and the ints matter to the compile: the buffers can be tiny.
     frames = torch.zeros(batch, spec.in_channels, steps * spec.frames_per_step, spec.num_features, dtype=dtype)
     i64, f32 = torch.zeros(1, dtype=torch.int64), torch.zeros(1)

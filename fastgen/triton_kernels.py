@@ -7,8 +7,9 @@ EDA step (K frames x F positions of every sequence) at a time, as
 
 Design
 ------
-* Grid ``(cdiv(B, BLOCK_B),)``: a program owns ``BLOCK_B`` whole sequences (1 for small
-  batches: most parallelism, least latency; 16 for large ones, see below). Each sequence has
+* Grid ``(cdiv(B, BLOCK_B),)``: a program owns ``BLOCK_B`` whole sequences (1 while the
+  batch does not fill the GPU's SMs: most parallelism, least latency; up to 16 beyond, see
+  below and ``launch_config``). Each sequence has
   PP rows (P = K*F positions of a step, ordered p = k*F + f, padded to a power of two PP >=
   16); the program walks its rows in tiles of ``TILE_M`` (16..128) rows: TILE_M / PP whole
   sequences, or, when PP > TILE_M, a chunk of SPAN = TILE_M positions of one (chunks that
@@ -47,10 +48,12 @@ Design
   per-layer weights are re-read every step from L1/L2 (a real model's layers do not fit one
   SM's registers or shared memory).
 * Large batches: BLOCK_B = 16 puts the downsampling on tensor cores (M = 16 sequences) and
-  divides the per-program weight traffic by 16; TILE_M keeps the live fp32 tiles within a
-  register budget (up to 128 rows, wgmma-sized). Before row chunking, the ``base`` preset
-  (PP = 256) ran 256-row tiles: 192 KiB of shared memory in fp32, more than an sm_80 block
-  may have.
+  divides the per-program weight traffic by 16; 2 to 8 share the weights less. BLOCK_B grows
+  only while the grid still has a program for every SM (batch 256 on 132 SMs: one sequence
+  per program, 256 programs; 16 per program from 2112 sequences). TILE_M keeps the live fp32
+  tiles within a register budget (up to 128 rows, wgmma-sized). Before row chunking, the
+  ``base`` preset (PP = 256) ran 256-row tiles: 192 KiB of shared memory in fp32, more than
+  an sm_80 block may have.
 * Teacher-forced mode (parity tests, likelihoods): ``TEACHER`` reads each step's
   conditioning class from an input instead of the fed-back sample, ``WRITE_LOGITS`` writes
   the fp32 logits of every step, ``SAMPLE`` turns the sampling on.
@@ -62,13 +65,16 @@ can trace code that calls them (as opaque ops).
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["pack_weights", "launch_config", "new_ring", "triton_step", "triton_persistent",
-           "DIMS_FIELDS", "CONFIG_FIELDS", "PACKED_FIELDS", "SUPPORTED_DTYPES", "interpreting"]
+__all__ = ["pack_weights", "launch_config", "default_seqs_per_program", "sm_count", "new_ring", "triton_step",
+           "triton_persistent",
+           "DIMS_FIELDS", "CONFIG_FIELDS", "PACKED_FIELDS", "SUPPORTED_DTYPES", "DEFAULT_SMS",
+           "interpreting"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -295,9 +301,12 @@ def _persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n,
         tl.debug_barrier()
 
 
+_INTERPRETED = type(_step_kernel).__name__ == "InterpretedFunction"
+
+
 def interpreting() -> bool:
     """Whether the kernels run under Triton's interpreter (decided when they were defined)."""
-    return type(_step_kernel).__name__ == "InterpretedFunction"
+    return _INTERPRETED
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,18 +385,52 @@ def _dims(dims: list[int]) -> dict:
 
 
 FP32_DOT = ("ieee", "tf32x3")
+# Most sequences one program takes by default: 16 makes the downsampling a tensor-core GEMM
+# (M = 16 sequences) and serves each weight read to 16 sequences.
+MAX_SEQS_PER_PROGRAM = 16
+# SMs assumed where no CUDA device is given (the interpreter, ahead-of-time compiles): an
+# H100's or H200's count, so the grid rule is exercised and tested on a CPU too.
+DEFAULT_SMS = 132
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(device=None) -> int:
+    """Streaming multiprocessors of ``device`` (a CUDA device), else ``DEFAULT_SMS``."""
+    device = torch.device(device) if device is not None else None
+    if device is None or device.type != "cuda":
+        return DEFAULT_SMS
+    return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def default_seqs_per_program(batch: int, sms: int, exact_fp32: bool = False) -> int:
+    """The most sequences per program (a power of two, at most ``MAX_SEQS_PER_PROGRAM``) that
+    still leaves a program for every SM. Sharing a program's weight reads among its sequences
+    only pays once every SM has work: below that it only idles SMs (batch 256 in programs of
+    16 would run on 16 of an H100's 132). Exact fp32 ("ieee") dots take one: they run on CUDA
+    cores, so more sequences gain no tensor-core downsampling, and wide models' tiles spill."""
+    if exact_fp32:
+        return 1
+    spp = MAX_SEQS_PER_PROGRAM
+    while spp > 1 and triton.cdiv(batch, spp) < sms:
+        spp //= 2
+    return spp
 
 
 def launch_config(batch: int, dims: list[int], dtype: torch.dtype = torch.float32,
                   seqs_per_program: int | None = None, tile_rows: int | None = None,
-                  num_warps: int | None = None, fp32_dot: str = "ieee") -> list[int]:
+                  num_warps: int | None = None, fp32_dot: str = "ieee", sms: int | None = None) -> list[int]:
     """``[BLOCK_B, TILE_M, num_warps, fp32 dot mode]`` for a batch (``CONFIG_FIELDS``); None
     picks a default (chosen from sm_80/sm_90 compiles' register and shared-memory use,
     ``python -m benchmarks.triton_resources``; not yet from timings).
 
-    Up to 128 sequences: one program per sequence (most parallelism, least latency). Beyond:
-    16 sequences per program (the downsampling becomes a tensor-core GEMM, and each weight
-    read serves 16 sequences), except for exact fp32 dots. A program walks its BLOCK_B x PP rows in tiles of TILE_M rows
+    Sequences per program: ``default_seqs_per_program`` for ``sms`` SMs (the device's,
+    ``sm_count``; None: ``DEFAULT_SMS``): one per program until the batch fills the SMs,
+    then up to 16 while there are still at least as many programs as SMs. A program walks
+    its BLOCK_B x PP rows in tiles of TILE_M rows
     (a power of two, 16 to 128): several whole sequences, or a chunk of one when PP > TILE_M.
     The default keeps the live fp32 tiles (x, skip, filter and gate: C_r + C_s + 2 C_h per
     row) within a register budget. ``fp32_dot``: "ieee" (exact fp32 FMA dots: parity, but
@@ -400,10 +443,8 @@ def launch_config(batch: int, dims: list[int], dtype: torch.dtype = torch.float3
     if fp32_dot not in FP32_DOT:
         raise ValueError(f"fp32_dot must be one of {FP32_DOT}, got {fp32_dot!r}")
     if seqs_per_program is None:
-        # Exact fp32 ("ieee") dots run on CUDA cores, so 16 sequences gain no tensor-core
-        # downsampling, and for wide models the tiles spill (base: 14 KiB per thread).
-        exact = not half and fp32_dot == "ieee"
-        seqs_per_program = 1 if batch <= 128 or exact else 16
+        seqs_per_program = default_seqs_per_program(batch, DEFAULT_SMS if sms is None else int(sms),
+                                                    exact_fp32=not half and fp32_dot == "ieee")
     block_b = triton.next_power_of_2(max(1, int(seqs_per_program)))
     if tile_rows is None:
         tile_rows = (16384 if half else 4096) // per_row

@@ -117,8 +117,8 @@ def test_a_failing_variant_is_recorded_and_the_rest_go_on(monkeypatch, tmp_path)
     monkeypatch.setattr(common.Variant, "create", create)
     saved = []
     res = report.run(["tiny"], [1, 2], [common.Variant.parse("torch"), common.Variant.parse("cpu")], steps=32,
-                     repeats=1, device=CPU, progress=False, on_case=lambda r: saved.append(len(r["rows"])))
-    assert [r["backend"] for r in res["rows"]] == ["cpu", "cpu"] and saved == [1, 2]
+                     repeats=1, device=CPU, progress=False, on_progress=lambda r: saved.append(len(r["rows"])))
+    assert [r["backend"] for r in res["rows"]] == ["cpu", "cpu"] and saved == [0, 1, 1, 2]   # after each variant
     assert [(f["batch"], f["backend"]) for f in res["failures"]] == [(1, "torch"), (2, "torch")]
     assert "no kernel image" in res["failures"][0]["error"]
     assert all(r["speedup_vs_torch"] is None for r in res["rows"])
@@ -285,3 +285,68 @@ def test_cuda_plan_model_follows_the_kernel():
     rows = 5 * spec.frames_per_step * spec.num_features                                 # 160: 3 warp blocks
     down = 2 * spec.num_features * spec.frames_per_step * Co * Q
     assert cuda_plans.weight_reads_per_step(spec, p) == (gemm * -(-rows // 64), down * 2)
+
+
+# -- presets with config overrides: the ablation of Q (base with 16 classes against 256) --------
+def test_preset_overrides_change_the_config():
+    assert common.parse_preset("base") == ("base", {})
+    assert common.parse_preset("base@quantization_bins=16,context_size_in_seconds=2.5") == (
+        "base", {"quantization_bins": 16, "context_size_in_seconds": 2.5})
+    spec, _ = common.spec_and_weights("base@quantization_bins=16")
+    full, _ = common.spec_and_weights("base")
+    assert (spec.num_classes, full.num_classes) == (16, 256)
+    # only Q and what depends on it differ
+    assert spec.to_dict() | {"num_classes": 256, "cond_classes": full.cond_classes,
+                             "start_class": full.start_class} == full.to_dict()
+    with pytest.raises(ValueError, match="nope"):
+        common.config_of("base@nope=3")
+    with pytest.raises(ValueError, match="name=value"):
+        common.parse_preset("base@quantization_bins")
+
+
+def test_an_override_runs_each_batch_right_after_its_base_preset():
+    q16 = "base@quantization_bins=16"
+    assert report.case_order(["small", "base", q16], [1, 256]) == [
+        ("small", 1), ("small", 256), ("base", 1), (q16, 1), ("base", 256), (q16, 256)]
+    assert report.case_order([q16, "base"], [1, 2]) == [("base", 1), (q16, 1), ("base", 2), (q16, 2)]
+    assert report.case_order([q16], [1, 2]) == [(q16, 1), (q16, 2)]      # no base preset: on its own
+
+
+def test_override_deltas_compare_same_batch_backend_and_dtype():
+    rows = [dict(preset="base", batch=1, backend="cuda", dtype="bf16", us_per_step=100.0),
+            dict(preset="base@quantization_bins=16", batch=1, backend="cuda", dtype="bf16", us_per_step=75.0),
+            dict(preset="base@quantization_bins=16", batch=1, backend="cuda", dtype="fp32", us_per_step=80.0)]
+    [d] = report.override_deltas(rows)                                     # no fp32 base row: no pair
+    assert (d["base_preset"], d["dtype"], d["saved_fraction"]) == ("base", "bf16", pytest.approx(0.25))
+
+
+def test_ablation_run_on_the_cpu(tmp_path):
+    # the device check's ablation, tiny: tiny (Q = 16) against tiny with Q = 4, on the cpu backend
+    low = "tiny@quantization_bins=4"
+    assert report.main(["--device", "cpu", "--presets", "tiny", low, "--batches", "1", "2", "--variants", "cpu",
+                        "--steps", "32", "--repeats", "1", "--out", str(tmp_path), "--no-plot", "--quiet"]) == 0
+    [js] = tmp_path.glob("*.json")
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".md"]       # --no-plot
+    res = json.loads(js.read_text())
+    assert [(r["preset"], r["batch"]) for r in res["rows"]] == [("tiny", 1), (low, 1), ("tiny", 2), (low, 2)]
+    by = {(r["preset"], r["batch"]): r for r in res["rows"]}
+    assert by[low, 1]["flops_per_step"] < by["tiny", 1]["flops_per_step"]       # the downsampling shrank
+    deltas = res["override_deltas"]
+    assert [(d["preset"], d["batch"]) for d in deltas] == [(low, 1), (low, 2)]
+    for d in deltas:
+        assert d["saved_fraction"] == pytest.approx(1 - by[low, d["batch"]]["us_per_step"] / by["tiny", d["batch"]]
+                                                    ["us_per_step"])
+    md = js.with_suffix(".md").read_text()
+    assert "Preset overrides against their base preset" in md
+    assert sum(ln.startswith(f"| {low} |") for ln in md.splitlines()) == 4       # 2 rows + 2 comparisons
+
+
+def test_targets_leave_out_presets_with_overrides():
+    rows = [_row("base@quantization_bins=16", 1, "cuda", "bf16", 1.0), _row("base", 1, "cuda", "bf16", 1.0)]
+    assert {c["preset"] for c in targets.evaluate({"rows": rows})} == {"base"}
+
+
+def test_cli_bench_rejects_a_bad_preset():
+    with pytest.raises(SystemExit) as e:
+        report.main(["--device", "cpu", "--presets", "base@nope=1"])
+    assert "nope" in str(e.value)

@@ -4,7 +4,9 @@ CI has no GPU and runs the kernels through Triton's interpreter, which never com
 here they are compiled for real (``fastgen/triton_aot.py``: the launches' own arguments and
 specialisations, Triton's bundled ptxas), in a subprocess without ``TRITON_INTERPRET``. That
 catches what only the compiler rejects, and checks every default launch configuration of the
-parity specs and of the ``small`` and ``base`` presets: shared memory within what a block may
+parity specs and of the ``small`` and ``base`` presets (batch 1; 256, one sequence per program
+on sm_90's 132 SMs and two on sm_80's 108; 4096, 16 per program in bf16/fp16, the
+tensor-core downsampling): shared memory within what a block may
 have on the architecture, at least one block per SM, and no register spills beyond a few
 bytes in bf16/fp16 (the fast modes) nor for ``small`` in fp32. The fp32 parity mode of
 ``base`` does spill (0.5-0.9 KiB per thread): ``python -m benchmarks.triton_resources``
@@ -24,7 +26,8 @@ import torch
 pytest.importorskip("triton")
 from conftest import PARITY_SPECS  # noqa: E402
 from fastgen import triton_kernels as tk  # noqa: E402
-from fastgen.triton_aot import SHARED_PER_BLOCK, compile_launch  # noqa: E402
+from fastgen import random_weights  # noqa: E402
+from fastgen.triton_aot import SHARED_PER_BLOCK, SM_COUNT, compile_launch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +48,8 @@ def _cases():
             for dtype in ("fp32", "bf16", "fp16"):
                 if name == "base" and dtype == "fp16":
                     continue  # the same code and register use as bf16, and base is the slowest to build
-                for batch in (1, 256):
+                # the sequences per program follow the batch and the arch's SM count
+                for batch in (1, 256, 4096) if name in ("small", "base") else (1, 4096):
                     for arch in archs:
                         cases.append(dict(which, name=name, variant=variant, dtype=dtype, batch=batch, arch=arch,
                                           teacher=False))
@@ -65,6 +69,15 @@ def compiled():
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == len(cases)
     return rows
+
+
+def test_the_cases_cover_every_sequences_per_program_path():
+    # 1, 2 (batch 256 on sm_80's 108 SMs) and 16 sequences per program (batch 4096, bf16/fp16)
+    spec = PARITY_SPECS["round"]
+    dims = tk.pack_weights(spec, random_weights(spec), "cpu", torch.bfloat16)[1]
+    seen = {tk.launch_config(c["batch"], dims, torch.bfloat16, sms=SM_COUNT[c["arch"]])[0]
+            for c in _cases() if c["dtype"] == "bf16"}
+    assert seen == {1, 2, 16}
 
 
 def test_every_launch_compiles_for_sm80_and_sm90(compiled):

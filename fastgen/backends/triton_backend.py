@@ -8,7 +8,8 @@ Without a GPU they run on CPU tensors through Triton's interpreter, which must b
 Options (keyword arguments of ``fastgen.create``): ``num_warps``, ``seqs_per_program`` (the
 sequences one program owns: 1 gives the most parallelism, 16 puts the downsampling on tensor
 cores and shares each weight read among 16 sequences), ``tile_rows`` (rows, i.e. positions of
-one or more sequences, per register tile: 16 to 128); None picks by batch size
+one or more sequences, per register tile: 16 to 128); None picks by batch size and the
+device's SM count, so that the grid has a program for every SM
 (``triton_kernels.launch_config``). ``fp32_dot`` ("ieee", the default, or "tf32x3") is how
 fp32 engines multiply.
 """
@@ -58,7 +59,7 @@ class TritonEngine(Engine):
         self._config(1)  # validate the options now
 
     def _config(self, batch):
-        return tk.launch_config(batch, self.dims, self.dtype, **self.options)
+        return tk.launch_config(batch, self.dims, self.dtype, sms=tk.sm_count(self.device), **self.options)
 
     def _empty_logits(self, B):
         return torch.zeros((B, 0, self.spec.num_classes), dtype=self.logits_dtype, device=self.device)
