@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .config import EDANetConfig
+from .config import AUDIO_RATES, EDANetConfig
 
 __all__ = ["MFCC_SCALE", "POWER_DB_AMIN", "load_audio", "mfcc_frames", "loudness", "onset_strength",
            "mean_level_db", "features"]
@@ -41,20 +42,88 @@ MFCC_SCALE = 0.01
 POWER_DB_AMIN = 1e-8
 
 
-def check_sample_rate(rate: Any, what: str) -> float:
-    """``rate`` as a float, or a ValueError naming ``what`` unless it is a positive, finite number."""
+def check_sample_rate(rate: Any, what: str, limits: tuple[float, float, str] | None = None) -> float:
+    """``rate`` as a float, or a ValueError naming ``what`` unless it is a positive, finite number
+    of Hz within ``limits`` (``(lowest, highest, kind)``: :data:`edanet.config.AUDIO_RATES` or
+    :data:`edanet.config.EDA_RATES`; None: any positive rate)."""
+    span = f" ({limits[0]:g}-{limits[1]:g} Hz for {limits[2]})" if limits else ""
     if isinstance(rate, bool):
-        raise ValueError(f"{what} must be a positive number of Hz, got {rate!r}")
+        raise ValueError(f"{what} must be a positive number of Hz{span}, got {rate!r}")
     try:
         r = float(rate)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a positive number of Hz, got {rate!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what} must be a positive number of Hz{span}, got {_shown(rate)}") from None
     if not math.isfinite(r) or r <= 0:
-        raise ValueError(f"{what} must be a positive, finite number of Hz, got {rate!r}")
+        raise ValueError(f"{what} must be a positive, finite number of Hz{span}, got {_shown(rate)}")
+    if limits and not limits[0] <= r <= limits[1]:
+        raise ValueError(f"{what} {r:g} Hz is outside {limits[0]:g}-{limits[1]:g} Hz, the {limits[2]} sample "
+                         f"rates edanet reads")
     return r
 
 
+def _shown(v: Any, limit: int = 40) -> str:
+    try:
+        text = repr(v)
+    except (ValueError, RecursionError):
+        return f"a {type(v).__name__} too large to show"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# RIFF/RIFX (WAV) and FORM (AIFF) files: byte order and the id of the chunk holding the audio
+_CONTAINERS = {b"RIFF": ("<", b"data"), b"RIFX": (">", b"data"), b"FORM": (">", b"SSND")}
+# data chunk sizes a streaming writer (a pipe) leaves unset: the length is then unknown, not wrong
+_UNSET_SIZES = (0, 0xFFFFFFFF)
+_MAX_CHUNKS = 1000
+
+
+def _audio_chunk(path: Path) -> tuple[int, int] | None:
+    """``(size its header gives, bytes the file holds)`` of the audio data chunk of a WAV or AIFF
+    file, or None for another format or when no data chunk header is found. Reads chunk headers only."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in _CONTAINERS:
+            return None
+        order, data_id = _CONTAINERS[head[:4]]
+        pos = 12
+        for _ in range(_MAX_CHUNKS):
+            f.seek(pos)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            (n,) = struct.unpack(order + "I", chunk[4:])
+            if chunk[:4] == data_id:
+                return n, size - pos - 8
+            pos += 8 + n + (n & 1)        # chunks are padded to an even length
+    return None
+
+
+def _check_complete(path: Path, sample_rate: float, frames: int) -> None:
+    """ValueError when a WAV or AIFF file holds less audio data than its header promises.
+
+    libsndfile reads such a file silently, as far as it goes; edanet refuses it: the generated
+    EDA would be silently shorter than the recording one believes one gave, and a training pair
+    would pair the EDA with part of its audio. Cutting it is a decision for its owner (ffmpeg
+    reads it with a warning and writes a complete file of the part present)."""
+    found = _audio_chunk(path)
+    if found is None or found[0] in _UNSET_SIZES or found[0] <= found[1]:
+        return
+    promised, present = found
+    raise ValueError(f"audio file {str(path)!r} is truncated: its header promises {promised} bytes of audio "
+                     f"data but the file holds {present} ({present / promised:.0%}, {frames / sample_rate:.3g} s "
+                     f"of audio); use the complete file, or cut it deliberately (e.g. ffmpeg -i in.wav out.wav "
+                     f"writes the part present)")
+
+
+def _unreadable(path: Path, e: Exception) -> ValueError:
+    msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    return ValueError(f"could not read audio file {str(path)!r}: not an audio file soundfile can read "
+                      f"(WAV, FLAC, OGG, MP3, ...) or it is corrupt ({msg})")
+
+
 def _read_file(path: Path) -> tuple[np.ndarray, float]:
+    """The samples ``(channels, n)`` and rate of an audio file, its header checked first: a rate
+    outside :data:`AUDIO_RATES` or a truncated WAV/AIFF is refused before any sample is read."""
     import soundfile as sf
 
     if not path.exists():
@@ -62,12 +131,20 @@ def _read_file(path: Path) -> tuple[np.ndarray, float]:
     if path.is_dir():
         raise ValueError(f"audio path {str(path)!r} is a directory, not an audio file")
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        info = sf.info(str(path))
+    except MemoryError:
+        raise
     except Exception as e:  # soundfile.LibsndfileError, RuntimeError, TypeError on odd files
-        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise ValueError(f"could not read audio file {str(path)!r}: not an audio file soundfile can read "
-                         f"(WAV, FLAC, OGG, MP3, ...) or it is corrupt ({msg})") from None
-    return data.T, float(sr)  # (channels, n)
+        raise _unreadable(path, e) from None
+    sr = check_sample_rate(info.samplerate, f"audio file {str(path)!r}: its header's sample rate", AUDIO_RATES)
+    _check_complete(path, sr, info.frames)
+    try:
+        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise _unreadable(path, e) from None
+    return data.T, sr  # (channels, n)
 
 
 def _as_array(audio: Any) -> np.ndarray:
@@ -78,7 +155,8 @@ def _as_array(audio: Any) -> np.ndarray:
     except Exception as e:
         raise ValueError(f"audio must be a path or a numeric array, got {type(audio).__name__} ({e})") from None
     if a.dtype.kind == "f":
-        return a.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):    # beyond float32's range: inf, refused as non-finite
+            return a.astype(np.float32, copy=False)
     if a.dtype.kind == "i":
         # integer PCM: full scale of the dtype maps to [-1, 1)
         return (a.astype(np.float64) / float(-np.iinfo(a.dtype).min)).astype(np.float32)
@@ -115,10 +193,12 @@ def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: flo
     else is a ``ValueError``. Resampling (``librosa.resample``, soxr_hq) happens after mixing.
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for an unreadable or
-    non-audio file, empty audio, NaN/inf samples, a missing, non-positive or non-finite sample
-    rate, or an unsupported channel count.
+    non-audio file, a WAV/AIFF file holding less audio than its header says (truncated), empty
+    audio, NaN/inf samples, a missing sample rate or one (given, in a file's header, or the
+    target) outside 1-384 kHz (:data:`edanet.config.AUDIO_RATES`; checked before resampling),
+    or an unsupported channel count.
     """
-    target = check_sample_rate(target_rate, "target_rate")
+    target = check_sample_rate(target_rate, "target_rate", AUDIO_RATES)
     if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
         raise ValueError(f"channels must be a positive integer, got {channels!r}")
     channels = int(channels)
@@ -128,7 +208,7 @@ def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: flo
         data, sr = _read_file(path)
         where = f"audio file {str(path)!r}"
         if sample_rate is not None:
-            given = check_sample_rate(sample_rate, "sample_rate")
+            given = check_sample_rate(sample_rate, "sample_rate", AUDIO_RATES)
             if abs(given - sr) > 1e-6 * sr:
                 raise ValueError(f"sample_rate={sample_rate!r} was given but {where} is at {sr:g} Hz; "
                                  f"leave sample_rate out for files")
@@ -139,7 +219,7 @@ def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: flo
             raise ValueError("audio must be a path or an array of samples, got bytes")
         if sample_rate is None:
             raise ValueError("sample_rate is required when audio is an array (pass sample_rate=... in Hz)")
-        sr = check_sample_rate(sample_rate, "sample_rate")
+        sr = check_sample_rate(sample_rate, "sample_rate", AUDIO_RATES)
         data = _orient(_as_array(audio))
         where = "audio array"
 

@@ -2,14 +2,14 @@
 
 ``save_model(model, folder)`` writes both atomically; ``load_model(path)`` accepts the folder,
 its ``model.safetensors`` or its ``config.json``, and checks that every tensor the config
-implies is present with the right shape and finite before building the model. A PyTorch
-pickle (``.pt``, ``.pth``, ``.bin``, ``.ckpt``, or zip/pickle bytes) is refused unread."""
+implies is present with the right shape, floating point and finite before loading it into the
+model. A PyTorch pickle (``.pt``, ``.pth``, ``.bin``, ``.ckpt``, or zip/pickle bytes) is refused
+unread; a bad file of any kind is a ``ValueError`` (a missing one a ``FileNotFoundError``)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
 from fastgen.spec import nonfinite
 from safetensors.torch import load_file, save_file
 
@@ -22,6 +22,10 @@ __all__ = ["save_model", "load_model", "CONFIG_NAME", "WEIGHTS_NAME"]
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT = "edanet-model-v1"
+#: A config.json is about 1 kB; a larger file than this is refused unread.
+MAX_CONFIG_BYTES = 2**20
+#: Weights are stored in one of these (training writes float32).
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def save_model(model: EDANet, folder: str | Path, extra_metadata: dict | None = None) -> Path:
@@ -72,8 +76,63 @@ def _paths(path: Path) -> tuple[Path, Path]:
     return cfg, weights
 
 
+def _read_config(path: Path) -> EDANetConfig:
+    """The config in ``path``: ValueError for a file over ``MAX_CONFIG_BYTES`` (refused unread),
+    one that is not UTF-8 JSON or not a valid config (its values are checked before any model
+    is built, its parameter memory included)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{path}: {size:,} bytes is not an EDANet config (those are about 1 kB; at most "
+                             f"{MAX_CONFIG_BYTES:,} bytes are read)")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)      # the file may have grown since stat()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: more than {MAX_CONFIG_BYTES:,} bytes is not an EDANet config")
+    try:
+        return EDANetConfig.from_json(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a valid EDANet config: not UTF-8 text (a binary file?)") from None
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: not a valid EDANet config: {e}") from None
+
+
+def _read_weights(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file: ValueError for one that is not readable (the parser of
+    an untrusted file may fail in many ways; all but running out of memory mean a bad file) or
+    holds a tensor that is not floating point."""
+    try:
+        state = load_file(str(path), device=str(device))
+    except MemoryError:
+        raise
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except Exception as e:      # SafetensorError, and whatever else damaged bytes provoke
+        raise ValueError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
+    for name, v in state.items():
+        if v.dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"{path}: tensor {name!r} is {v.dtype}: weights must be floating point "
+                             f"({', '.join(str(d).replace('torch.', '') for d in WEIGHT_DTYPES)})")
+    return state
+
+
+def _device(map_location) -> torch.device:
+    try:
+        return torch.device(map_location)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"map_location must be a device such as 'cpu' or 'cuda', got {map_location!r}") from None
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> EDANet:
-    """Load a model saved by ``save_model`` (safetensors + JSON; no pickle is ever read)."""
+    """Load a model saved by ``save_model`` (safetensors + JSON; no pickle is ever read).
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a bad one."""
+    device = _device(map_location)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no model at {path}: expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME}")
@@ -81,14 +140,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ED
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise FileNotFoundError(f"model file missing: {p} (a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
-    try:
-        config = EDANetConfig.from_json(cfg_path.read_text())
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{cfg_path}: not a valid EDANet config: {e}") from None
-    try:
-        state = load_file(str(w_path), device=str(map_location))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{w_path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
+    config = _read_config(cfg_path)
+    state = _read_weights(w_path, device)
     model = EDANet(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -107,4 +160,4 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ED
                          "holds NaN or inf values, as a diverged training run leaves; use an earlier "
                          "checkpoint or retrain with a lower learning rate")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-    return model.to(map_location).eval()
+    return model.to(device).eval()

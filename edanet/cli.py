@@ -1,7 +1,8 @@
 """The ``edanet`` command line: generate, synth, train, evaluate, bench.
 
-Errors a user can act on (bad files, bad values, unwritable paths, missing backends) print one
-line and exit 2; anything else is a bug and keeps its traceback."""
+Errors a user can act on (bad files, bad values, unwritable paths, missing backends, an input
+or model too large for the machine's memory) print one line and exit 2; anything else is a bug
+and keeps its traceback."""
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,26 @@ def _generate(a) -> int:
     return 0
 
 
+#: Most pairs and seconds ``edanet synth`` writes (10 days of audio: beyond, a typo).
+MAX_SYNTH_PAIRS = 100_000
+MAX_SYNTH_SECONDS = 86_400.0
+
+
+def _check_synth(a) -> None:
+    """The synth arguments SynthConfig does not bound: counts, length and sample rates."""
+    from edanet.audio import check_sample_rate
+    from edanet.config import AUDIO_RATES, EDA_RATES
+    if not 1 <= a.pairs <= MAX_SYNTH_PAIRS:
+        raise ValueError(f"--pairs must lie in [1, {MAX_SYNTH_PAIRS}], got {a.pairs}")
+    if not 0 < a.seconds <= MAX_SYNTH_SECONDS:
+        raise ValueError(f"--seconds must lie in (0, {MAX_SYNTH_SECONDS:g}] (a day), got {a.seconds:g}")
+    check_sample_rate(a.audio_rate, "--audio-rate", AUDIO_RATES)
+    check_sample_rate(a.eda_rate, "--eda-rate", EDA_RATES)
+
+
 def _synth(a) -> int:
     from edanet.synth import SynthConfig, write_dataset
+    _check_synth(a)
     cfg = SynthConfig(seconds=a.seconds, audio_sample_rate=a.audio_rate, eda_sample_rate=a.eda_rate)
     names = write_dataset(a.out, a.pairs, cfg, a.seed, progress=not a.quiet)
     print(f"wrote {len(names)} pairs to {a.out}")
@@ -202,6 +221,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a user's mistake raises: bad values and arguments (ValueError, TypeError), bad or
+    unwritable files (OSError; OverflowError and RecursionError from absurd numbers or nesting
+    in them), more than the machine's memory (MemoryError), a backend not built here."""
+    import fastgen
+    return (ValueError, TypeError, OSError, MemoryError, OverflowError, RecursionError,
+            fastgen.BackendUnavailable)
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` on one line (a library's message may hold line breaks)."""
+    if isinstance(e, OSError) and e.filename is None and e.strerror:
+        msg = e.strerror        # edanet.io's own OSErrors carry the whole message in strerror
+    elif isinstance(e, MemoryError):
+        msg = "out of memory" + (f" ({e})" if str(e) else "") + ": the input or the model is too large for " \
+              "the memory this process may use"
+    elif isinstance(e, RecursionError):
+        msg = f"an input nested too deeply to read ({e})"
+    else:
+        msg = str(e) or type(e).__name__
+    return " ".join(msg.split())
+
+
+def _out_of_memory(e: RuntimeError) -> bool:
+    """Whether torch failed to allocate (on the CPU it says so only in the message)."""
+    import torch
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
@@ -209,13 +257,18 @@ def main(argv: list[str] | None = None) -> int:
         args.rest = rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    import fastgen
+    errors = _user_errors()
     try:
         return args.fn(args)
-    except (ValueError, OSError, fastgen.BackendUnavailable) as e:
-        # edanet.io's own OSErrors carry the whole message (and no file name) in strerror
-        msg = e.strerror if isinstance(e, OSError) and e.filename is None and e.strerror else e
-        print(f"edanet {args.command}: error: {msg}", file=sys.stderr)
+    except errors as e:
+        print(f"edanet {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        # torch reports a failed CPU allocation (a memory cap, an overcommitted machine) as a
+        # RuntimeError; any other RuntimeError is a bug and keeps its traceback
+        if not _out_of_memory(e):
+            raise
+        print(f"edanet {args.command}: error: {_one_line(MemoryError())}", file=sys.stderr)
         return 2
 
 

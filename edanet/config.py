@@ -19,7 +19,83 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
-__all__ = ["EDANetConfig", "PRESETS", "check_known_fields"]
+from fastgen.engine import MAX_BYTES_ENV, memory_limit
+from fastgen.spec import MAX_CHANNELS, MAX_CLASSES, MAX_FRAMES_PER_STEP, MAX_LAYERS, NetworkSpec
+
+__all__ = ["EDANetConfig", "PRESETS", "check_known_fields", "AUDIO_RATES", "EDA_RATES", "MAX_EDA_US"]
+
+# Plausible ranges of the signals edanet reads, as (lowest, highest, kind). Audio: from 1 kHz
+# (below telephone band, which is 8 kHz) to 384 kHz (the highest studio rate). EDA: from a slow
+# logger's 0.5 Hz to a lab amplifier's 10 kHz. Outside them a rate is a damaged header or a
+# wrong unit, and resampling from it would run for minutes or allocate without bound.
+AUDIO_RATES = (1000.0, 384000.0, "audio")
+EDA_RATES = (0.5, 10000.0, "EDA")
+#: Skin conductance is about 0.01-100 µS; a value beyond this is no measurement in µS.
+MAX_EDA_US = 1000.0
+
+# Plausible ranges of the model's sizes: fastgen's NetworkSpec limits where a field becomes one
+# of its sizes, else far above any useful model.
+MAX_AUDIO_CHANNELS = 64          # in_channels: audio channels (16 for 3rd-order ambisonics)
+MAX_MELS = 1024                  # num_mels, and so num_mfccs
+MAX_WINDOW = 65536               # mfcc_window_size and mfcc_hop_size, samples
+# fastgen's largest dilation is 2**20 frames; a stack's last layer has dilation 2**(L-1)
+MAX_LAYERS_PER_STACK = 21
+MAX_CONTEXT_SECONDS = 3600.0     # an hour: 30x the small preset's 120 s
+MAX_C0_REF_DB = 200.0            # c0_ref_db in [-200, 200] dB (power_to_db's floor is -80 dB)
+#: A model's float32 parameters up to this size fit any machine: no memory limit is asked for.
+SMALL_MODEL_BYTES = 256 * 2**20
+
+_INT_RANGES = {  # field -> (lowest, highest, what it is)
+    "num_mfccs": (1, MAX_MELS, "MFCC coefficients"),
+    "audio_sample_rate": (math.ceil(AUDIO_RATES[0]), math.floor(AUDIO_RATES[1]), "audio sample rate, Hz"),
+    "eda_sample_rate": (math.ceil(EDA_RATES[0]), math.floor(EDA_RATES[1]), "EDA sample rate, Hz"),
+    "mfcc_window_size": (1, MAX_WINDOW, "samples per MFCC window"),
+    "mfcc_hop_size": (1, MAX_WINDOW, "samples between MFCC frames"),
+    "in_channels": (1, MAX_AUDIO_CHANNELS, "audio channels"),
+    "residual_channels": (1, MAX_CHANNELS, "residual channels"),
+    "hidden_channels": (1, MAX_CHANNELS, "hidden channels"),
+    "skip_channels": (1, MAX_CHANNELS, "skip channels"),
+    "out_channels": (1, MAX_CHANNELS, "head channels"),
+    "quantization_bins": (2, MAX_CLASSES, "EDA classes"),
+    "max_layers_per_stack": (1, MAX_LAYERS_PER_STACK, "layers per stack"),
+    "cond_channels": (1, MAX_CHANNELS, "EDA class embedding width"),
+    "num_mels": (1, MAX_MELS, "mel bands"),
+}
+_FLOAT_RANGES = {  # field -> (lowest, highest, what it is, whether None is allowed); "(" = lowest excluded
+    "context_size_in_seconds": ("(", 0.0, MAX_CONTEXT_SECONDS, "s", False),
+    "c0_ref_db": ("[", -MAX_C0_REF_DB, MAX_C0_REF_DB, "dB", False),
+    "delta_range_us": ("(", 0.0, MAX_EDA_US, "µS", False),
+    "initial_eda_us": ("[", 0.0, MAX_EDA_US, "µS", True),
+}
+
+
+def _shown(v, limit: int = 60) -> str:
+    """``repr(v)`` cut to ``limit`` characters: a hostile value (an int of 5000 digits, a list
+    nested 900 deep) must not make the error message itself fail or run on for pages."""
+    try:
+        text = repr(v)
+    except (ValueError, RecursionError):
+        return f"a {type(v).__name__} too large to show"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_int(name: str, v, lo: int, hi: int, what: str) -> None:
+    """ValueError unless ``v`` is an int (not a bool) in ``[lo, hi]``."""
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        kind = "a positive integer" if lo == 1 else "an integer"
+        raise ValueError(f"EDANetConfig.{name} ({what}) must be {kind} in [{lo}, {hi}], got {_shown(v)}")
+
+
+def _check_float(name: str, v, bracket: str, lo: float, hi: float, unit: str, allow_none: bool) -> float:
+    """``v`` as a float, or a ValueError unless it is a real number (not a bool) in the range
+    (compared before converting: an int of 400 digits must not overflow float())."""
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v \
+        and (lo < v if bracket == "(" else lo <= v) and v <= hi
+    if not ok:
+        none = ", or null" if allow_none else ""
+        raise ValueError(f"EDANetConfig.{name} must be a finite number in {bracket}{lo:g}, {hi:g}] {unit}{none}, "
+                         f"got {_shown(v)}")
+    return float(v)
 
 
 def check_known_fields(cls, d: dict) -> None:
@@ -81,59 +157,61 @@ class EDANetConfig:
     default_eda_range_us: tuple[float, float] = field(default=(2.0, 8.0))
 
     def __post_init__(self) -> None:
-        r = self.default_eda_range_us
-        if isinstance(r, (str, bytes)) or not hasattr(r, "__len__") or len(r) != 2 \
-                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in r):
-            raise ValueError(f"EDANetConfig.default_eda_range_us must be two numbers [lo, hi] in µS, got {r!r}")
-        object.__setattr__(self, "default_eda_range_us", tuple(float(v) for v in r))
-        ints = ("num_mfccs", "audio_sample_rate", "eda_sample_rate", "mfcc_window_size", "mfcc_hop_size",
-                "in_channels", "residual_channels", "hidden_channels", "skip_channels", "out_channels",
-                "quantization_bins", "max_layers_per_stack", "cond_channels", "num_mels")
-        for name in ints:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"EDANetConfig.{name} must be a positive integer, got {v!r}")
-        if not (isinstance(self.context_size_in_seconds, (int, float)) and self.context_size_in_seconds > 0
-                and math.isfinite(self.context_size_in_seconds)):
-            raise ValueError(f"EDANetConfig.context_size_in_seconds must be a positive number, "
-                             f"got {self.context_size_in_seconds!r}")
-        if isinstance(self.c0_ref_db, bool) or not isinstance(self.c0_ref_db, (int, float)) \
-                or not math.isfinite(self.c0_ref_db):
-            raise ValueError(f"EDANetConfig.c0_ref_db must be a finite number (dB), got {self.c0_ref_db!r}")
-        object.__setattr__(self, "c0_ref_db", float(self.c0_ref_db))
-        ff = self.frame_features
-        if isinstance(ff, str) or not isinstance(ff, (tuple, list)) or not set(ff) <= set(FRAME_FEATURES) \
-                or len(set(ff)) != len(ff):
-            raise ValueError(f"EDANetConfig.frame_features must be a list of distinct names from {FRAME_FEATURES}, "
-                             f"got {ff!r}")
-        object.__setattr__(self, "frame_features", tuple(ff))
-        for name in ("audio_input", "per_coefficient_input"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"EDANetConfig.{name} must be true or false, got {getattr(self, name)!r}")
-        if self.eda_representation not in REPRESENTATIONS:
-            raise ValueError(f"EDANetConfig.eda_representation must be one of {REPRESENTATIONS}, "
-                             f"got {self.eda_representation!r}")
-        for name, allow_none in (("delta_range_us", False), ("initial_eda_us", True)):
+        """Refuse implausible values before anything is derived or built: each field against its
+        range, then the frame ratio, the network fastgen would be asked to run, and the memory
+        of the model's parameters."""
+        self._check_fields()
+        self._check_frame_ratio()
+        self._check_network()
+        self._check_parameter_memory()
+
+    def _check_fields(self) -> None:
+        """Every field's type and range (the ``_INT_RANGES`` / ``_FLOAT_RANGES`` tables)."""
+        for name, (lo, hi, what) in _INT_RANGES.items():
+            _check_int(name, getattr(self, name), lo, hi, what)
+        for name, (bracket, lo, hi, unit, allow_none) in _FLOAT_RANGES.items():
             v = getattr(self, name)
             if v is None and allow_none:
                 continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0) \
-                    or (name == "delta_range_us" and v == 0):
-                raise ValueError(f"EDANetConfig.{name} must be a finite number of µS "
-                                 f"({'> 0' if name == 'delta_range_us' else '>= 0, or None'}), got {v!r}")
-            object.__setattr__(self, name, float(v))
-        if self.companding not in COMPANDINGS:
-            raise ValueError(f"EDANetConfig.companding must be one of {COMPANDINGS}, got {self.companding!r}")
-        if self.quantization_bins < 2:
-            raise ValueError(f"EDANetConfig.quantization_bins must be >= 2, got {self.quantization_bins}")
+            object.__setattr__(self, name, _check_float(name, v, bracket, lo, hi, unit, allow_none))
+        self._check_choices()
+        self._check_eda_range()
         if self.num_mfccs > self.num_mels:
             raise ValueError(f"num_mfccs ({self.num_mfccs}) cannot exceed num_mels ({self.num_mels})")
         if self.mfcc_window_size < self.mfcc_hop_size:
             raise ValueError(f"mfcc_window_size ({self.mfcc_window_size}) must be >= mfcc_hop_size "
                              f"({self.mfcc_hop_size}) so that frames cover all the audio")
-        lo, hi = self.default_eda_range_us
-        if not (0 <= lo < hi):
-            raise ValueError(f"default_eda_range_us must be (lo, hi) with 0 <= lo < hi µS, got {(lo, hi)}")
+
+    def _check_choices(self) -> None:
+        """The named options and the flags."""
+        ff = self.frame_features
+        if isinstance(ff, str) or not isinstance(ff, (tuple, list)) \
+                or not all(isinstance(x, str) and x in FRAME_FEATURES for x in ff) or len(set(ff)) != len(ff):
+            raise ValueError(f"EDANetConfig.frame_features must be a list of distinct names from {FRAME_FEATURES}, "
+                             f"got {_shown(ff)}")
+        object.__setattr__(self, "frame_features", tuple(ff))
+        for name in ("audio_input", "per_coefficient_input"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"EDANetConfig.{name} must be true or false, got {_shown(getattr(self, name))}")
+        for name, choices in (("eda_representation", REPRESENTATIONS), ("companding", COMPANDINGS)):
+            v = getattr(self, name)
+            if not isinstance(v, str) or v not in choices:
+                raise ValueError(f"EDANetConfig.{name} must be one of {choices}, got {_shown(v)}")
+
+    def _check_eda_range(self) -> None:
+        """default_eda_range_us: two numbers 0 <= lo < hi <= MAX_EDA_US."""
+        r = self.default_eda_range_us
+        if isinstance(r, (str, bytes)) or not hasattr(r, "__len__") or len(r) != 2 \
+                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in r):
+            raise ValueError(f"EDANetConfig.default_eda_range_us must be two numbers [lo, hi] in µS, got {_shown(r)}")
+        lo, hi = r
+        if not (0 <= lo < hi <= MAX_EDA_US):
+            raise ValueError(f"default_eda_range_us must be (lo, hi) with 0 <= lo < hi <= {MAX_EDA_US:g} µS "
+                             f"(skin conductance levels), got {_shown(tuple(r))}")
+        object.__setattr__(self, "default_eda_range_us", (float(lo), float(hi)))
+
+    def _check_frame_ratio(self) -> None:
+        """Every EDA sample must span a whole number of MFCC frames."""
         step = self.eda_sample_rate * self.mfcc_hop_size
         if self.audio_sample_rate % step:
             valid = [h for h in range(1, self.audio_sample_rate // self.eda_sample_rate + 1)
@@ -144,6 +222,72 @@ class EDANetConfig:
                 f"({self.eda_sample_rate} * {self.mfcc_hop_size}) is not an integer: every EDA sample must "
                 f"span a whole number of MFCC frames. Hop sizes that work near {self.mfcc_hop_size}: "
                 f"{sorted(near)}")
+
+    def _check_network(self) -> None:
+        """Refuse, with this config's field names, what fastgen's NetworkSpec would refuse of the
+        exported network: frames per step, layers, input channels, then (by building the spec,
+        cheap: sizes only) one sequence's history."""
+        K = self.spectral_frames_per_eda_step
+        if K > MAX_FRAMES_PER_STEP:
+            raise ValueError(f"audio_sample_rate / (eda_sample_rate * mfcc_hop_size) = {self.audio_sample_rate} / "
+                             f"({self.eda_sample_rate} * {self.mfcc_hop_size}) = {K} MFCC frames per EDA step, "
+                             f"more than fastgen's {MAX_FRAMES_PER_STEP}; use a longer mfcc_hop_size")
+        L, S = self.layers_per_stack, self.num_stacks
+        if L * S > MAX_LAYERS:
+            raise ValueError(f"context_size_in_seconds={self.context_size_in_seconds:g} s at {self.frame_rate:g} "
+                             f"frames/s ({self.target_receptive_field_frames} frames) needs {S} stacks of {L} "
+                             f"layers = {L * S} layers, more than fastgen's {MAX_LAYERS}; use a shorter context, "
+                             f"a larger max_layers_per_stack (at most {MAX_LAYERS_PER_STACK}) or a longer "
+                             f"mfcc_hop_size")
+        C = self.feature_channels
+        inputs = self.num_mfccs * (C + 1) if self.per_coefficient_input else C
+        if inputs > MAX_CHANNELS:
+            raise ValueError(f"per_coefficient_input with num_mfccs={self.num_mfccs} and {C} feature channel(s) "
+                             f"gives the exported network {inputs} input channels (num_mfccs x (channels + 1)), "
+                             f"more than fastgen's {MAX_CHANNELS}; use fewer num_mfccs or a shared input")
+        try:
+            NetworkSpec(in_channels=inputs, num_features=self.num_mfccs, frames_per_step=K,
+                        residual_channels=self.residual_channels, hidden_channels=self.hidden_channels,
+                        skip_channels=self.skip_channels, out_channels=self.out_channels,
+                        num_classes=self.quantization_bins, cond_classes=self.quantization_bins + 1,
+                        cond_channels=self.cond_channels, dilations=self.dilations, start_class=self.start_class)
+        except ValueError as e:
+            raise ValueError(f"EDANetConfig: fastgen cannot run this network (context_size_in_seconds, "
+                             f"num_mfccs and residual_channels set its size): {e}") from None
+
+    @property
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters of ``EDANet(config)`` by part (their sum is ``EDANet.num_parameters()``),
+        computed from the sizes alone."""
+        C, Fn, Q, E = self.feature_channels, self.num_mfccs, self.quantization_bins, self.cond_channels
+        Cr, Ch, Cs, Co = self.residual_channels, self.hidden_channels, self.skip_channels, self.out_channels
+        n = len(self.dilations)
+        # per layer: tap_past (+bias), tap_now, cond (+bias), skip (+bias); all but the last: residual
+        layer = 2 * Cr * 2 * Ch + 2 * Ch + E * 2 * Ch + 2 * Ch + Ch * Cs + Cs
+        return {
+            "input": (Fn if self.per_coefficient_input else 1) * (C * Cr + Cr),
+            "embedding": (Q + 1) * E,
+            "layers": n * layer + (n - 1) * (Ch * Cr + Cr),
+            "head": Cs * Co + Co + Co * Co + Co,
+            "output conv": self.spectral_frames_per_eda_step * Fn * Co * Q + Q,
+        }
+
+    def _check_parameter_memory(self) -> None:
+        """Refuse a model whose float32 parameters exceed ``fastgen.engine.memory_limit()``
+        before ``EDANet(config)`` allocates them. A model under ``SMALL_MODEL_BYTES`` fits any
+        machine: the limit (which reads $FASTGEN_MAX_BYTES) is only asked about larger ones."""
+        parts = {k: 4 * v for k, v in self.parameter_counts.items()}
+        total = sum(parts.values())
+        if total <= SMALL_MODEL_BYTES:
+            return
+        limit = memory_limit("cpu")
+        if limit is None or total <= limit:
+            return
+        big = max(parts, key=parts.get)
+        raise ValueError(f"EDANetConfig: the model would have {total // 4:,} parameters, about "
+                         f"{total / 2**30:.3g} GiB in float32 (the {big} {parts[big] / 2**30:.3g} GiB), more than "
+                         f"the {limit / 2**30:.3g} GiB allowed here ({MAX_BYTES_ENV}, or half this machine's "
+                         f"memory); use fewer quantization_bins, channels or num_mfccs")
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -243,7 +387,11 @@ class EDANetConfig:
     def from_json(cls, text: str) -> "EDANetConfig":
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as e:
+        except RecursionError:
+            # a file of a million "[": nesting no config has (its values are numbers, strings and
+            # flat lists), which the JSON parser cannot follow
+            raise ValueError("config is not an EDANet config: its JSON is nested too deeply") from None
+        except ValueError as e:     # JSONDecodeError, or an integer of more than 4300 digits
             raise ValueError(f"config is not valid JSON: {e}") from None
         if not isinstance(d, dict):
             raise ValueError("config JSON must be an object")

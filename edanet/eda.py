@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .audio import check_sample_rate
+from .config import EDA_RATES, MAX_EDA_US
 
 __all__ = ["EDARecording", "Normalization", "read_eda_csv", "rate_from_times", "validate_eda", "resample_eda",
            "load_eda"]
@@ -63,7 +64,7 @@ class EDARecording:
         rate: the values unchanged), with the same start time."""
         if target_rate is None:
             return self
-        target = check_sample_rate(target_rate, "target_rate")
+        target = check_sample_rate(target_rate, "target_rate", EDA_RATES)
         if abs(self.sample_rate - target) <= 1e-9 * target:
             return EDARecording(self.values, target, self.start_time)
         return EDARecording(resample_eda(self.values, self.sample_rate, target), target, self.start_time)
@@ -71,7 +72,8 @@ class EDARecording:
 
 def validate_eda(values: Any, name: str = "EDA") -> np.ndarray:
     """Check EDA values (µS) and return them as a float64 array: ``ValueError`` when empty,
-    non-numeric, NaN, infinite or negative (skin conductance is >= 0 µS)."""
+    non-numeric, NaN, infinite, negative (skin conductance is >= 0 µS) or above
+    :data:`edanet.config.MAX_EDA_US` (no skin conductance: another unit, or garbage)."""
     try:
         v = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
@@ -90,6 +92,11 @@ def validate_eda(values: Any, name: str = "EDA") -> np.ndarray:
         i = int(np.argmax(neg))
         raise ValueError(f"{name} contains {int(neg.sum())} negative value(s) (first: {flat[i]:g} µS at index {i}); "
                          f"skin conductance is >= 0 µS")
+    high = flat > MAX_EDA_US
+    if high.any():
+        i = int(np.argmax(high))
+        raise ValueError(f"{name} contains {int(high.sum())} value(s) above {MAX_EDA_US:g} µS (first: {flat[i]:g} "
+                         f"at index {i}); {_NOT_US}")
     return v
 
 
@@ -99,7 +106,14 @@ def _cells(line: str) -> list[str]:
     return [c.strip().strip('"').strip("'").strip() for c in line.split(",")]
 
 
-def _number(text: str, path: str, row: int, what: str, *, allow_negative: bool = False) -> float:
+# why a level above MAX_EDA_US is refused
+_NOT_US = "skin conductance is about 0.01-100 µS, so this is not µS (another unit, e.g. nS?)"
+
+
+def _number(text: str, path: str, row: int, what: str, *, allow_negative: bool = False,
+            maximum: float | None = None) -> float:
+    """The number in cell ``text`` of CSV row ``row``: ValueError naming the file, the row and
+    ``what`` unless it is finite, >= 0 (unless ``allow_negative``) and <= ``maximum`` (if given)."""
     try:
         x = float(text)
     except ValueError:
@@ -111,6 +125,8 @@ def _number(text: str, path: str, row: int, what: str, *, allow_negative: bool =
         raise ValueError(f"{path}: row {row}: {what} is infinite")
     if x < 0 and not allow_negative:
         raise ValueError(f"{path}: row {row}: {what} {x:g} is negative; skin conductance is >= 0 µS")
+    if maximum is not None and x > maximum:
+        raise ValueError(f"{path}: row {row}: {what} {x:g} is above {maximum:g} µS; {_NOT_US}")
     return x
 
 
@@ -147,8 +163,9 @@ def _read_e4(lines: list[str], path: Path) -> EDARecording:
     rate = _number(_cells(lines[1])[0], path, 2, "sample rate", allow_negative=True)
     if rate <= 0:
         raise ValueError(f"{path}: row 2: sample rate {rate:g} Hz must be > 0")
-    values = np.array([_number(_cells(lines[i])[0], path, i + 1, "EDA value") for i in range(2, len(lines))],
-                      dtype=np.float64)
+    check_sample_rate(rate, f"{path}: row 2: sample rate", EDA_RATES)
+    values = np.array([_number(_cells(lines[i])[0], path, i + 1, "EDA value", maximum=MAX_EDA_US)
+                       for i in range(2, len(lines))], dtype=np.float64)
     return EDARecording(values, rate, start)
 
 
@@ -167,7 +184,7 @@ def _read_time_eda(lines: list[str], path: Path, header: list[str]) -> EDARecord
             raise ValueError(f"{path}: row {i + 1} has {len(cells)} column(s) but the header names {need} "
                              f"(time is column {ti + 1}, eda column {ei + 1})")
         t[i - 1] = _number(cells[ti], path, i + 1, "time", allow_negative=True)
-        v[i - 1] = _number(cells[ei], path, i + 1, "EDA value")
+        v[i - 1] = _number(cells[ei], path, i + 1, "EDA value", maximum=MAX_EDA_US)
     return EDARecording(v, rate_from_times(t, path), float(t[0]))
 
 
@@ -175,11 +192,16 @@ def rate_from_times(t: np.ndarray, path: str | os.PathLike, first_row: int = 2) 
     """The sample rate (Hz) of a time column ``t`` (seconds; its first value in CSV row
     ``first_row``, 1-based): ``ValueError`` naming ``path`` and the row when it has fewer than 2
     values, does not strictly increase or is irregular (a step more than ``MAX_TIME_JITTER`` off
-    the median). A rate within 1e-4 of an integer is snapped to it (times written with few decimals)."""
+    the median), or gives a rate outside :data:`edanet.config.EDA_RATES`. A rate within 1e-4 of an
+    integer is snapped to it (times written with few decimals)."""
     if t.size < 2:
         raise ValueError(f"{path}: only one data row; at least 2 are needed to infer the sample rate from the "
                          f"time column")
-    dt = np.diff(t)
+    with np.errstate(over="ignore"):        # times of +-1e308: refused below, without a warning
+        dt = np.diff(t)
+    if not np.isfinite(dt).all() or not math.isfinite(float(t[-1]) - float(t[0])):
+        raise ValueError(f"{path}: the time column spans {t[0]:g} to {t[-1]:g} s: its steps are too large to be "
+                         f"a sample rate")
     nonpos = dt <= 0
     if nonpos.any():
         i = int(np.argmax(nonpos))
@@ -193,6 +215,7 @@ def rate_from_times(t: np.ndarray, path: str | os.PathLike, first_row: int = 2) 
                          f"but the median step is {med:g} s (more than {MAX_TIME_JITTER:.0%} off); resample the "
                          f"EDA to a constant sample rate first")
     rate = (t.size - 1) / float(t[-1] - t[0])
+    check_sample_rate(rate, f"{path}: the time column's sample rate", EDA_RATES)
     if abs(rate - round(rate)) <= 1e-4 * rate and round(rate) > 0:
         rate = float(round(rate))
     return rate
@@ -207,9 +230,10 @@ def read_eda_csv(path: str | os.PathLike, *, sample_rate: float | None = None) -
 
     Errors: ``FileNotFoundError`` for a missing file; ``ValueError`` naming the file (and the
     row, 1-based, where there is one) for an empty file, an unrecognized first row, an E4 file
-    with fewer than 3 rows, non-numeric, NaN, infinite or negative values, a sample rate <= 0,
-    a non-increasing or irregular time column, a time column that disagrees with ``sample_rate``,
-    or no data rows.
+    with fewer than 3 rows, non-numeric, NaN, infinite or negative values or values above
+    :data:`edanet.config.MAX_EDA_US`, a sample rate (row 2, or the time column's) outside
+    :data:`edanet.config.EDA_RATES`, a non-increasing or irregular time column, a time column that
+    disagrees with ``sample_rate``, or no data rows.
     """
     path = Path(path)
     lines = _read_lines(path)
@@ -231,7 +255,7 @@ def read_eda_csv(path: str | os.PathLike, *, sample_rate: float | None = None) -
     if rec.values.size == 0:
         raise ValueError(f"{path}: no data rows")
     if sample_rate is not None:
-        want = check_sample_rate(sample_rate, "sample_rate")
+        want = check_sample_rate(sample_rate, "sample_rate", EDA_RATES)
         if abs(rec.sample_rate - want) > 0.01 * want:
             raise ValueError(f"{path}: the {kind} gives {rec.sample_rate:g} Hz but a sample rate of {want:g} Hz "
                              f"was given")
@@ -256,8 +280,8 @@ def resample_eda(values: Any, from_rate: float, to_rate: float) -> np.ndarray:
     edges); otherwise linear interpolation at times ``k / to_rate``. Output length
     ``ceil(n * to_rate / from_rate)``; sample ``k`` is at time ``k / to_rate`` from the start.
     """
-    a = check_sample_rate(from_rate, "from_rate")
-    b = check_sample_rate(to_rate, "to_rate")
+    a = check_sample_rate(from_rate, "from_rate", EDA_RATES)
+    b = check_sample_rate(to_rate, "to_rate", EDA_RATES)
     v = validate_eda(values).reshape(-1)
     if a == b:
         return v.copy()

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio import check_sample_rate
+from .config import EDA_RATES, MAX_EDA_US
 from .eda import (EDARecording, _cells, _check_blank, _number, _read_lines, rate_from_times, read_eda_csv,
                   validate_eda)
 
@@ -112,7 +114,8 @@ def read_subject_column(path: str | os.PathLike, column: str) -> EDARecording:
     """One column of a subject table as an :class:`EDARecording` (µS; the start time is the
     first time stamp, in seconds). ``ValueError`` naming the file (and the column and row, 1-based)
     for a missing time column or subject column, a time column that is not numeric, regular and
-    increasing, and non-numeric, NaN, infinite or negative values, or empty cells followed by values."""
+    increasing with a rate in :data:`edanet.config.EDA_RATES`, non-numeric, NaN, infinite, negative or
+    implausibly high (above :data:`edanet.config.MAX_EDA_US`) values, or empty cells followed by values."""
     path = Path(path)
     lines = _read_lines(path)
     if not lines:
@@ -140,7 +143,7 @@ def read_subject_column(path: str | os.PathLike, column: str) -> EDARecording:
         if first_empty is not None:
             raise ValueError(f"{path}: row {first_empty}: column {column!r} is empty (a missing value) but row {row} "
                              f"has a value; only a column's last rows may be empty (a shorter recording)")
-        values.append(_number(cell, path, row, f"column {column!r} EDA value"))
+        values.append(_number(cell, path, row, f"column {column!r} EDA value", maximum=MAX_EDA_US))
     if not values:
         raise ValueError(f"{path}: column {column!r} has no values")
     return EDARecording(np.array(values), rate_from_times(t, path), float(t[0]))
@@ -177,8 +180,8 @@ def read_eda_avro(path: str | os.PathLike) -> EDARecording:
     """The EDA of an Empatica EmbracePlus session file (``rawData.eda``) as an
     :class:`EDARecording` (µS; start time in Unix seconds). Needs ``fastavro`` (``ImportError``
     saying how to install it). ``ValueError`` naming the file for an unreadable or empty file,
-    a file of several records, no ``rawData.eda``, no samples, a sampling frequency that is not
-    a positive number, or NaN, infinite or negative values."""
+    a file of several records, no ``rawData.eda``, no samples, a sampling frequency outside
+    :data:`edanet.config.EDA_RATES`, or NaN, infinite, negative or implausibly high values."""
     path = Path(path)
     records = _avro_records(path)
     if not records:
@@ -194,6 +197,7 @@ def read_eda_avro(path: str | os.PathLike) -> EDARecording:
         raise ValueError(f"{path}: rawData.eda.values is empty: no EDA samples in this session")
     if not _positive_number(rate):
         raise ValueError(f"{path}: rawData.eda.samplingFrequency {rate!r} must be a positive number (Hz)")
+    check_sample_rate(rate, f"{path}: rawData.eda.samplingFrequency", EDA_RATES)
     v = validate_eda(values, name=f"{path}: rawData.eda.values")
     start_s = float(start) / 1e6 if isinstance(start, numbers.Real) and not isinstance(start, bool) else None
     return EDARecording(v, float(rate), start_s)

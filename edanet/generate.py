@@ -76,7 +76,8 @@ def _fingerprint(model: EDANet) -> tuple:
 
 def engine_for(model: EDANet, backend: str = "auto", device=None, dtype=torch.float32) -> fastgen.Engine:
     """A fastgen engine for ``model``: weights packed once per (model state, backend, device, dtype)."""
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = check_device(device)
+    check_dtype(dtype)
     name = fastgen.resolve(backend, device)
     cache = model.__dict__.setdefault("_fastgen_engines", {})
     key = (name, str(device), dtype)
@@ -86,6 +87,38 @@ def engine_for(model: EDANet, backend: str = "auto", device=None, dtype=torch.fl
         spec, weights = export_to_fastgen(model)
         cache[key] = (fp, fastgen.create(name, spec, weights, device=device, dtype=dtype))
     return cache[key][1]
+
+
+#: The dtypes an engine may compute in (each backend supports some of them).
+ENGINE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a torch.device (None: cuda when there is a GPU, else cpu): ValueError unless
+    it names a CPU or a CUDA device (torch's own error for "bogus" is a RuntimeError)."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    accepted = "'cpu', 'cuda', 'cuda:N' or a torch.device"
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+        raise TypeError(f"device must be {accepted}, got {type(device).__name__}")
+    try:
+        d = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"device must be {accepted}, got {str(device)[:60]!r}") from None
+    if d.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be {accepted}, got {str(device)[:60]!r} (edanet generates on a CPU or "
+                         "a CUDA GPU)")
+    return d
+
+
+def check_dtype(dtype) -> None:
+    """TypeError unless ``dtype`` is a torch.dtype, ValueError unless one of ``ENGINE_DTYPES``."""
+    names = ", ".join(str(d) for d in ENGINE_DTYPES)
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch floating point dtype ({names}), got {type(dtype).__name__} "
+                        f"{str(dtype)[:60]!r}")
+    if dtype not in ENGINE_DTYPES:
+        raise ValueError(f"dtype must be a floating point dtype ({names}), got {dtype}")
 
 
 def check_sampling(num_samples, temperature) -> None:
@@ -142,6 +175,8 @@ def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temp
     from .audio import features          # librosa is slow to import: only when generating
     from .representation import codec_for
 
+    check_device(device)                 # before the model is loaded and the audio read
+    check_dtype(dtype)
     net = _resolve_model(model)
     cfg: EDANetConfig = net.config
     check_sampling(num_samples, temperature)

@@ -29,10 +29,20 @@ GPU_FRACTION = 0.9
 
 
 def _physical_memory() -> int | None:
+    """The memory this process can have: the host's RAM, or less under an address-space cap
+    (``ulimit -v``: allocations beyond it fail however much RAM there is)."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):     # no sysconf (Windows) or the name is unknown
-        return None
+        physical = None
+    try:
+        import resource
+        cap = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):        # not POSIX
+        cap = -1
+    if cap < 0:                                       # RLIM_INFINITY is -1: no cap
+        return physical
+    return cap if physical is None else min(physical, cap)
 
 
 def memory_limit(device: str | torch.device = "cpu") -> int | None:

@@ -23,6 +23,10 @@ def test_presets_derive_consistent_sizes(name):
 @pytest.mark.parametrize("ctx", [0.1, 0.5, 1.0, 3.3, 16.0, 40.0, 100.0, 400.0])
 @pytest.mark.parametrize("cap", [3, 6, 9])
 def test_reached_field_covers_context_and_is_minimal(ctx, cap):
+    if ctx == 400.0 and cap == 3:       # 914 stacks of 3: more layers than fastgen runs
+        with pytest.raises(ValueError, match=r"2742 layers, more than fastgen's 1024"):
+            EDANetConfig(context_size_in_seconds=ctx, max_layers_per_stack=cap)
+        return
     c = EDANetConfig(context_size_in_seconds=ctx, max_layers_per_stack=cap)
     target = math.ceil(ctx * c.frame_rate - 1e-9)
     assert c.receptive_field_frames >= target
@@ -120,3 +124,27 @@ def test_saved_config_must_give_every_field():
     # every config the code writes is complete
     for name in PRESETS:
         assert set(EDANetConfig.from_preset(name).to_dict()) == {f.name for f in dataclasses.fields(EDANetConfig)}
+
+
+@pytest.mark.parametrize("name", sorted(__import__("edanet.config", fromlist=["_INT_RANGES"])._INT_RANGES))
+def test_every_integer_field_refuses_values_outside_its_range(name):
+    from edanet.config import _INT_RANGES
+    lo, hi, _ = _INT_RANGES[name]
+    for bad in (lo - 1, hi + 1, 10**400, 2.0, True, "8"):
+        with pytest.raises(ValueError, match=rf"{name} .*in \[{lo}, {hi}\]"):
+            EDANetConfig.from_dict({**EDANetConfig().to_dict(), name: bad})
+
+
+@pytest.mark.parametrize("name", sorted(__import__("edanet.config", fromlist=["_FLOAT_RANGES"])._FLOAT_RANGES))
+def test_every_float_field_refuses_values_outside_its_range(name):
+    from edanet.config import _FLOAT_RANGES
+    _, lo, hi, _, _ = _FLOAT_RANGES[name]
+    for bad in (lo - 1, hi * 2 + 1, float("inf"), float("nan"), 10**400, "1"):
+        with pytest.raises(ValueError, match=name):
+            EDANetConfig.from_dict({**EDANetConfig().to_dict(), name: bad})
+
+
+def test_default_eda_range_must_be_finite_and_plausible():
+    for bad in ([0, float("inf")], [0, 1e308], [3, 2], [-1, 2], [1], "2,8"):
+        with pytest.raises(ValueError, match="default_eda_range_us"):
+            EDANetConfig.from_dict({**EDANetConfig().to_dict(), "default_eda_range_us": bad})
