@@ -388,6 +388,11 @@ class PairedData:
             out.append((frames, cond, target, mask))
         return tuple(torch.from_numpy(np.stack(x)) for x in zip(*out))
 
+    def window_starts(self, recording) -> list[int]:
+        """The first scored step of each validation window of ``recording``: 0 (a whole window),
+        then one every ``crop_steps`` steps."""
+        return [0, *range(self.window_steps, recording.steps, self.crop_steps)]
+
     def validation_windows(self, max_windows_per_recording: int = 8):
         """Deterministic windows tiling each recording, as training scores it: the first window
         starts at 0 and scores all its steps (the field before the start is the model's zeros,
@@ -396,8 +401,7 @@ class PairedData:
         W, C = self.window_steps, self.crop_steps
         items = []
         for r in self.recordings:
-            starts = [0, *range(W, r.steps, C)][:max_windows_per_recording]
-            for s in starts:
+            for s in self.window_starts(r)[:max_windows_per_recording]:
                 start = max(0, s - self.warmup_steps)
                 frames, cond, target, valid = self._window(r, start, W)
                 mask = valid.copy()

@@ -198,8 +198,7 @@ def step_nll(net, data) -> tuple[np.ndarray, np.ndarray]:
     from .representation import codec_for
     codec = codec_for(net.config)
     windows = data.validation_windows(max_windows_per_recording=10 ** 9)
-    # validation_windows tiles each recording in order, one window per crop_steps steps
-    counts = [len(range(0, max(1, r.steps), data.crop_steps)) for r in data.recordings]
+    counts = [len(data.window_starts(r)) for r in data.recordings]      # in order, as validation_windows
     if sum(counts) != len(windows):
         raise RuntimeError(f"expected {sum(counts)} validation windows, got {len(windows)}")
     nll, widths, start = [], [], 0
