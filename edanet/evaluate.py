@@ -49,6 +49,9 @@ __all__ = ["evaluate", "TOLERANCE_S", "RANDOM_DRAWS", "SPAN_S"]
 TOLERANCE_S = 1.0
 #: Random-onset draws per generated sample (the chance baseline's own noise averages out).
 RANDOM_DRAWS = 20
+# the report's trace plot: the data and the first samples of the first recordings
+TRACE_RECORDINGS = 3
+TRACE_SAMPLES = 3
 #: The event-locked average's span around event onsets (s).
 SPAN_S = (-5.0, 15.0)
 #: Systems in report order.
@@ -308,20 +311,27 @@ def _load(data_dir, nets: dict, max_recordings, progress: bool) -> tuple[dict, d
 
 
 def _score_recording(i: int, truth: Truth, own: dict, nets: dict, tallies: list, *, seed: int, redraws: int,
-                     generation: dict) -> dict:
+                     generation: dict, traces: list) -> dict:
     """Score recording ``i`` for every system and seed into ``tallies``; returns its row of the
-    per-recording table."""
+    per-recording table. The first ``TRACE_RECORDINGS`` recordings also add their data and the
+    first seed's samples to ``traces`` (for the report's plot)."""
     rec = own["model"][i]
     n, rate = rec.steps, float(nets["model"].config.eda_sample_rate)
     # the data and the onset rule do not depend on the seed: scored once, shared by all seeds
     data = tallies[0]["data"].add_eda(rec.eda_us[None, :n], rate, truth)
     tallies[0]["onset_rule"].add_onsets([_onset_rule(rec, nets["model"].config)], truth)
     scores = {"model": [], "data_redrawn": []}
+    keep = len(traces) < TRACE_RECORDINGS
+    if keep:
+        traces.append({"name": truth.name, "rate": rate, "data": rec.eda_us[:n].tolist(),
+                       "events": truth.times.tolist(), "p_response": truth.p_response.tolist()})
     for k, t in enumerate(tallies):
         s_k = seed + k
         for name, net in nets.items():       # the same uniforms for every model
             v = _generated(net, own[name][i], n, seed=_uniform_seed(s_k, i), **generation)
             got = t[name].add_eda(v, rate, truth)
+            if keep and k == 0:
+                traces[-1][name] = np.asarray(v)[:TRACE_SAMPLES].tolist()
             if name == "model":
                 scores["model"].append(got)
                 rng = np.random.default_rng(np.random.SeedSequence([s_k, i, 2]))
@@ -361,10 +371,10 @@ def evaluate(data_dir, *, model=None, out=None, backend: str = "auto", num_sampl
     tallies = [{s: Tally() for s in SYSTEMS if s in nets or s not in ("model", "baseline_model")}
                for _ in range(seeds)]
     generation = {"backend": backend, "num_samples": num_samples, "temperature": temperature}
-    per_rec = []
+    per_rec, traces = [], []
     for i, truth in tqdm(scored, desc="evaluate", unit="rec", disable=not progress):
         per_rec.append(_score_recording(i, truth, own, nets, tallies, seed=seed, redraws=redraws,
-                                        generation=generation))
+                                        generation=generation, traces=traces))
     for t in tallies[1:]:
         t["data"], t["onset_rule"] = tallies[0]["data"], tallies[0]["onset_rule"]
 
@@ -375,6 +385,7 @@ def evaluate(data_dir, *, model=None, out=None, backend: str = "auto", num_sampl
                   "tolerance_s": TOLERANCE_S, "span_s": list(SPAN_S), "eda_sample_rate": float(rate),
                   "model": _describe(model, nets["model"]),
                   "baseline_model": _describe(baseline_model, nets.get("baseline_model"))})
+    report["traces"] = traces
     if out:
         write_report(report, out)
     return report

@@ -1,5 +1,5 @@
 """Plots people would rather see than read: audio over time above the generated EDA; the
-evaluation's event-locked average EDA."""
+evaluation's event-locked average EDA and its sample traces beside the data."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import numpy as np
 
 from .io import atomic_write
 
-__all__ = ["plot_generation", "plot_format", "plot_event_locked"]
+__all__ = ["plot_generation", "plot_format", "plot_event_locked", "plot_traces"]
 
 
 def plot_format(path) -> str:
@@ -113,5 +113,45 @@ def plot_event_locked(t, curves: dict, path, *, title: str = "event-locked EDA",
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=fmt))
+    plt.close(fig)
+    return Path(path)
+
+
+#: Event markers of the trace plot by true response probability: (lowest p, colour, label).
+_EVENT_CLASSES = ((0.7, "tab:green", "event, p >= 0.7"), (0.2, "tab:orange", "event, 0.2 <= p < 0.7"),
+                  (0.0, "0.6", "event, p < 0.2"))
+
+
+def plot_traces(traces: list, path, *, labels: dict | None = None) -> Path:
+    """One panel per recording of ``traces`` (``edanet.evaluate``'s report): the recorded EDA, the
+    samples of the model and of a baseline model, and the acoustic events coloured by their true
+    probability of eliciting an SCR."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fmt = plot_format(path)
+    labels = labels or {}
+    fig, axes = plt.subplots(len(traces), 1, figsize=(11, 2.6 * len(traces)), squeeze=False)
+    for ax, tr in zip(axes[:, 0], traces):
+        rate = float(tr["rate"])
+        for name, color in (("baseline_model", "tab:blue"), ("model", "tab:red")):
+            for j, v in enumerate(tr.get(name, [])):
+                ax.plot(np.arange(len(v)) / rate, v, color=color, lw=0.8, alpha=0.6,
+                        label=f"{labels.get(name, name)} samples" if j == 0 else None)
+        data = np.asarray(tr["data"])
+        ax.plot(np.arange(len(data)) / rate, data, color="black", lw=1.6, label="data", zorder=3)
+        shown = set()
+        for time, p in zip(tr["events"], tr["p_response"]):
+            lo, color, label = next(c for c in _EVENT_CLASSES if p >= c[0])
+            ax.axvline(time, color=color, lw=0.9, alpha=0.8, label=None if label in shown else label, zorder=1)
+            shown.add(label)
+        ax.set_xlim(0, len(data) / rate)
+        ax.set_ylabel("EDA (µS)")
+        ax.set_title(tr["name"], fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("time (s)")
+    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format=fmt))
     plt.close(fig)
     return Path(path)

@@ -250,12 +250,23 @@ def _f1_section(report: dict) -> list[str]:
         "as the data do); the onset rule, which predicts an SCR after every loud onset, can score above it."]
 
 
-def render_markdown(report: dict, png_name: str | None = None) -> str:
+def _traces_section(report: dict, png_name: str | None) -> list[str]:
+    if not png_name:
+        return []
+    return ["", "## Sample traces", "", f"![data and samples]({png_name})", "",
+            f"- The first {len(report['traces'])} recordings: the recorded EDA (black) and the first samples of "
+            "the model (and of the baseline model, if any) from the first evaluation seed, generated from the "
+            "model's default start level as a user would; acoustic events are marked by their true probability of "
+            "eliciting an SCR."]
+
+
+def render_markdown(report: dict, png_name: str | None = None, traces_name: str | None = None) -> str:
     """The markdown page of a report."""
     parts = _header(report) + _summary(report) + _likelihood(report)
     if report["figures"]:
-        parts += (_event_section(report, png_name) + _calibration_section(report) + _scr_section(report)
-                  + _texture_section(report) + _f1_section(report))
+        parts += (_event_section(report, png_name) + _traces_section(report, traces_name)
+                  + _calibration_section(report) + _scr_section(report) + _texture_section(report)
+                  + _f1_section(report))
     else:
         parts += ["", "No recording has ground truth (NAME.json beside the pair, as `edanet synth` writes "
                   "it): only the likelihood is scored."]
@@ -277,12 +288,17 @@ def _strict(x):
 
 
 def write_report(report: dict, out) -> dict:
-    """Write ``OUT.md``, ``OUT.json`` and ``OUT_event_locked.png`` (each atomically); the markdown
-    links the plot. Returns the paths."""
+    """Write ``OUT.md``, ``OUT.json``, ``OUT_event_locked.png`` and ``OUT_traces.png`` (each
+    atomically); the markdown links the plots. Returns the paths."""
     from .io import atomic_write
-    from .plot import plot_event_locked
+    from .plot import plot_event_locked, plot_traces
     out = str(out)
-    paths = {"md": Path(f"{out}.md"), "json": Path(f"{out}.json"), "png": Path(f"{out}_event_locked.png")}
+    paths = {"md": Path(f"{out}.md"), "json": Path(f"{out}.json"), "png": Path(f"{out}_event_locked.png"),
+             "traces": Path(f"{out}_traces.png")}
+    if report.get("traces"):
+        plot_traces(report["traces"], paths["traces"], labels=_labels(report["settings"]))
+    else:
+        del paths["traces"]
     labels = _labels(report["settings"])
     el = report["event_locked"]
     curves = {labels[s]: (np.asarray(el[s]["mean"]), np.asarray(el[s]["ci95"])) for s in el if s != "t"}
@@ -292,7 +308,8 @@ def write_report(report: dict, out) -> dict:
                                 f"{report['settings']['seeds']} seed(s))")
     else:
         del paths["png"]
-    report["markdown"] = render_markdown(report, paths["png"].name if "png" in paths else None)
+    report["markdown"] = render_markdown(report, paths["png"].name if "png" in paths else None,
+                                         paths["traces"].name if "traces" in paths else None)
     atomic_write(paths["json"], json.dumps(_strict(report), indent=1))
     atomic_write(paths["md"], report["markdown"])
     return paths

@@ -69,6 +69,23 @@ def test_report_files_and_structure(run):
     assert {"model", "baseline_model", "data_redrawn", "data"} <= set(rep["event_locked"])
 
 
+def test_traces_are_the_data_and_the_first_seeds_samples(run):
+    root, rep = run
+    traces = rep["traces"]
+    assert [t["name"] for t in traces] == sorted(t["name"] for t in traces) and len(traces) == 3
+    for tr in traces:
+        truth = read_eda_csv(root / "data" / f"{tr['name']}.csv")
+        n = len(tr["data"])
+        assert np.allclose(tr["data"], truth.values[:n])
+        # num_samples=2 rows of each model, as long as the data, in µS
+        for name in ("model", "baseline_model"):
+            assert np.asarray(tr[name]).shape == (2, n) and np.isfinite(tr[name]).all()
+        assert len(tr["events"]) == len(tr["p_response"]) > 0
+    png = root / "rep_traces.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](rep_traces.png)" in rep["markdown"] and "## Sample traces" in rep["markdown"]
+
+
 def test_data_redrawn_answers_the_events_as_the_data_do(run):
     _, rep = run
     fig = rep["figures"]
