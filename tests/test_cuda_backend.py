@@ -38,7 +38,6 @@ from fastgen.backends import cuda as cb
 from conftest import PARITY_SPECS, make_case
 
 ROOT = Path(__file__).resolve().parents[1]
-EMU_SRC = ROOT / "csrc" / "cuda" / "emu" / "emu_capi.cpp"
 HAS_GPU = torch.cuda.is_available()
 DT_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2, torch.int64: 3, torch.uint8: 4, torch.int32: 5}
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-2}
@@ -136,18 +135,14 @@ class EmuRuntime:
                                             for i, a in enumerate(args)])
 
 
-def _emu_sources():
-    d = ROOT / "csrc" / "cuda"
-    return sorted([*d.glob("*.h"), *d.glob("*.cuh"), *(d / "emu").glob("*")])
-
-
-@pytest.fixture(scope="session")
-def emu():
+def build_emu(cuda_dir: Path = ROOT / "csrc" / "cuda") -> "EmuRuntime":
+    """The emulator built from ``cuda_dir`` (a copy of csrc/cuda, for a mutant), cached by the
+    hash of its sources; skips the test where there is no C++ compiler."""
     cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
     if cxx is None:
         pytest.skip("no C++ compiler to build the kernel emulator")
     h = hashlib.sha256()
-    for p in _emu_sources():
+    for p in sorted([*cuda_dir.glob("*.h"), *cuda_dir.glob("*.cuh"), *(cuda_dir / "emu").glob("*")]):
         h.update(p.name.encode() + p.read_bytes())
     out_dir = Path(tempfile.gettempdir()) / "fastgen_cuda_emu"
     out_dir.mkdir(exist_ok=True)
@@ -155,11 +150,16 @@ def emu():
     if not lib.exists():
         tmp = lib.with_suffix(f".{os.getpid()}.tmp")
         cmd = [cxx, "-std=c++17", "-O2", "-fno-strict-aliasing", "-pthread", "-shared", "-fPIC", "-Wall", "-Wextra",
-               "-Wno-unknown-pragmas", "-Werror", "-o", str(tmp), str(EMU_SRC)]
+               "-Wno-unknown-pragmas", "-Werror", "-o", str(tmp), str(cuda_dir / "emu" / "emu_capi.cpp")]
         r = subprocess.run(cmd, capture_output=True, text=True)
         assert r.returncode == 0, f"building the emulator failed:\n{' '.join(cmd)}\n{r.stderr[-6000:]}"
         os.replace(tmp, lib)
     return EmuRuntime(lib)
+
+
+@pytest.fixture(scope="session")
+def emu():
+    return build_emu()
 
 
 def emu_engine(emu, spec, weights, dtype, smem=200_000, sms=4, **kw):
@@ -427,6 +427,39 @@ def test_prepare_rejects_bad_launches(emu):
     odd = PARITY_SPECS["odd"]
     i2, d2, t2 = _raw_args(odd, torch.bfloat16)
     expect(r"multiples of 16, got 12, 20, 24, 7 \(use path='fma'\)", ints={**i2, "mma": 1}, dils=d2, ts=t2)
+    expect(r"spin timeout \(ms\) must lie in \[1, 86400000\], got 0", ints={**ints, "spin_timeout_ms": 0})
+
+
+def test_spin_timeout_option(monkeypatch):
+    monkeypatch.delenv(cb.SPIN_TIMEOUT_ENV, raising=False)
+    assert cb.spin_timeout_ms() == 20_000 and cb.spin_timeout_ms(0.25) == 250
+    monkeypatch.setenv(cb.SPIN_TIMEOUT_ENV, "600")
+    assert cb.spin_timeout_ms() == 600_000 and cb.spin_timeout_ms(2) == 2000       # the argument wins
+    for bad in (0, -1, float("nan"), float("inf"), 86401, True, "soon"):
+        with pytest.raises(ValueError, match="spin_timeout_s must be a number of seconds"):
+            cb.spin_timeout_ms(bad)
+    monkeypatch.setenv(cb.SPIN_TIMEOUT_ENV, "0")
+    with pytest.raises(ValueError, match=cb.SPIN_TIMEOUT_ENV):
+        cb.spin_timeout_ms()
+
+
+def test_a_wait_that_never_ends_traps_after_the_spin_timeout(tmp_path):
+    # a mutant kernel whose leader waits for one partial-logits flag more than is ever raised:
+    # the launch must stop with the wait named after the engine's spin timeout, not hang (the
+    # emulator's own watchdog, 120 s, would say "barrier")
+    src = tmp_path / "cuda"
+    shutil.copytree(ROOT / "csrc" / "cuda", src)
+    kernel = src / "kernel.cuh"
+    old = '(unsigned)(j + 1), "partial logits"'
+    text = kernel.read_text()
+    assert text.count(old) == 1, "the kernel changed: update this test's mutation"
+    kernel.write_text(text.replace(old, '(unsigned)(j + 2), "partial logits"'))
+    mutant = build_emu(src)
+    spec = PARITY_SPECS["round"]
+    w, frames, classes, uniforms = make_case(spec, 1, 2, seed=1)
+    eng = emu_engine(mutant, spec, w, torch.float32, f_splits=2, threads=32, spin_timeout_s=0.2)
+    with pytest.raises(RuntimeError, match=r"timed out waiting for partial logits \(flag 1, want >= 2\)"):
+        eng.generate(frames, uniforms, 1.0)
 
 
 # ------------------------------------------------------------------------------------------

@@ -198,3 +198,41 @@ def test_the_old_multi_call_script_is_gone():
     for f in [ROOT / "README.md", *(ROOT / "benchmarks").glob("*.py")]:
         assert "gpu_check" not in f.read_text(), f
     assert "bash benchmarks/device_check.sh" in (ROOT / "README.md").read_text()
+
+
+# A stand-in for a kernel trap: once test_b "traps", every later test in the process fails with
+# the sticky error, as CUDA calls do after a lost context.
+LOST_CONTEXT_TESTS = '''
+import pytest
+LOST = []
+
+def _cuda():
+    if LOST:
+        raise RuntimeError("CUDA error: unspecified launch failure")
+
+def test_a():
+    _cuda()
+
+def test_b():
+    LOST.append(1)
+    _cuda()
+
+def test_c():
+    _cuda()
+
+def test_d():
+    assert False, "an ordinary failure"
+'''
+
+
+def test_a_lost_cuda_context_does_not_fail_the_tests_after_it(tmp_path):
+    (tmp_path / "test_fake_gpu.py").write_text(LOST_CONTEXT_TESTS)
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT))
+    r = subprocess.run(["bash", str(SCRIPT), "--cuda-pytest", "-p", "no:randomly", str(tmp_path / "test_fake_gpu.py")],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    out = r.stdout + r.stderr
+    # b fails (it trapped); c runs in a fresh process and passes; d's own failure is reported
+    assert "the CUDA context was lost; 2 test(s) done" in out, out
+    assert r.returncode == 1, out
+    assert "FAILED" in out and "test_fake_gpu.py::test_b" in out and "test_fake_gpu.py::test_d" in out
+    assert "test_fake_gpu.py::test_c" not in out.split("short test summary")[-1], out

@@ -30,6 +30,7 @@
 #define FG_MAX_CLASSES (1 << 17)   // Q, Q_c (Q_c = Q + 1 for 2^16 classes)
 #define FG_MAX_DILATION (1 << 24)
 #define FG_MAX_SMEM (1 << 20)      // bytes per block: four times any GPU's today
+#define FG_MAX_SPIN_TIMEOUT_MS 86400000LL  // a day: a wait that long is a hang, whatever the tool
 
 namespace fastgen_cuda {
 
@@ -66,6 +67,8 @@ struct FgParams {
   int nf, Fb, S, G, threads, batch, steps, mode, dtype, mma;
   int ldA, ldZ, down_resident;
   float temperature;
+  // how long a block waits for another before it reports a broken invariant and traps (ns)
+  unsigned long long spin_timeout_ns;
   long long core_bytes, core_resident;
   // packed weight blob: byte offsets
   long long off_in_w, off_in_b, off_down_b, off_h1w, off_h1b, off_h2w, off_h2b;
@@ -226,6 +229,7 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
       {"steps", "steps", LLONG_MIN, LLONG_MAX}, {"mode", "mode", LLONG_MIN, LLONG_MAX},
       {"dtype", "dtype", LLONG_MIN, LLONG_MAX}, {"mma", "mma", 0, 1}, {"down_resident", "down_resident", 0, 1},
       {"smem_bytes", "shared memory per block", 0, FG_MAX_SMEM},
+      {"spin_timeout_ms", "spin timeout (ms)", 1, FG_MAX_SPIN_TIMEOUT_MS},
   };
   std::map<std::string, long long> v;
   for (const Range& r : ranges) v[r.key] = get(r.key);
@@ -244,6 +248,7 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
       return err.str();
     }
   }
+  p->spin_timeout_ns = (unsigned long long)v["spin_timeout_ms"] * 1000000ull;
   if (v["L"] <= 0 || v["L"] > FG_MAX_LAYERS) {
     err << "the cuda backend supports 1.." << FG_MAX_LAYERS << " layers, the network has " << v["L"];
     return err.str();

@@ -35,8 +35,8 @@
 // Writers: bar.sync; thread 0: __threadfence(); st.release.gpu. Readers: thread 0:
 // ld.acquire.gpu spin; __threadfence(); bar.sync; data read with ld.global.cg.
 // Blocks spin on each other, so the grid must be co-resident: the launcher uses a cooperative
-// launch (and checks the occupancy first). A wait longer than 20 s prints the block and flag
-// and traps (a broken invariant must not hang the GPU).
+// launch (and checks the occupancy first). A wait longer than the launch's spin timeout (20 s
+// unless set) prints the block and flag and traps (a broken invariant must not hang the GPU).
 //
 // Supported sizes (all runtime parameters, checked by fg_prepare with messages): C_in and the
 // channel counts up to FG_MAX_CHANNELS (2^14), F and K up to FG_MAX_POSITIONS (2^14), Q <= Q_c
@@ -92,13 +92,15 @@ FG_DEVICE FgRowSplit fg_row_split(int C, int lane, int warp, int nwarps) {
 }
 
 // Spin until *flag >= want (thread-level; callers publish the result with a block barrier).
-FG_DEVICE void fg_wait_geq(const unsigned* flag, unsigned want, const char* what) {
+// After timeout_ns (FgParams::spin_timeout_ns: long under compute-sanitizer, which slows every
+// block down) the wait is a broken invariant: report and trap.
+FG_DEVICE void fg_wait_geq(const unsigned* flag, unsigned want, const char* what, unsigned long long timeout_ns) {
   unsigned have = fg_load_acquire(flag);
   if (have >= want) return;
   const unsigned long long t0 = fg_clock_ns();
   unsigned spins = 0;
   while ((have = fg_load_acquire(flag)) < want) {
-    if ((++spins & 1023u) == 0 && fg_clock_ns() - t0 > 20000000000ull) fg_wait_timeout(what, have, want);
+    if ((++spins & 1023u) == 0 && fg_clock_ns() - t0 > timeout_ns) fg_wait_timeout(what, have, want);
 #if defined(FASTGEN_CUDA_EMULATE)
     fg_emu::spin_pause();
 #endif
@@ -412,7 +414,7 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
         else if (p.mode == FG_MODE_TEACHER) c = (int)p.classes[b * nsteps + j - 1];
         else if (leader) c = cls[s];  // sampled by this block at the end of step j-1
         else {
-          if (s == 0) { fg_wait_geq(gflags, (unsigned)j, "the leader's sample"); fg_fence(); }
+          if (s == 0) { fg_wait_geq(gflags, (unsigned)j, "the leader's sample", p.spin_timeout_ns); fg_fence(); }
           c = (int)fg_ldcg(p.samples + b * nsteps + j - 1);
         }
         cls[s] = c;
@@ -534,7 +536,7 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
 
     // (7) cross-block reduction, logits / sampling, hand-off
     if (!leader) {
-      if (tid == 0 && j > 0) { fg_wait_geq(gflags, (unsigned)j, "the leader to consume partials"); fg_fence(); }
+      if (tid == 0 && j > 0) { fg_wait_geq(gflags, (unsigned)j, "the leader to consume partials", p.spin_timeout_ns); fg_fence(); }
       fg_sync();
       float* gp = p.partials + ((long long)grp * p.nf + fs) * p.S * Q;
       for (int r = tid; r < items; r += nthr) gp[r] = part[r];
@@ -543,7 +545,7 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
     } else {
       if (p.nf > 1) {
         if (tid == 0) {
-          for (int f2 = 1; f2 < p.nf; ++f2) fg_wait_geq(gflags + f2, (unsigned)(j + 1), "partial logits");
+          for (int f2 = 1; f2 < p.nf; ++f2) fg_wait_geq(gflags + f2, (unsigned)(j + 1), "partial logits", p.spin_timeout_ns);
           fg_fence();
         }
         fg_sync();

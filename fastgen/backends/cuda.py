@@ -34,6 +34,29 @@ MAX_LAYERS = 128        # FG_MAX_LAYERS in csrc/cuda/fastgen_cuda.h
 MAX_THREADS = 256       # FG_MAX_THREADS
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}   # FgDType codes
 MODE_GENERATE, MODE_TEACHER = 0, 1
+# A block that waits for another longer than this reports the wait and traps (a broken
+# invariant must not hang the GPU). compute-sanitizer slows blocks down by 100x or more: give
+# it a longer one with the engine's ``spin_timeout_s`` or this variable.
+SPIN_TIMEOUT_ENV = "FASTGEN_CUDA_SPIN_TIMEOUT_S"
+DEFAULT_SPIN_TIMEOUT_S = 20.0
+MAX_SPIN_TIMEOUT_S = 86400.0          # the kernel's FG_MAX_SPIN_TIMEOUT_MS
+
+
+def spin_timeout_ms(seconds: float | None = None) -> int:
+    """The kernel's spin timeout in ms: ``seconds``, else ``$FASTGEN_CUDA_SPIN_TIMEOUT_S``, else
+    20 s; ValueError unless a number of seconds in (0, 1 day]."""
+    import os
+    where = "spin_timeout_s"
+    if seconds is None:
+        env = os.environ.get(SPIN_TIMEOUT_ENV, "").strip()
+        seconds, where = (env, SPIN_TIMEOUT_ENV) if env else (DEFAULT_SPIN_TIMEOUT_S, where)
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(seconds, bool) or not 0 < value <= MAX_SPIN_TIMEOUT_S:
+        raise ValueError(f"{where} must be a number of seconds in (0, {MAX_SPIN_TIMEOUT_S:g}], got {seconds!r}")
+    return max(1, round(value * 1000))
 
 
 def unavailable_reason() -> str | None:
@@ -428,7 +451,8 @@ def plan_launch(spec: NetworkSpec, batch: int, smem_per_block: int, num_sms: int
                       partial_floats=groups * nf * S * Q, flag_count=groups * (nf + 1))
 
 
-def launch_ints(spec: NetworkSpec, plan: LaunchPlan, layout: CoreLayout, batch: int, steps: int, mode: int) -> dict:
+def launch_ints(spec: NetworkSpec, plan: LaunchPlan, layout: CoreLayout, batch: int, steps: int, mode: int,
+                timeout_ms: int = round(DEFAULT_SPIN_TIMEOUT_S * 1000)) -> dict:
     """The named integers the extension's ``run`` takes for one launch of ``batch`` sequences."""
     groups = -(-batch // plan.seqs_per_block)
     o, lo = layout.offsets, layout.layer_offsets
@@ -444,6 +468,7 @@ def launch_ints(spec: NetworkSpec, plan: LaunchPlan, layout: CoreLayout, batch: 
         "off_in_w": o["in_w"], "off_in_b": o["in_b"], "off_down_b": o["down_b"], "off_h1w": o["h1w"],
         "off_h1b": o["h1b"], "off_h2w": o["h2w"], "off_h2b": o["h2b"], "off_layers": o["layers"],
         "layer_stride": layout.layer_stride, "loff_wdil": lo["wdil"], "loff_wsr": lo["wsr"], "loff_bsr": lo["bsr"],
+        "spin_timeout_ms": timeout_ms,
     }
 
 
@@ -463,16 +488,18 @@ def device_limits(device: torch.device) -> tuple[int, int]:
 # Engine
 # --------------------------------------------------------------------------------------------
 class CudaEngine(Engine):
-    """Options: ``path`` ("auto" | "mma" | "fma"), and overrides of the launch heuristics
-    ``threads``, ``f_splits``, ``seqs_per_block``. ``_runtime``/``_device_limits`` substitute
+    """Options: ``path`` ("auto" | "mma" | "fma"), overrides of the launch heuristics
+    ``threads``, ``f_splits``, ``seqs_per_block``, and ``spin_timeout_s`` (how long a block waits
+    for another before it traps; default ``$FASTGEN_CUDA_SPIN_TIMEOUT_S`` or 20 s). ``_runtime``/``_device_limits`` substitute
     the extension and the device's (smem per block, SMs) -- the tests run the kernel in a CPU
     emulator that way."""
     name = "cuda"
 
     def __init__(self, spec, weights, device="cuda", dtype=torch.float32, path: str = "auto",
                  threads: int | None = None, f_splits: int | None = None, seqs_per_block: int | None = None,
-                 _runtime=None, _device_limits: tuple[int, int] | None = None):
+                 spin_timeout_s: float | None = None, _runtime=None, _device_limits: tuple[int, int] | None = None):
         super().__init__(spec, weights, device, dtype)
+        self.spin_timeout_ms = spin_timeout_ms(spin_timeout_s)
         if dtype not in DTYPES:
             raise ValueError(f"the cuda backend supports float32, bfloat16 and float16, got {dtype}")
         if _runtime is None:
@@ -523,7 +550,7 @@ class CudaEngine(Engine):
         pk = self.packed
         for b0 in range(0, B, bpl):
             b1 = min(B, b0 + bpl)
-            ints = launch_ints(spec, plan, pk.layout, b1 - b0, n, mode)
+            ints = launch_ints(spec, plan, pk.layout, b1 - b0, n, mode, self.spin_timeout_ms)
             if mode == MODE_GENERATE:
                 uniforms, classes, samples, logits = aux[b0:b1], empty_l, out[b0:b1], empty_f
             else:
