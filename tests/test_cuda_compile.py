@@ -27,15 +27,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.cuda_resources import nvcc_command
+
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_DIR = ROOT / "csrc" / "cuda"
 NVCC = shutil.which("nvcc")
-ARCHS = ("-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90")
-SETUP_FLAGS = ("-O3", "-std=c++17", "--use_fast_math", "-lineinfo")   # setup.py's nvcc flags
-# what torch's CUDAExtension adds to every nvcc call (no implicit half/bf16 conversions)
-TORCH_FLAGS = ("-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
-               "-D__CUDA_NO_HALF2_OPERATORS__", "--expt-relaxed-constexpr")
-
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found on PATH")
 
 
@@ -44,8 +40,7 @@ def _cu_sources():
 
 
 def _nvcc(src: Path, out_dir: Path):
-    cmd = [NVCC, *SETUP_FLAGS, *TORCH_FLAGS, *ARCHS, "--threads", "2", "-Werror", "all-warnings", "-Xptxas", "-v",
-           "-I", str(ROOT / "csrc"), "-c", str(src), "-o", str(out_dir / (src.stem + ".o"))]
+    cmd = nvcc_command(NVCC, src, out_dir / (src.stem + ".o"))     # setup.py's flags, -Xptxas -v
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     return cmd, r
 
@@ -168,3 +163,18 @@ def test_setup_refuses_a_list_without_sm80(monkeypatch):
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "6.0;7.5")
     with pytest.raises(SystemExit, match="8.0 or newer"):
         _setup_function("_cuda_arch_list")()
+
+
+def test_ptxas_report_is_parsed_per_entry_and_arch():
+    from benchmarks.cuda_resources import parse_ptxas
+    log = ("ptxas info    : Compiling entry function '_Z3fooi' for 'sm_80'\n"
+           "ptxas info    : Function properties for _Z3fooi\n"
+           "    24 bytes stack frame, 8 bytes spill stores, 12 bytes spill loads\n"
+           "ptxas info    : Used 167 registers, 1024 bytes smem, 400 bytes cmem[0]\n"
+           "ptxas info    : Compiling entry function '_Z3fooi' for 'sm_90'\n"
+           "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+           "ptxas info    : Used 40 registers, 400 bytes cmem[0]\n")
+    rows = parse_ptxas(log)
+    assert [(r["arch"], r["registers"], r["spill_stores"], r["spill_loads"], r["stack"], r["smem_static"])
+            for r in rows] == [("sm_80", 167, 8, 12, 24, 1024), ("sm_90", 40, 0, 0, 0, 0)]
+    assert all(r["kernel"] in ("foo(int)", "_Z3fooi") for r in rows)
