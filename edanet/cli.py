@@ -224,10 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """What a user's mistake raises: bad values and arguments (ValueError, TypeError), bad or
     unwritable files (OSError; OverflowError and RecursionError from absurd numbers or nesting
-    in them), more than the machine's memory (MemoryError), a backend not built here."""
+    in them), more than the machine's memory (MemoryError), a backend not built here, an optional
+    dependency not installed (MissingExtra: its message names the extra)."""
     import fastgen
+    from edanet.extras import MissingExtra
     return (ValueError, TypeError, OSError, MemoryError, OverflowError, RecursionError,
-            fastgen.BackendUnavailable)
+            fastgen.BackendUnavailable, MissingExtra)
 
 
 def _one_line(e: BaseException) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import check_sample_rate
+from .extras import require
 from .config import EDA_RATES, MAX_EDA_US
 from .eda import (EDARecording, _cells, _check_blank, _number, _read_lines, rate_from_times, read_eda_csv,
                   validate_eda)
@@ -35,7 +36,6 @@ __all__ = ["time_column", "subject_columns", "read_subject_column", "read_eda_av
 
 _TIME_NAME = re.compile(r"(?:time|t)\s*(?:[(\[]\s*(s|sec|secs|seconds|ms)\s*[)\]]|_(s|ms))?")
 _TIME_NAMES_SHOWN = "time, time(s), time (ms), t"
-_AVRO_EXTRA = "pip install fastavro (or pip install 'edanet[avro]')"
 
 
 def time_column(header: list[str]) -> tuple[int, float] | None:
@@ -150,13 +150,8 @@ def read_subject_column(path: str | os.PathLike, column: str) -> EDARecording:
 
 
 def _import_fastavro(path: Path):
-    try:
-        import fastavro
-    except ImportError:
-        # an environment problem, not a bad file: an ImportError, which skip_bad does not skip
-        raise ImportError(f"reading {path} (an Empatica EmbracePlus .avro file) needs the fastavro package: "
-                          f"{_AVRO_EXTRA}") from None
-    return fastavro
+    # an environment problem, not a bad file: an ImportError (MissingExtra), which skip_bad does not skip
+    return require("fastavro", "avro", f"reading {path} (an Empatica EmbracePlus .avro file)")
 
 
 def _avro_records(path: Path) -> list:

@@ -350,6 +350,9 @@ def evaluate(data_dir, *, model=None, out=None, backend: str = "auto", num_sampl
     without audio; ``redraws``: data redrawn per recording and seed. Writes ``OUT.md``,
     ``OUT.json`` and ``OUT_event_locked.png`` when ``out`` is given. Returns the report dict."""
     _check_arguments(num_samples, temperature, max_recordings, seed, seeds, redraws)
+    if out:
+        from .extras import require
+        require("matplotlib", "eval", "the evaluation report's plots")     # before the long work
     from tqdm import tqdm
 
     from .generate import _resolve_model

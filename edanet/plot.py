@@ -7,14 +7,24 @@ from pathlib import Path
 
 import numpy as np
 
+from .extras import require
 from .io import atomic_write
 
 __all__ = ["plot_generation", "plot_format", "plot_event_locked", "plot_traces"]
 
 
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (files, no display), or MissingExtra."""
+    matplotlib = require("matplotlib", "plot", "drawing plots")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def plot_format(path) -> str:
     """The image format for ``path``, from its suffix (png, pdf, svg, jpg, ... as matplotlib
-    writes them); ValueError for a suffix it cannot write."""
+    writes them); ValueError for a suffix it cannot write, MissingExtra without matplotlib."""
+    require("matplotlib", "plot", f"writing the plot {path}")
     from matplotlib.figure import Figure
     supported = Figure().canvas.get_supported_filetypes()
     fmt = Path(path).suffix.lower().lstrip(".")
@@ -39,9 +49,7 @@ def _ground_truth_events(audio) -> list[dict]:
 def plot_generation(audio, result, path, *, model=None, sample_rate=None) -> Path:
     """Waveform envelope (top) and every generated EDA sample with their median (bottom), with
     the acoustic events of a ground-truth ``NAME.json`` beside the audio marked on both."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     from .audio import load_audio
 
@@ -84,9 +92,7 @@ def plot_event_locked(t, curves: dict, path, *, title: str = "event-locked EDA",
     """Average EDA around acoustic event onsets: one curve per label of ``curves`` (``label ->
     (mean, ci95)``, µS relative to the ``before_s`` before the event, over times ``t`` in s) with
     its 95% CI band; the baseline and response windows shaded, the onset rule's SCR onset dashed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fmt = plot_format(path)
     t = np.asarray(t, dtype=np.float64)
@@ -126,9 +132,7 @@ def plot_traces(traces: list, path, *, labels: dict | None = None) -> Path:
     """One panel per recording of ``traces`` (``edanet.evaluate``'s report): the recorded EDA, the
     samples of the model and of a baseline model, and the acoustic events coloured by their true
     probability of eliciting an SCR."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fmt = plot_format(path)
     labels = labels or {}

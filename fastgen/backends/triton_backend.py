@@ -30,6 +30,8 @@ except Exception as e:  # noqa: BLE001 - triton missing or broken: report why
 
 def unavailable_reason() -> str | None:
     """None when the triton backends can be used here, else why not."""
+    if isinstance(_IMPORT_ERROR, ModuleNotFoundError) and (_IMPORT_ERROR.name or "").split(".")[0] == "triton":
+        return "triton is not installed: pip install triton (or pip install 'edanet[gpu]')"
     if _IMPORT_ERROR is not None:
         return f"triton could not be imported ({type(_IMPORT_ERROR).__name__}: {_IMPORT_ERROR})"
     return None

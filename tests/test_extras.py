@@ -1,0 +1,91 @@
+"""Light installs: generating needs neither triton, matplotlib, fastavro nor neurokit2; what does
+need one says which extra installs it (through the CLI: one line, exit 2)."""
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+
+from edanet import EDANet, EDANetConfig, save_model
+from edanet.synth import SynthConfig, write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONAL = ("triton", "matplotlib", "fastavro", "neurokit2")
+
+# Runs in a fresh process where the optional packages cannot be imported (as on a machine that
+# installed only `pip install edanet`), then prints one JSON object of outcomes.
+SCRIPT = """
+import contextlib, io, json, sys
+for name in {optional!r}:
+    sys.modules[name] = None          # "import name" raises ModuleNotFoundError
+import fastgen
+from edanet.cli import main
+data, model, out = sys.argv[1:4]
+res = {{"available": fastgen.available("cpu")}}
+try:
+    spec = fastgen.NetworkSpec(in_channels=1, num_features=2, frames_per_step=1, residual_channels=4,
+                               hidden_channels=4, skip_channels=4, out_channels=4, num_classes=4, cond_classes=5,
+                               cond_channels=2, dilations=(1,), start_class=4)
+    fastgen.create("triton", spec, fastgen.random_weights(spec))
+except fastgen.BackendUnavailable as e:
+    res["triton"] = str(e)
+for key, argv in {{
+    "generate": ["generate", data + "/synth_00000.wav", "-o", out + "/a.csv", "--model", model],
+    "plot": ["generate", data + "/synth_00000.wav", "-o", out + "/b.csv", "--plot", out + "/b.png", "--model", model],
+    "evaluate": ["evaluate", "--data", data, "--model", model, "--out", out + "/rep", "--num-samples", "1",
+                 "--seeds", "1", "--redraws", "1"],
+}}.items():
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["-q", *argv])
+    res[key] = [rc, err.getvalue()]
+print(json.dumps(res))
+""".format(optional=OPTIONAL)
+
+
+def test_core_dependencies_leave_out_the_optional_ones():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = " ".join(meta["dependencies"])
+    for name in OPTIONAL:
+        assert name not in core, f"{name} is a core dependency"
+    extras = meta["optional-dependencies"]
+    assert any("matplotlib" in r for r in extras["plot"]) and any("matplotlib" in r for r in extras["eval"])
+    assert any("triton" in r for r in extras["gpu"]) and any("fastavro" in r for r in extras["avro"])
+    assert {r for k in ("plot", "eval", "gpu", "avro") for r in extras[k]} <= set(extras["all"])
+    for name in OPTIONAL:          # the tests use them all
+        assert any(name in r for r in extras["test"]), name
+
+
+@pytest.fixture(scope="module")
+def without_extras(tmp_path_factory):
+    root = tmp_path_factory.mktemp("light")
+    write_dataset(root / "data", 1, SynthConfig(seconds=12.0, audio_sample_rate=8000), seed=1, progress=False)
+    torch.manual_seed(0)
+    save_model(EDANet(EDANetConfig.from_preset("tiny")), root / "model")
+    (root / "out").mkdir()
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(root / "data"), str(root / "model"), str(root / "out")],
+                       capture_output=True, text=True, timeout=600, cwd=root)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return root, json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_generating_works_without_the_extras(without_extras):
+    root, res = without_extras
+    assert res["generate"][0] == 0, res["generate"][1]
+    assert (root / "out" / "a.csv").read_text().count("\n") > 40       # 12 s at 4 Hz, after the E4 header
+    assert "triton" not in res["available"] and "triton_persistent" not in res["available"]
+    assert "cpu" in res["available"] and "torch" in res["available"]
+    assert "pip install 'edanet[gpu]'" in res["triton"]
+
+
+@pytest.mark.parametrize("case, extra", [("plot", "plot"), ("evaluate", "eval")])
+def test_what_needs_an_extra_names_it_in_one_line(without_extras, case, extra):
+    root, res = without_extras
+    rc, err = res[case]
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "matplotlib" in err and f"pip install 'edanet[{extra}]'" in err, err
+    assert not (root / "out" / "b.csv").exists()        # refused before generating
+    assert not list((root / "out").glob("rep*"))
