@@ -1,7 +1,7 @@
 // fastgen CUDA backend: the plain (torch-free, CUDA-runtime-free) interface between the
 // bindings and the persistent kernel.
 //
-// Python (fastgen/backends/cuda.py) packs the weights and plans the launch; it hands the
+// Python (fastgen/backends/cuda/: pack.py, plan.py) packs the weights and plans the launch; it hands the
 // kernel's parameters over as a map of named integers (plus the dilations, the temperature
 // and the buffers). fg_prepare() validates all of it -- dimensions, the plan, the shared
 // memory layout (recomputed here and compared with the plan's), buffer dtypes and sizes --
@@ -39,7 +39,7 @@ enum FgMode { FG_MODE_GENERATE = 0, FG_MODE_TEACHER = 1 };
 
 // Buffers, in this order, in every run call.
 enum FgBufId {
-  FG_B_CORE = 0,   // uint8   packed weights (see cuda.py: core_layout)
+  FG_B_CORE = 0,   // uint8   packed weights (see fastgen/backends/cuda/pack.py: core_layout)
   FG_B_DOWN,       // T       down_w as [F][K][C_o][Q]
   FG_B_COND,       // float32 cond table [L][Q_c][2 C_h]
   FG_B_FRAMES,     // T       (batch, C_in, steps*K, F)
@@ -138,7 +138,7 @@ struct FgRegions {
   }
 };
 
-// The per-block shared memory layout. cuda.py's smem_layout() mirrors this formula; the
+// The per-block shared memory layout. plan.py's smem_layout() mirrors this formula; the
 // prepared launch fails if the two disagree. total is -1 when a size overflows.
 inline FgSmemLayout fg_smem_layout(int K, int Fb, int S, int Cr, int Ch, int Cs, int Co, int Q, int esize,
                                    bool mma, int threads, long long core_resident, bool down_resident) {

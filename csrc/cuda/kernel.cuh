@@ -44,7 +44,7 @@
 // positive value on the FMA path, multiples of 16 (C_r, C_h, C_s, C_o) on the tensor-core path;
 // 32..FG_MAX_THREADS threads (a multiple of 32); everything bounded by the per-block shared
 // memory (at most FG_MAX_SMEM): rows M = S*K*Fb need M*(C_r + max(C_s, C_o))*4 bytes of fp32
-// activations plus the two GEMM operands (cuda.py's plan_launch picks S and Fb, or reports the
+// activations plus the two GEMM operands (plan.py's plan_launch picks S and Fb, or reports the
 // sizes and the limit).
 // Index math: within these bounds every int product below is exact -- shared-memory indices
 // are below FG_MAX_SMEM, weight indices (k * ldW + n, c * C_in + ci, fragment tiles) below
