@@ -20,7 +20,7 @@ from conftest import PARITY_SPECS, make_case
 from fastgen import reference
 
 pytest.importorskip("triton")
-from fastgen.backends import triton_backend  # noqa: E402
+from fastgen.backends.triton import engine as triton_backend  # noqa: E402
 
 pytestmark = pytest.mark.skipif(triton_backend.unavailable_reason() is not None,
                                 reason=f"triton unavailable: {triton_backend.unavailable_reason()}")
@@ -246,7 +246,7 @@ def test_row_chunks(variant, spec_name, seqs):
 
 
 def test_tile_rows_are_clamped_to_a_power_of_two():
-    from fastgen import triton_kernels as tk
+    from fastgen.backends.triton import ops as tk
     dims = _engine("triton", "round", 1).dims              # PP = 32
     assert tk.launch_config(1, dims, tile_rows=100)[1] == 32    # at most the program's rows
     sixteen = dict(seqs_per_program=16)
@@ -256,7 +256,7 @@ def test_tile_rows_are_clamped_to_a_power_of_two():
 
 
 def test_default_sequences_per_program():
-    from fastgen import triton_kernels as tk
+    from fastgen.backends.triton import ops as tk
     dims = _engine("triton", "round", 1).dims
     # one per program until the batch fills the SMs, then the most that keep a program per SM
     assert tk.launch_config(128, dims, torch.bfloat16, sms=128)[0] == 1
@@ -288,7 +288,7 @@ class _GridRecorder:
 @pytest.mark.parametrize("sms", [132, 108, 16])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_batch_256_launches_a_program_per_sm(monkeypatch, variant, sms, dtype):
-    from fastgen import triton_kernels as tk
+    from fastgen.backends.triton import ops as tk
     kernel = "_step_kernel" if variant == "triton" else "_persistent_kernel"
     recorder = _GridRecorder()
     monkeypatch.setattr(tk, kernel, recorder)
@@ -326,7 +326,7 @@ def _op_args(batch=1, steps=2):
 
 def test_fake_impls_under_fake_mode():
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from fastgen import triton_kernels as tk
+    from fastgen.backends.triton import ops as tk
     spec, eng, frames, config = _op_args(batch=3, steps=5)
     Q = spec.num_classes
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
@@ -355,7 +355,7 @@ def test_opcheck_persistent():
 
 
 def test_opcheck_step():
-    from fastgen import triton_kernels as tk
+    from fastgen.backends.triton import ops as tk
     spec, eng, frames, config = _op_args(batch=1, steps=2)
     ring = tk.new_ring(1, eng.dims, DEVICE, eng.dtype)
     cls = torch.full((1,), spec.start_class, dtype=torch.long, device=DEVICE)

@@ -1,7 +1,7 @@
 """The Triton kernels compile for sm_80 and sm_90, and what they would use there fits.
 
 CI has no GPU and runs the kernels through Triton's interpreter, which never compiles them;
-here they are compiled for real (``fastgen/triton_aot.py``: the launches' own arguments and
+here they are compiled for real (``fastgen/backends/triton/aot.py``: the launches' own arguments and
 specialisations, Triton's bundled ptxas), in a subprocess without ``TRITON_INTERPRET``. That
 catches what only the compiler rejects, and checks every default launch configuration of the
 parity specs and of the ``small`` and ``base`` presets (batch 1; 256, one sequence per program
@@ -25,9 +25,9 @@ import torch
 
 pytest.importorskip("triton")
 from conftest import PARITY_SPECS  # noqa: E402
-from fastgen import triton_kernels as tk  # noqa: E402
+from fastgen.backends.triton import ops as tk  # noqa: E402
 from fastgen import random_weights  # noqa: E402
-from fastgen.triton_aot import SHARED_PER_BLOCK, SM_COUNT, compile_launch  # noqa: E402
+from fastgen.backends.triton.aot import SHARED_PER_BLOCK, SM_COUNT, compile_launch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

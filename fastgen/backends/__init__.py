@@ -27,8 +27,8 @@ BACKENDS = {
     "reference": ("fastgen.backends.reference", "ReferenceEngine", ("cpu", "cuda")),
     "torch": ("fastgen.backends.torch_backend", "TorchEngine", ("cpu", "cuda")),
     "cpu": ("fastgen.backends.cpu", "CpuEngine", ("cpu",)),
-    "triton": ("fastgen.backends.triton_backend", "TritonEngine", ("cuda", "cpu")),
-    "triton_persistent": ("fastgen.backends.triton_backend", "TritonPersistentEngine", ("cuda", "cpu")),
+    "triton": ("fastgen.backends.triton.engine", "TritonEngine", ("cuda", "cpu")),
+    "triton_persistent": ("fastgen.backends.triton.engine", "TritonPersistentEngine", ("cuda", "cpu")),
     "cuda": ("fastgen.backends.cuda", "CudaEngine", ("cuda",)),
 }
 FUSED_PREFERENCE = {"cuda": ("cuda", "triton_persistent", "triton"), "cpu": ("cpu",)}

@@ -1,6 +1,6 @@
 """Backends ``triton`` (one kernel launch per step) and ``triton_persistent`` (one launch for the
 whole sequence). Thin wrappers: the weights are packed once here; the kernels and their
-``torch.library`` custom ops live in ``fastgen/triton_kernels.py``.
+``torch.library`` custom ops live in ``ops.py``, the kernels in ``kernels.py``.
 
 Without a GPU they run on CPU tensors through Triton's interpreter, which must be switched on
 (``TRITON_INTERPRET=1``) before triton is first imported.
@@ -10,18 +10,18 @@ sequences one program owns: 1 gives the most parallelism, 16 puts the downsampli
 cores and shares each weight read among 16 sequences), ``tile_rows`` (rows, i.e. positions of
 one or more sequences, per register tile: 16 to 128); None picks by batch size and the
 device's SM count, so that the grid has a program for every SM
-(``triton_kernels.launch_config``). ``fp32_dot`` ("ieee", the default, or "tf32x3") is how
+(``ops.launch_config``). ``fp32_dot`` ("ieee", the default, or "tf32x3") is how
 fp32 engines multiply.
 """
 from __future__ import annotations
 
 import torch
 
-from .. import reference as ref
-from ..engine import Engine
+from ... import reference as ref
+from ...engine import Engine
 
 try:
-    from .. import triton_kernels as tk
+    from . import ops as tk
     _IMPORT_ERROR = None
 except Exception as e:  # noqa: BLE001 - triton missing or broken: report why
     tk = None
@@ -45,7 +45,7 @@ class TritonEngine(Engine):
     def __init__(self, spec, weights, device="cpu", dtype=torch.float32, num_warps: int | None = None,
                  seqs_per_program: int | None = None, tile_rows: int | None = None, fp32_dot: str = "ieee"):
         super().__init__(spec, weights, device, dtype)
-        from . import BackendUnavailable
+        from .. import BackendUnavailable
         reason = unavailable_reason()
         if reason:
             raise BackendUnavailable(reason)

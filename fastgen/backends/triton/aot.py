@@ -4,7 +4,7 @@ read what each launch would use: registers per thread, spilled (local) bytes, sh
 The interpreter that runs the kernels on a CPU in CI never compiles them, so it cannot catch
 what only the compiler rejects (a ``tl.dot`` shape, a layout), nor say whether a launch
 configuration spills. This compiles exactly what a launch would: the same arguments
-(``triton_kernels._step_launch`` / ``_persistent_launch``) bound by the same binder that
+(``ops._step_launch`` / ``_persistent_launch``) bound by the same binder that
 ``JITFunction.run`` uses, so ints equal to 1 and 16-byte alignments are specialised as they
 would be on the device, then reads registers and spills from Triton's bundled ptxas
 (``-v``), shared memory from the compiled kernel's metadata. Needs ``TRITON_INTERPRET``
@@ -25,8 +25,8 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import create_function_from_signature
 
-from . import triton_kernels as tk
-from .spec import NetworkSpec, random_weights
+from ...spec import NetworkSpec, random_weights
+from . import ops as tk
 
 __all__ = ["KernelResources", "compile_launch", "SHARED_PER_BLOCK", "REGISTERS_PER_SM", "SM_COUNT", "VARIANTS"]
 
@@ -35,7 +35,7 @@ VARIANTS = ("triton", "triton_persistent")
 SHARED_PER_BLOCK = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 REGISTERS_PER_SM = {80: 65536, 86: 65536, 89: 65536, 90: 65536}
 # SMs of a representative data-center part per compute capability (A100, A10, L40S, H100/H200):
-# the default sequences per program depend on them (``triton_kernels.default_seqs_per_program``),
+# the default sequences per program depend on them (``ops.default_seqs_per_program``),
 # so a compile for an architecture builds what a launch on that part would.
 SM_COUNT = {80: 108, 86: 72, 89: 142, 90: 132}
 
@@ -83,7 +83,7 @@ def compile_launch(variant: str, spec: NetworkSpec, dtype: torch.dtype, batch: i
                    steps: int = 16, teacher: bool = False, **options) -> KernelResources:
     """Compile the kernel that ``variant`` ("triton" or "triton_persistent") would launch for
     ``batch`` sequences of ``steps`` steps in ``dtype`` on an sm_``arch`` GPU; ``options`` are
-    the engines' launch options (``triton_kernels.launch_config``; ``sms`` defaults to
+    the engines' launch options (``ops.launch_config``; ``sms`` defaults to
     ``SM_COUNT[arch]``). Generation mode, or teacher-forced (logits written, no sampling) with
     ``teacher``."""
     if variant not in VARIANTS:
