@@ -1,7 +1,7 @@
-"""Audio loading and causal MFCC features (SPEC §2).
+"""Audio loading and causal MFCC features.
 
 - :func:`load_audio` reads a file (anything soundfile reads) or takes an array, checks it,
-  resamples it to the model's rate with ``librosa.resample`` (soxr, high quality) and mixes or
+  resamples it to the model's rate (soxr, high quality, as ``librosa.resample``) and mixes or
   keeps channels. It returns float32 ``(channels, n)``.
 - :func:`mfcc_frames` turns audio at ``config.audio_sample_rate`` into **causal** MFCC frames
   ``(C, T, F)``: frame ``t`` summarises samples ``[(t+1)*hop - n_fft, (t+1)*hop)`` (the audio
@@ -31,7 +31,7 @@ import numpy as np
 
 from .config import AUDIO_RATES, EDANetConfig
 
-__all__ = ["MFCC_SCALE", "POWER_DB_AMIN", "load_audio", "mfcc_frames", "loudness", "onset_strength",
+__all__ = ["MFCC_SCALE", "POWER_DB_AMIN", "load_audio", "resample", "mfcc_frames", "loudness", "onset_strength",
            "mean_level_db", "features"]
 
 #: Fixed scale applied to librosa's MFCCs (dB-scaled DCT coefficients, magnitudes ~10-1000) so
@@ -190,7 +190,7 @@ def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: flo
 
     Channels: ``channels == 1`` mixes to mono (mean of the channels); audio with exactly
     ``channels`` channels is kept; mono audio with ``channels > 1`` is duplicated; anything
-    else is a ``ValueError``. Resampling (``librosa.resample``, soxr_hq) happens after mixing.
+    else is a ``ValueError``. Resampling (:func:`resample`, soxr_hq) happens after mixing.
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for an unreadable or
     non-audio file, a WAV/AIFF file holding less audio than its header says (truncated), empty
@@ -245,32 +245,45 @@ def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: flo
                          f"(mono or {channels}-channel audio is accepted)")
 
     if abs(sr - target) > 1e-9 * target:
-        import librosa
-        data = librosa.resample(data.astype(np.float32, copy=False), orig_sr=sr, target_sr=target, axis=-1)
+        data = resample(data, sr, target)
         if data.shape[-1] == 0:
             raise ValueError(f"{where} is empty after resampling from {sr:g} Hz to {target:g} Hz")
     return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def resample(data: np.ndarray, orig_sr: float, target_sr: float) -> np.ndarray:
+    """float32 ``(C, n)`` audio from ``orig_sr`` to ``target_sr`` Hz: what ``librosa.resample``
+    (soxr_hq, its default) gives, called on soxr directly (librosa's first call costs a second
+    or two of start-up): each channel through soxr, then cut or zero-padded to
+    ``ceil(n * target / orig)`` samples."""
+    import soxr
+    n_out = int(np.ceil(data.shape[-1] * float(target_sr) / orig_sr))
+    out = np.zeros((data.shape[0], n_out), dtype=np.float32)
+    for c, channel in enumerate(data.astype(np.float32, copy=False)):
+        y = soxr.resample(channel, orig_sr, target_sr, quality="soxr_hq")
+        out[c, : min(n_out, y.size)] = y[:n_out]
+    return out
 
 
 def mfcc_frames(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
     """Causal MFCC frames float32 ``(C, T, F)`` of ``audio`` ``(C, n)`` at ``config.audio_sample_rate``.
 
     Frame ``t`` summarises samples ``[(t+1)*hop - n_fft, (t+1)*hop)`` (left-padded with
-    ``n_fft - hop`` zeros, ``center=False``), so ``T = n // hop``. Mel power spectrogram
+    ``n_fft - hop`` zeros, ``center=False``), so ``T = n // hop``. librosa's chain, computed by
+    ``edanet.spectral`` (tests hold the two within 1e-4): mel power spectrogram
     (``n_fft = mfcc_window_size``, ``hop_length = mfcc_hop_size``, ``n_mels = num_mels``, Hann
     window) -> ``power_to_db(ref=1.0, amin=1e-8, top_db=None)`` -> ``librosa.feature.mfcc``
     (DCT-II, ortho) with ``n_mfcc = num_mfccs``; c0 minus ``c0_ref_db * sqrt(num_mels)`` (the
     mean level read against ``config.c0_ref_db``); times :data:`MFCC_SCALE`. A 1-D input is
     taken as mono. Audio shorter than one hop gives ``T = 0``.
     """
-    import librosa
+    from .spectral import log_mel_mfcc
 
     a = np.asarray(audio)
     if a.ndim == 1:
         a = a[None, :]
     if a.ndim != 2:
         raise ValueError(f"mfcc_frames expects audio of shape (channels, samples), got {a.shape}")
-    a = a.astype(np.float64, copy=False)
     if not np.all(np.isfinite(a)):
         raise ValueError("audio contains NaN or inf samples")
     C, n = a.shape
@@ -278,14 +291,13 @@ def mfcc_frames(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
     T = n // hop
     if T == 0:
         return np.zeros((C, 0, F), dtype=np.float32)
-    padded = np.concatenate([np.zeros((C, n_fft - hop)), a[:, :T * hop]], axis=1)
-    S = librosa.feature.melspectrogram(y=padded, sr=config.audio_sample_rate, n_fft=n_fft, hop_length=hop,
-                                       n_mels=config.num_mels, center=False, power=2.0)
-    S_db = librosa.power_to_db(S, ref=1.0, amin=POWER_DB_AMIN, top_db=None)
-    m = librosa.feature.mfcc(S=S_db, n_mfcc=F)  # (C, F, T)
-    assert m.shape[-1] == T, (m.shape, T)
-    m[:, 0] -= config.c0_ref_db * math.sqrt(config.num_mels)   # ortho DCT-II: c0 = sqrt(n_mels) * mean level
-    return np.ascontiguousarray(np.swapaxes(m, -1, -2) * MFCC_SCALE, dtype=np.float32)
+    padded = np.concatenate([np.zeros((C, n_fft - hop), dtype=np.float32), a[:, :T * hop].astype(np.float32)],
+                            axis=1)
+    m = log_mel_mfcc(padded, sample_rate=config.audio_sample_rate, n_fft=n_fft, hop=hop, n_mels=config.num_mels,
+                     n_mfcc=F, amin=POWER_DB_AMIN)                 # (C, T, F)
+    assert m.shape[1] == T, (m.shape, T)
+    m[..., 0] -= config.c0_ref_db * math.sqrt(config.num_mels)   # ortho DCT-II: c0 = sqrt(n_mels) * mean level
+    return np.ascontiguousarray(m * MFCC_SCALE, dtype=np.float32)
 
 
 #: Loudness: the RMS level (dBFS) of each hop, read against LOUDNESS_REF_DB, times LOUDNESS_SCALE

@@ -1,0 +1,83 @@
+"""edanet.spectral and edanet.audio.resample against librosa, their reference."""
+import dataclasses
+import math
+
+import librosa
+import numpy as np
+import pytest
+import scipy.fft
+
+from edanet import EDANetConfig
+from edanet import spectral
+from edanet.audio import MFCC_SCALE, POWER_DB_AMIN, mfcc_frames, resample
+
+
+def _audio(channels: int, n: int, sr: int, seed: int) -> np.ndarray:
+    """Noise, a loud tone burst, a click, and digital silence: the hard cases for a float32 FFT
+    are bands far below a frame's loudest and bands at the -80 dB floor."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / sr
+    a = 10 ** (rng.uniform(-70, -40) / 20) * rng.standard_normal((channels, n))
+    a[:, n // 4: n // 2] += 0.9 * np.sin(2 * np.pi * rng.uniform(200, sr / 3) * t[n // 4: n // 2])
+    a[:, (2 * n) // 3] = 1.0
+    a[:, (3 * n) // 4:] = 0.0
+    return a.astype(np.float32)
+
+
+def _librosa_frames(a: np.ndarray, cfg: EDANetConfig) -> np.ndarray:
+    """The chain edanet computed with librosa before edanet.spectral (float64 throughout)."""
+    n_fft, hop = cfg.mfcc_window_size, cfg.mfcc_hop_size
+    T = a.shape[1] // hop
+    padded = np.concatenate([np.zeros((a.shape[0], n_fft - hop)), a[:, :T * hop].astype(np.float64)], axis=1)
+    S = librosa.feature.melspectrogram(y=padded, sr=cfg.audio_sample_rate, n_fft=n_fft, hop_length=hop,
+                                       n_mels=cfg.num_mels, center=False, power=2.0)
+    m = librosa.feature.mfcc(S=librosa.power_to_db(S, ref=1.0, amin=POWER_DB_AMIN, top_db=None),
+                             n_mfcc=cfg.num_mfccs)
+    m[:, 0] -= cfg.c0_ref_db * math.sqrt(cfg.num_mels)
+    return np.swapaxes(m, -1, -2) * MFCC_SCALE
+
+
+CONFIGS = {
+    "tiny": EDANetConfig.from_preset("tiny"),
+    "small": EDANetConfig.from_preset("small"),
+    "odd": dataclasses.replace(EDANetConfig.from_preset("tiny"), mfcc_window_size=777, mfcc_hop_size=315,
+                               num_mels=23, num_mfccs=7, audio_sample_rate=11025, eda_sample_rate=1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("channels", [1, 2])
+def test_mfcc_frames_match_librosa(name, channels):
+    cfg = CONFIGS[name]
+    a = _audio(channels, 9 * cfg.audio_sample_rate // 2 + 17, cfg.audio_sample_rate, seed=channels)
+    ours, ref = mfcc_frames(a, cfg), _librosa_frames(a, cfg)
+    assert ours.shape == ref.shape and ours.shape[1] == a.shape[1] // cfg.mfcc_hop_size
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4)
+    assert np.abs(ours - ref).max() < 1e-5          # in practice float32 rounding, far below the bound
+
+
+def test_blocks_join_seamlessly(monkeypatch):
+    cfg = CONFIGS["tiny"]
+    a = _audio(1, 3 * cfg.audio_sample_rate, cfg.audio_sample_rate, seed=4)
+    whole = mfcc_frames(a, cfg)
+    monkeypatch.setattr(spectral, "BLOCK_FRAMES", 5)          # 48 frames in 10 blocks, the last partial
+    np.testing.assert_array_equal(mfcc_frames(a, cfg), whole)
+
+
+@pytest.mark.parametrize("sr,n_fft,n_mels", [(16000, 2048, 40), (8000, 512, 20), (11025, 777, 23), (44100, 4096, 128)])
+def test_filterbank_and_dct_match_librosa_and_scipy(sr, n_fft, n_mels):
+    np.testing.assert_allclose(spectral.mel_filterbank(float(sr), n_fft, n_mels),
+                               librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels), rtol=1e-6, atol=1e-9)
+    d = spectral.dct_ortho(13, n_mels)
+    x = np.random.default_rng(0).standard_normal((5, n_mels))
+    np.testing.assert_allclose(x @ d.T, scipy.fft.dct(x, type=2, norm="ortho", axis=-1)[:, :13], atol=1e-12)
+
+
+@pytest.mark.parametrize("orig,target,channels", [(44100, 16000, 1), (8000, 16000, 2), (22050, 8000, 2),
+                                                  (16000, 11025, 1)])
+def test_resample_is_librosa_resample(orig, target, channels):
+    a = _audio(channels, orig + 1234, orig, seed=orig)
+    ref = librosa.resample(a, orig_sr=orig, target_sr=target, axis=-1)
+    ours = resample(a, orig, target)
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    np.testing.assert_array_equal(ours, ref)
