@@ -1,11 +1,32 @@
 """edanet: synthetic electrodermal activity (EDA) from audio with an autoregressive,
-multimodal WaveNet. ``edanet.generate(audio)`` runs the bundled default model."""
-from .checkpoint import load_model, save_model
-from .config import PRESETS, EDANetConfig
-from .export import export_to_fastgen
-from .generate import GeneratedEDA, default_model, generate
-from .model import EDANet
+multimodal WaveNet. ``edanet.generate(audio)`` runs the bundled default model.
 
-__all__ = ["EDANetConfig", "PRESETS", "EDANet", "export_to_fastgen", "generate", "GeneratedEDA",
-           "default_model", "load_model", "save_model"]
+The names below are imported on first use (PEP 562), so ``import edanet`` (and ``edanet
+--help``) does not pay for torch until something needs it."""
+from __future__ import annotations
+
+import importlib
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "EDANetConfig": "config", "PRESETS": "config", "EDANet": "model", "export_to_fastgen": "export",
+    "generate": "generation", "GeneratedEDA": "generation", "default_model": "generation",
+    "generate_many": "corpus", "find_clips": "corpus", "clip_seed": "corpus",
+    "load_model": "checkpoint", "save_model": "checkpoint", "MissingExtra": "extras",
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edanet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value          # once: later lookups do not come here
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -17,10 +17,42 @@ def _same_file(a: str, b: str) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
+def _corpus_mode(a) -> bool:
+    """Several inputs, a folder, a pattern, or -o an existing folder (or ending in a slash)."""
+    import glob
+    if len(a.audio) > 1 or a.output.endswith(("/", "\\")) or Path(a.output).is_dir():
+        return True
+    one = a.audio[0]
+    return Path(one).is_dir() or (not Path(one).exists() and glob.has_magic(one))
+
+
+def _generate_corpus(a) -> int:
+    from edanet.corpus_job import CorpusJob, run_corpus
+    if a.eda_range:
+        raise ValueError("--eda-range applies to one legacy model run at a time; generate a corpus with a "
+                         "delta model (the default)")
+    fmt = None
+    if a.plot is not None:
+        fmt = a.plot.lower().lstrip(".") or "png"
+        if "/" in fmt or "." in fmt:
+            raise ValueError(f"--plot {a.plot}: for a corpus the plots go beside each CSV; give no path "
+                             "(PNG) or only a format (--plot svg)")
+    return run_corpus(CorpusJob(inputs=a.audio, out_dir=a.output, plot_format=fmt, overwrite=a.overwrite,
+                                fail_fast=a.fail_fast, model=a.model, backend=a.backend, batch_size=a.batch_size,
+                                seed=0 if a.seed is None else a.seed, num_samples=a.num_samples,
+                                temperature=a.temperature, initial_eda=a.initial_eda, fmt=a.format,
+                                quiet=a.quiet))
+
+
 def _generate(a) -> int:
+    if _corpus_mode(a):
+        return _generate_corpus(a)
     import edanet
     from edanet.io import write_eda_csv
 
+    a.audio = a.audio[0]
+    if a.plot == "":
+        raise ValueError("--plot needs a file name for one input (e.g. --plot eda.png)")
     # checked before the (long) generation: where the results go
     if _same_file(a.output, a.audio):
         raise ValueError(f"-o {a.output} is the input audio; give another file name for the CSV")
@@ -30,7 +62,7 @@ def _generate(a) -> int:
         from edanet.plot import plot_format
         plot_format(a.plot)
     if a.eda_range:
-        from edanet.generate import check_eda_range
+        from edanet.generation import check_eda_range
         check_eda_range(a.eda_range)
 
     from tqdm import tqdm
@@ -147,10 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = p.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("generate", help="audio file -> EDA CSV (and a plot)")
-    g.add_argument("audio", help="input audio (any format soundfile reads)")
-    g.add_argument("-o", "--output", required=True, help="output CSV")
-    g.add_argument("--plot", help="also write a plot here (.png, .pdf, .svg, ...)")
+    g = sub.add_parser("generate", help="audio file(s) -> EDA CSV(s) (and plots)",
+                       description="One audio file to one CSV; or several files, folders (recursive) and glob "
+                                   "patterns to a folder of CSVs at the inputs' relative paths, batched across "
+                                   "clips, with OUTDIR/manifest.csv; runs under torchrun as shards.")
+    g.add_argument("audio", nargs="+", metavar="IN", help="audio file(s) (any format soundfile reads), folders, globs")
+    g.add_argument("-o", "--output", required=True,
+                   help="output CSV for one file; an output folder for several inputs, a folder or a glob")
+    g.add_argument("--plot", nargs="?", const="", metavar="PATH",
+                   help="also write a plot: to PATH (.png, .pdf, .svg, ...) for one file; beside each CSV for a "
+                        "corpus (--plot, or --plot svg for another format)")
+    g.add_argument("--batch-size", type=int, metavar="N",
+                   help="corpus: engine rows (clips x samples) per call (default 16 on a CPU, 256 on a GPU)")
+    g.add_argument("--overwrite", action="store_true", help="corpus: regenerate outputs that already exist")
+    g.add_argument("--fail-fast", action="store_true",
+                   help="corpus: stop at the first clip that fails (default: record it in the manifest, go on)")
     g.add_argument("--model", help="model folder (default: the bundled model)")
     g.add_argument("--backend", default="auto", help="auto, fused, cpu, torch, reference, triton, cuda")
     g.add_argument("--num-samples", type=int, default=1)

@@ -1,6 +1,6 @@
 """``EDANetConfig``: every size of the model, the derived quantities, and named presets.
 
-Derivation of the layers from the requested context (SPEC §2):
+Derivation of the layers from the requested context:
 
 - frame rate ``= audio_sample_rate / mfcc_hop_size`` frames per second;
   ``K = spectral_frames_per_eda_step = frame_rate / eda_sample_rate`` (must be an integer).

@@ -1,4 +1,4 @@
-"""EDA (skin conductance, µS) reading, validation, resampling and normalization (SPEC §2, §5).
+"""EDA (skin conductance, µS) reading, validation, resampling and normalization.
 
 CSV formats read by :func:`read_eda_csv` (the two that :func:`edanet.io.write_eda_csv` writes):
 

@@ -238,7 +238,7 @@ def _is_int(x) -> bool:
 def _check_arguments(num_samples, temperature, max_recordings, seed, seeds, redraws) -> None:
     """Reject bad arguments before any work is done (some are used only for recordings with
     ground truth, so they would otherwise pass unchecked)."""
-    from .generate import check_sampling
+    from .generation import check_sampling
     check_sampling(num_samples, temperature)
     if max_recordings is not None and (not _is_int(max_recordings) or max_recordings < 1):
         raise ValueError(f"max_recordings must be a positive integer, or None for every recording, "
@@ -260,7 +260,7 @@ def _uniform_seed(s_k: int, i: int) -> int:
 def _generated(net, rec, n: int, *, seed: int, backend: str, num_samples: int, temperature: float) -> np.ndarray:
     """``num_samples`` rows ``(S, n)`` of ``net`` on the recording's audio (``rec``: the recording
     as loaded for ``net``, whose config decides whether it carries a µS range)."""
-    from .generate import generate
+    from .generation import generate
     scale = {"eda_range_us": rec.eda_range_us} if net.config.eda_representation == "normalized" else {}
     res = generate(str(rec.audio_path), model=net, backend=backend, num_samples=num_samples, seed=seed,
                    temperature=temperature, **scale)
@@ -355,7 +355,7 @@ def evaluate(data_dir, *, model=None, out=None, backend: str = "auto", num_sampl
         require("matplotlib", "eval", "the evaluation report's plots")     # before the long work
     from tqdm import tqdm
 
-    from .generate import _resolve_model
+    from .generation import _resolve_model
     from .report import build_report, write_report
 
     nets = {"model": _resolve_model(model)}

@@ -1,4 +1,4 @@
-"""``EDANet``: the PyTorch model used for training (SPEC §3), one teacher-forced parallel pass.
+"""``EDANet``: the PyTorch model used for training, one teacher-forced parallel pass.
 
 Tensors are ``(B, C, T, F)``: T frames, F MFCC coefficients as a spatial axis. The F positions
 never mix before the output conv; the K frames of an EDA step mix only through dilations < K.

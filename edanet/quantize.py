@@ -1,4 +1,4 @@
-"""Quantization of normalized EDA values in ``[-1, 1]`` into ``bins`` classes (SPEC §2).
+"""Quantization of normalized EDA values in ``[-1, 1]`` into ``bins`` classes.
 
 Two companding rules, both followed by the same rounding rule:
 
@@ -14,7 +14,7 @@ Rounding convention (librosa's)
 
         librosa.mu_compress(x, mu=bins - 1, quantize=True) + bins // 2 == mu_law_encode(x, bins)
 
-    (the SPEC's "signed output, offset 128" for 256 bins). Values outside ``[-1, 1]`` are
+    (a signed output offset by 128 for 256 bins). Values outside ``[-1, 1]`` are
     clipped first; NaN raises ``ValueError``.
 
 Decode convention (bin midpoints)

@@ -104,7 +104,7 @@ def test_evaluate_writes_report(workspace, tmp_path):
     (["generate", "{data}/synth_00000.wav", "-o", "x.csv", "--eda-range", "3", "1"], "lo < hi"),
     (["generate", "{data}/synth_00000.wav", "-o", "x.csv", "--eda-range", "1", "3"], "only to legacy"),
     (["generate", "{data}/synth_00000.wav", "-o", "x.csv", "--initial-eda", "-1"], "initial_eda_us"),
-    (["generate", "{data}/synth_00000.wav", "-o", ".", "--model", "{model}"], "is a folder"),
+    (["generate", "{data}", "-o", "{data}/synth_00000.csv", "--model", "{model}"], "need an output folder"),
     (["generate", "{data}/synth_00000.wav", "-o", "{data}/synth_00000.csv/x.csv", "--model", "{model}"],
      "cannot write"),                                                # a file where a folder should be
 ])

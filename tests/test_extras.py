@@ -89,3 +89,24 @@ def test_what_needs_an_extra_names_it_in_one_line(without_extras, case, extra):
     assert "matplotlib" in err and f"pip install 'edanet[{extra}]'" in err, err
     assert not (root / "out" / "b.csv").exists()        # refused before generating
     assert not list((root / "out").glob("rep*"))
+
+
+def test_help_imports_neither_torch_nor_librosa():
+    # `edanet --help` (and a mistyped command) must answer at once: nothing heavy is imported
+    probe = ("import sys\nfrom edanet.cli import main\nfor argv in (['--help'], ['generate', '--help'], ['nope']):\n"
+             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+             "print(sorted(m for m in ('torch', 'librosa', 'numpy', 'fastgen', 'matplotlib', 'triton') "
+             "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
+    assert "usage: edanet" in r.stdout + r.stderr
+
+
+def test_public_names_survive_importing_their_modules():
+    import edanet
+    import edanet.generation   # noqa: F401  (a submodule import must not shadow edanet.generate)
+    assert callable(edanet.generate) and edanet.generate.__module__ == "edanet.generation"
+    assert set(edanet.__all__) <= set(dir(edanet))
+    with pytest.raises(AttributeError):
+        edanet.no_such_name

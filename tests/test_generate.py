@@ -6,7 +6,7 @@ import torch
 import edanet
 import fastgen
 from edanet import EDANet, EDANetConfig
-from edanet.generate import engine_for
+from edanet.generation import engine_for
 from edanet.representation import FALLBACK_INITIAL_EDA_US, codec_for
 
 

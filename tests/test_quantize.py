@@ -33,7 +33,7 @@ def test_mu_law_matches_librosa_mu_compress(bins):
     ref = librosa.mu_compress(x, mu=bins - 1, quantize=True) + bins // 2
     np.testing.assert_array_equal(ours, ref)
     assert ours.dtype == np.int64
-    # signed output with offset bins//2 (SPEC: offset 128 for 256 classes)
+    # signed output with offset bins//2 (offset 128 for 256 classes)
     assert mu_law_encode(np.array([-1.0, 0.0, 1.0]), bins).tolist() == [0, bins // 2, bins - 1]
 
 

@@ -159,6 +159,36 @@ def initial_levels(initial_eda_us, num_samples: int, cfg: EDANetConfig) -> np.nd
     return np.broadcast_to(v, (num_samples,)).copy()
 
 
+def check_seed(seed) -> None:
+    """ValueError unless ``seed`` is None or an integer in [0, 2**63)."""
+    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
+                             or not 0 <= seed < 2 ** 63):
+        raise ValueError(f"seed must be an integer in [0, 2**63) or None (a fresh one), got {seed!r}")
+
+
+def output_scale(cfg: EDANetConfig, num_samples: int, initial_eda_us=None, eda_range_us=None):
+    """``(codec, scale)``: the model's codec and what its ``decode`` takes, the start levels (µS,
+    one per sample) of a delta model or the µS range of a legacy normalized one; checked."""
+    from .representation import codec_for
+    codec = codec_for(cfg)
+    if cfg.eda_representation == "delta":
+        if eda_range_us is not None:
+            raise ValueError("eda_range_us applies only to legacy 'normalized' models: this model generates µS "
+                             "on the scale of its training data; set the start level with initial_eda_us")
+        return codec, initial_levels(initial_eda_us, num_samples, cfg)
+    if initial_eda_us is not None:
+        raise ValueError("initial_eda_us applies to 'delta' models; this legacy 'normalized' model maps its "
+                         "output to eda_range_us")
+    return codec, check_eda_range(eda_range_us if eda_range_us is not None else cfg.default_eda_range_us)
+
+
+def draw_uniforms(seed: int, num_samples: int, n_steps: int) -> torch.Tensor:
+    """The sampling uniforms ``(num_samples, n_steps)`` float32 of ``seed`` (torch's CPU generator:
+    the same numbers on every machine)."""
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.rand(num_samples, n_steps, generator=g, dtype=torch.float32)
+
+
 def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temperature: float = 1.0,
              seed: int | None = None, num_samples: int = 1, initial_eda_us=None,
              eda_range_us: tuple[float, float] | None = None, device=None, dtype=torch.float32) -> GeneratedEDA:
@@ -172,33 +202,19 @@ def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temp
     applies only to legacy "normalized" models, whose output is a [-1, 1] level mapped to that
     range (default: their ``default_eda_range_us``). ``backend``: ``auto`` (fused if built,
     else torch), ``fused``, ``cpu``, ``torch``, ``reference``, ``triton``, ``cuda``."""
-    from .audio import features          # librosa is slow to import: only when generating
-    from .representation import codec_for
+    from .audio import features          # imports torch.fft and soxr: only when generating
 
     check_device(device)                 # before the model is loaded and the audio read
     check_dtype(dtype)
     net = _resolve_model(model)
     cfg: EDANetConfig = net.config
     check_sampling(num_samples, temperature)
-    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
-                             or not 0 <= seed < 2 ** 63):
-        raise ValueError(f"seed must be an integer in [0, 2**63) or None (a fresh one), got {seed!r}")
-    codec = codec_for(cfg)
-    if cfg.eda_representation == "delta":
-        if eda_range_us is not None:
-            raise ValueError("eda_range_us applies only to legacy 'normalized' models: this model generates µS "
-                             "on the scale of its training data; set the start level with initial_eda_us")
-        scale = initial_levels(initial_eda_us, int(num_samples), cfg)
-    else:
-        if initial_eda_us is not None:
-            raise ValueError("initial_eda_us applies to 'delta' models; this legacy 'normalized' model maps its "
-                             "output to eda_range_us")
-        scale = check_eda_range(eda_range_us if eda_range_us is not None else cfg.default_eda_range_us)
+    check_seed(seed)
+    codec, scale = output_scale(cfg, int(num_samples), initial_eda_us, eda_range_us)
     frames, n_steps = features(audio, sample_rate, cfg)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
-    g = torch.Generator().manual_seed(int(seed))
-    uniforms = torch.rand(num_samples, n_steps, generator=g, dtype=torch.float32)
+    uniforms = draw_uniforms(seed, num_samples, n_steps)
     engine = engine_for(net, backend, device, dtype)
     batch = engine_frames(torch.from_numpy(frames)[None], cfg).expand(num_samples, -1, -1, -1)
     classes = engine.generate(batch, uniforms, float(temperature)).cpu().numpy().astype(np.int64)

@@ -1,0 +1,156 @@
+"""A corpus end to end: audio files in, CSVs out, process start-up included.
+
+``python -m benchmarks.corpus [--clips 200] [--cli-loop-clips 10] [--out PREFIX]`` synthesizes
+``--clips`` recordings of 10-120 s (``edanet.synth``, 16 kHz WAV) and generates EDA for all of
+them three ways, on the bundled default model, one after another:
+
+- corpus: one ``edanet generate CLIPS -o OUT`` (batched across clips, features a window ahead);
+- Python loop: one process calling ``edanet.generate`` and writing each CSV, clip by clip;
+- CLI loop: one ``edanet generate clip.wav -o clip.csv`` process per clip, timed on the first
+  ``--cli-loop-clips`` clips (a process each: the whole corpus would take an hour).
+
+Each is reported as audio-seconds generated per wall-second, and the corpus' ratio to the two
+loops. The corpus and the Python loop use the same per-clip seeds (``edanet.corpus.clip_seed``),
+so their CSVs must be identical: checked, a mismatch fails the run."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+PY_LOOP = """
+import sys, time
+t0 = time.perf_counter()
+from pathlib import Path
+import edanet
+from edanet.corpus import clip_seed, find_clips
+from edanet.io import write_eda_csv
+clips_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
+for clip in find_clips(clips_dir):
+    res = edanet.generate(clip.path, seed=clip_seed(0, clip.rel))
+    write_eda_csv(out / Path(clip.rel).with_suffix(".csv"), res.values[0], res.sample_rate)
+"""
+
+
+def make_corpus(folder: Path, clips: int, seed: int = 0) -> float:
+    """``clips`` synthetic recordings of 10-120 s under ``folder`` (two sub-folders); their seconds."""
+    from tqdm import tqdm
+
+    from edanet.synth import SynthConfig, synthesize_pair
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for i in tqdm(range(clips), desc="corpus", unit="clip"):
+        seconds = float(np.round(rng.uniform(10, 120), 2))
+        pair = synthesize_pair(1_000_000 + i, dataclasses.replace(SynthConfig(), seconds=seconds))
+        sub = folder / f"part{i % 2}"
+        sub.mkdir(parents=True, exist_ok=True)
+        sf.write(sub / f"clip{i:04d}.wav", pair.audio, pair.audio_sample_rate, subtype="PCM_16")
+        total += pair.audio.size / pair.audio_sample_rate
+    return total
+
+
+def _timed(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{r.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def run(clips: int, cli_loop_clips: int, work: Path) -> dict:
+    edanet_cli = [sys.executable, "-m", "edanet.cli", "-q", "generate"]
+    clips_dir = work / "clips"
+    audio_s = make_corpus(clips_dir, clips)
+    files = sorted(clips_dir.rglob("*.wav"))
+    durations = {f: sf.info(str(f)).duration for f in files}
+
+    corpus_s = _timed(edanet_cli + [str(clips_dir), "-o", str(work / "corpus")])
+    py_out = work / "pyloop"
+    for sub in ("part0", "part1"):
+        (py_out / sub).mkdir(parents=True, exist_ok=True)
+    py_s = _timed([sys.executable, "-c", PY_LOOP, str(clips_dir), str(py_out)])
+    mismatched = [f for f in files
+                  if (work / "corpus" / f.relative_to(clips_dir).with_suffix(".csv")).read_bytes()
+                  != (py_out / f.relative_to(clips_dir).with_suffix(".csv")).read_bytes()]
+    if mismatched:
+        raise RuntimeError(f"corpus and Python loop differ on {len(mismatched)} clips, e.g. {mismatched[0]}")
+
+    few = files[:cli_loop_clips]
+    cli_s = sum(_timed(edanet_cli + [str(f), "-o", str(work / f"cli_{i}.csv"), "--seed", "0"])
+                for i, f in enumerate(few))
+    cli_audio_s = sum(durations[f] for f in few)
+
+    rate = {"corpus": audio_s / corpus_s, "python_loop": audio_s / py_s, "cli_loop": cli_audio_s / cli_s}
+    return {
+        "date": date.today().isoformat(), "machine": f"{_cpu_name()}, {os.cpu_count()} threads",
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "clips": clips, "audio_hours": audio_s / 3600, "cli_loop_clips": len(few),
+        "wall_s": {"corpus": corpus_s, "python_loop": py_s, "cli_loop": cli_s},
+        "audio_s_per_wall_s": rate,
+        "corpus_vs_python_loop": rate["corpus"] / rate["python_loop"],
+        "corpus_vs_cli_loop": rate["corpus"] / rate["cli_loop"],
+        "identical_csvs": True,
+    }
+
+
+def markdown(r: dict) -> str:
+    rate, wall = r["audio_s_per_wall_s"], r["wall_s"]
+    return "\n".join([
+        f"# Corpus generation end to end ({r['date']}, {r['machine']}, commit {r['commit']})",
+        "",
+        f"{r['clips']} synthetic clips of 10-120 s ({r['audio_hours']:.2f} audio hours, 16 kHz WAV), the bundled "
+        "default model, files in and CSVs out, process start-up included (`python -m benchmarks.corpus`).",
+        "",
+        "| how | wall s | audio s per wall s | corpus is |",
+        "|---|---|---|---|",
+        f"| `edanet generate CLIPS -o OUT` (one process, batched) | {wall['corpus']:.1f} | {rate['corpus']:.0f} | 1x |",
+        f"| Python loop of `edanet.generate` (one process) | {wall['python_loop']:.1f} | {rate['python_loop']:.0f} | "
+        f"{r['corpus_vs_python_loop']:.2f}x faster |",
+        f"| one `edanet generate` process per clip (first {r['cli_loop_clips']} clips) | {wall['cli_loop']:.1f} | "
+        f"{rate['cli_loop']:.1f} | {r['corpus_vs_cli_loop']:.0f}x faster |",
+        "",
+        "The corpus' CSVs equal the Python loop's byte for byte (the same per-clip seeds).",
+        "",
+    ])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--clips", type=int, default=200)
+    p.add_argument("--cli-loop-clips", type=int, default=10)
+    p.add_argument("--out", help="write OUT.md and OUT.json")
+    a = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="edanet-corpus-bench-") as tmp:
+        r = run(a.clips, a.cli_loop_clips, Path(tmp))
+    text = markdown(r)
+    print(text)
+    if a.out:
+        from edanet.io import atomic_write
+        atomic_write(a.out + ".md", text)
+        atomic_write(a.out + ".json", json.dumps(r, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

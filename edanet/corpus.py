@@ -1,0 +1,209 @@
+"""Generation over a corpus: many clips, batched across clips, in input order.
+
+``generate_many`` takes files, folders (searched recursively for audio) and glob patterns.
+Each clip gets its own seed from the corpus seed and the clip's relative path
+(:func:`clip_seed`), so its output is exactly ``edanet.generate(clip, seed=clip_seed(...))``
+whatever batch it lands in, the order, or how many processes share the corpus.
+
+How the work is arranged: features are computed in worker threads a window of clips ahead
+of the engine; the clips of a window are sorted by length and cut into batches of
+``batch_size`` rows (clips x ``num_samples``); each batch is padded at the end to its longest
+clip (the network is causal, so a clip's steps never see the padding) and generated in one
+engine call; results come back in input order."""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .generation import (GeneratedEDA, check_device, check_dtype, check_sampling, check_seed, draw_uniforms,
+                         engine_for, output_scale, _resolve_model)
+
+__all__ = ["Clip", "find_clips", "clip_seed", "shard_of", "generate_many", "default_batch_size", "AUDIO_SUFFIXES"]
+
+#: What a folder search picks up: the formats libsndfile (soundfile) reads.
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au",
+                            ".snd", ".caf", ".w64", ".rf64", ".wv", ".voc", ".sd2", ".mat", ".htk", ".sf"})
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One input: ``path`` (the file) and ``rel``, its path relative to the folder or glob
+    root it was found under (a lone file: its name), which names its output and seeds it."""
+    path: Path
+    rel: str
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder part of ``pattern`` before its first wildcard."""
+    parts = Path(pattern).parts
+    for i, part in enumerate(parts):
+        if glob.has_magic(part):
+            return Path(*parts[:i]) if i else Path(".")
+    return Path(pattern).parent
+
+
+def find_clips(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Clip]:
+    """The clips named by ``inputs`` (files, folders searched recursively for
+    :data:`AUDIO_SUFFIXES`, glob patterns, ``**`` recursive), in the order given (a folder's
+    and a pattern's files sorted). ``FileNotFoundError`` for an input that names nothing,
+    ``ValueError`` when two clips would share a relative path (and so an output)."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    clips: list[Clip] = []
+    for given in inputs:
+        if isinstance(given, Clip):
+            clips.append(given)
+            continue
+        p = Path(given).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
+            clips += [Clip(f, f.relative_to(p).as_posix()) for f in found]
+        elif p.is_file():
+            clips.append(Clip(p, p.name))
+        elif glob.has_magic(str(given)):
+            root = _glob_root(os.path.expanduser(str(given)))
+            found = sorted(Path(f) for f in glob.glob(os.path.expanduser(str(given)), recursive=True))
+            found = [f for f in found if f.is_file()]
+            if not found:
+                raise FileNotFoundError(f"no files match {str(given)!r}")
+            clips += [Clip(f, f.relative_to(root).as_posix()) for f in found]
+        else:
+            raise FileNotFoundError(f"no such file or folder: {str(given)!r}")
+    seen: dict[str, Path] = {}
+    for c in clips:
+        if c.rel in seen and seen[c.rel] != c.path:
+            raise ValueError(f"{seen[c.rel]} and {c.path} would both write {c.rel!r}: give them in different "
+                             "folders (outputs keep each input's path relative to the folder or pattern given)")
+        seen[c.rel] = c.path
+    return clips
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def clip_seed(seed: int, rel: str) -> int:
+    """The seed of the clip at relative path ``rel`` in a corpus generated with ``seed``."""
+    return _hash(f"edanet-corpus:{int(seed)}:{rel}") % 2 ** 63
+
+
+def shard_of(rel: str, world_size: int) -> int:
+    """The process (of ``world_size``) that generates the clip at ``rel``: a stable hash."""
+    return _hash(f"edanet-shard:{rel}") % world_size
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Engine rows per call: 256 fill a GPU's kernels; on a CPU 16 already run at full speed
+    and keep the padding of mixed lengths small."""
+    return 256 if device.type == "cuda" else 16
+
+
+@dataclass
+class _Ready:
+    clip: Clip
+    seed: int
+    frames: np.ndarray | None = None
+    n: int = 0
+    error: BaseException | None = None
+
+
+def _featurize(clip: Clip, seed: int, cfg) -> _Ready:
+    from .audio import features
+    try:
+        frames, n = features(clip.path, None, cfg)
+        return _Ready(clip, seed, frames, n)
+    except (ValueError, OSError, MemoryError) as e:     # the clip's fault: recorded, the rest go on
+        return _Ready(clip, seed, error=e)
+
+
+def generate_many(inputs, *, model=None, backend: str = "auto", batch_size: int | None = None, seed: int = 0,
+                  num_samples: int = 1, temperature: float = 1.0, initial_eda_us=None, device=None,
+                  dtype=torch.float32, on_error: str = "raise",
+                  feature_workers: int | None = None) -> Iterator[tuple[Clip, GeneratedEDA | BaseException]]:
+    """Generate EDA for every clip of ``inputs`` (see :func:`find_clips`; a list of ``Clip`` is
+    taken as is); yields ``(clip, GeneratedEDA)`` in input order. A ``Clip`` is a path-like
+    (``clip.path``; ``clip.rel`` its relative path). ``clip.seed``-style determinism: clip
+    ``c`` gets ``clip_seed(seed, c.rel)``, whatever the batch. ``batch_size``: engine rows per
+    call (clips x ``num_samples``; default :func:`default_batch_size`). ``on_error``: ``"raise"``
+    stops at the first clip that cannot be read, ``"yield"`` yields the exception in its place
+    and goes on. ``feature_workers``: threads computing features ahead of the engine (default:
+    the CPU count, at most 4; the FFTs and file reads release the GIL). Other arguments as
+    ``edanet.generate``."""
+    if on_error not in ("raise", "yield"):
+        raise ValueError(f"on_error must be 'raise' or 'yield', got {on_error!r}")
+    device = check_device(device)
+    check_dtype(dtype)
+    check_sampling(num_samples, temperature)
+    check_seed(seed)
+    if seed is None:
+        raise ValueError("generate_many needs a corpus seed (an integer): each clip's seed is derived from it")
+    if batch_size is None:
+        batch_size = default_batch_size(device)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer (engine rows per call), got {batch_size!r}")
+    if feature_workers is None:
+        feature_workers = max(1, min(4, os.cpu_count() or 1))
+    if isinstance(feature_workers, bool) or not isinstance(feature_workers, int) or feature_workers < 1:
+        raise ValueError(f"feature_workers must be a positive integer, got {feature_workers!r}")
+    clips = find_clips(inputs)
+    net = _resolve_model(model)
+    cfg = net.config
+    codec, scale = output_scale(cfg, int(num_samples), initial_eda_us, None)
+    engine = engine_for(net, backend, device, dtype)
+    per_batch = max(1, batch_size // num_samples)
+    window = 4 * per_batch           # clips sorted by length together: more, less padding
+
+    with ThreadPoolExecutor(max_workers=feature_workers, thread_name_prefix="edanet-features") as pool:
+        def submit(lo: int) -> list[Future]:
+            return [pool.submit(_featurize, c, clip_seed(seed, c.rel), cfg) for c in clips[lo:lo + window]]
+
+        pending = submit(0)
+        try:
+            for lo in range(0, len(clips), window):
+                ready = [f.result() for f in pending]
+                pending = submit(lo + window)        # the next window's features, while this one runs
+                results = _generate_window(ready, engine, cfg, codec, scale, per_batch, int(num_samples),
+                                           float(temperature))
+                for r in ready:
+                    out = results.get(id(r), r.error)
+                    if isinstance(out, BaseException) and on_error == "raise":
+                        raise out
+                    yield r.clip, out
+        finally:                                     # an error, or the caller stopped early
+            for f in pending:
+                f.cancel()
+
+def _generate_window(ready: list[_Ready], engine, cfg, codec, scale, per_batch: int, num_samples: int,
+                     temperature: float) -> dict[int, GeneratedEDA]:
+    from .export import engine_frames
+    good = sorted((r for r in ready if r.error is None), key=lambda r: r.n, reverse=True)
+    out: dict[int, GeneratedEDA] = {}
+    for b0 in range(0, len(good), per_batch):
+        batch = good[b0:b0 + per_batch]
+        n_max = batch[0].n
+        C, _, F = batch[0].frames.shape
+        K = cfg.spectral_frames_per_eda_step
+        frames = torch.zeros(len(batch), C, n_max * K, F)
+        uniforms = torch.zeros(len(batch), num_samples, n_max)     # padding steps: any value in [0, 1]
+        for i, r in enumerate(batch):
+            frames[i, :, : r.n * K] = torch.from_numpy(r.frames)
+            uniforms[i, :, : r.n] = draw_uniforms(r.seed, num_samples, r.n)
+        rows = engine_frames(frames, cfg).repeat_interleave(num_samples, dim=0)
+        classes = engine.generate(rows, uniforms.reshape(-1, n_max), temperature).cpu().numpy().astype(np.int64)
+        classes = classes.reshape(len(batch), num_samples, n_max)
+        for i, r in enumerate(batch):
+            c = np.ascontiguousarray(classes[i, :, : r.n])
+            out[id(r)] = GeneratedEDA(values=np.asarray(codec.decode(c, scale), dtype=np.float64), classes=c,
+                                      sample_rate=float(cfg.eda_sample_rate), backend=engine.name, seed=r.seed)
+    return out
