@@ -300,6 +300,19 @@ def mfcc_frames(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
     return np.ascontiguousarray(m * MFCC_SCALE, dtype=np.float32)
 
 
+def _mono64(audio) -> np.ndarray:
+    """``audio`` ``(C, n)`` or ``(n,)`` as float64 mono (the mean of the channels)."""
+    a = np.asarray(audio)
+    if a.ndim == 2:
+        return a[0].astype(np.float64) if a.shape[0] == 1 else a.mean(axis=0, dtype=np.float64)
+    return a.astype(np.float64, copy=False)
+
+
+def _mean_squares(rows: np.ndarray) -> np.ndarray:
+    """The mean square of each row, without the temporaries of ``np.mean(x * x, axis=1)``."""
+    return np.einsum("ij,ij->i", rows, rows) / rows.shape[1]
+
+
 #: Loudness: the RMS level (dBFS) of each hop, read against LOUDNESS_REF_DB, times LOUDNESS_SCALE
 #: (-40 dBFS -> 0, -10 dBFS -> 1.5, digital silence -> -3).
 LOUDNESS_REF_DB = -40.0
@@ -311,11 +324,10 @@ def loudness(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
     samples ``[t*hop, (t+1)*hop)`` in dBFS (floored at ``ONSET_FLOOR_DB``), scaled. The MFCCs'
     c0 is a mean of log band levels, which a tone (all its power in a few bands) barely moves;
     and since the coefficient positions never mix, no position could compute the level itself."""
-    a = np.asarray(audio, dtype=np.float64)
-    a = a.mean(axis=0) if a.ndim == 2 else a
+    a = _mono64(audio)
     hop = config.mfcc_hop_size
     T = a.size // hop
-    power = np.mean(np.square(a[: T * hop].reshape(T, hop)), axis=1)
+    power = _mean_squares(a[: T * hop].reshape(T, hop))
     level = np.maximum(10.0 * np.log10(power + 1e-30), ONSET_FLOOR_DB)
     return ((level - LOUDNESS_REF_DB) * LOUDNESS_SCALE).astype(np.float32)
 
@@ -334,15 +346,14 @@ def onset_strength(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
     ``[t*hop, (t+1)*hop)``, each against the sub-window before it (none for the first).
     A 2 ms attack rises some 30 dB in one sub-window, a 300 ms one a few dB: the sharpness of a
     sound's onset, which the MFCC frames (a 128 ms window every 62.5 ms) cannot resolve."""
-    a = np.asarray(audio, dtype=np.float64)
-    a = a.mean(axis=0) if a.ndim == 2 else a
+    a = _mono64(audio)
     hop = config.mfcc_hop_size
     T = a.size // hop
     want = max(1.0, hop / (ONSET_WINDOW_S * config.audio_sample_rate))
     divisors = [m for m in range(1, hop + 1) if hop % m == 0]
     m = min(divisors, key=lambda d: abs(math.log(d / want)))      # sub-windows per hop
     sub = a[: T * hop].reshape(T * m, hop // m)
-    level = np.maximum(10.0 * np.log10(np.mean(sub * sub, axis=1) + 1e-30), ONSET_FLOOR_DB)
+    level = np.maximum(10.0 * np.log10(_mean_squares(sub) + 1e-30), ONSET_FLOOR_DB)
     rise = np.diff(np.concatenate([level[:1], level]))     # the recording's start is no onset
     return (np.maximum(rise, 0.0).reshape(T, m).max(axis=1) * ONSET_SCALE).astype(np.float32)
 
@@ -376,7 +387,8 @@ def features(audio: Any, sample_rate: float | None, config: EDANetConfig) -> tup
         a = np.zeros_like(a)
     a = a[:, :N * step]
     frames = mfcc_frames(a, config)
-    extra = [FRAME_FEATURE_FNS[name](a, config) for name in config.frame_features]
+    mono = _mono64(a) if config.frame_features else None      # converted once for all of them
+    extra = [FRAME_FEATURE_FNS[name](mono, config) for name in config.frame_features]
     if extra:                       # one channel each, the same at every coefficient position
         extra = np.broadcast_to(np.stack(extra)[:, :, None], (len(extra),) + frames.shape[1:])
         frames = np.concatenate([frames, extra], axis=0)
