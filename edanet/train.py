@@ -93,9 +93,11 @@ TRAIN_PRESETS = {
     "tiny": TrainConfig(steps=40, batch_size=4, crop_steps=8, warmup_steps=5, val_every=20, ckpt_every=20),
     # the bundled default model's recipe: batches of 8 windows of warm-up + 64 steps; with its
     # 128 s field a window is longer than a 120 s recording, so each is trained whole from its
-    # start (edanet.data); on longer recordings most crops sit at acoustic onsets
-    "small": TrainConfig(steps=8000, batch_size=8, crop_steps=64, lr=6e-3, onset_focus=0.9, val_every=500,
-                         ckpt_every=1000),
+    # start (edanet.data); on longer recordings most crops sit at acoustic onsets. 2000 steps
+    # because held-out NLL and the response rates were best there: 8000 steps overfit (held-out
+    # NLL/µS -2.85 at 2000 vs -2.65 at 8000, strong-event response rate 0.89 vs 0.83 of 1.00)
+    "small": TrainConfig(steps=2000, batch_size=8, crop_steps=64, lr=6e-3, onset_focus=0.9, val_every=250,
+                         ckpt_every=500),
 }
 
 

@@ -26,11 +26,11 @@ CFG = EDANetConfig.from_preset("tiny")
 # Runs each case's argv through main() with stderr captured; prints one JSON list. An exception
 # other than SystemExit escaping main() is recorded with its traceback (the test then fails).
 DRIVER = textwrap.dedent("""
-    import contextlib, io, json, sys, traceback
+    import contextlib, io, json, sys, time, traceback
     from edanet.cli import main
     results = []
     for name, argv in json.loads(sys.argv[1]):
-        err = io.StringIO()
+        err, t0 = io.StringIO(), time.perf_counter()
         try:
             with contextlib.redirect_stderr(err):
                 rc = main(["-q", *argv])
@@ -38,7 +38,7 @@ DRIVER = textwrap.dedent("""
             rc = e.code
         except BaseException:
             rc, err = "exception", io.StringIO(traceback.format_exc())
-        results.append({"name": name, "rc": rc, "stderr": err.getvalue()})
+        results.append({"name": name, "rc": rc, "stderr": err.getvalue(), "seconds": time.perf_counter() - t0})
     print(json.dumps(results))
 """)
 
@@ -131,7 +131,9 @@ def outcomes(tmp_path_factory):
     proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(list(cases.items()))], preexec_fn=_cap,
                           capture_output=True, text=True, timeout=600, cwd=root)
     assert proc.returncode == 0, f"the capped driver died (status {proc.returncode}):\n{proc.stderr[-3000:]}"
-    return {r["name"]: r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    print("seconds per case:", {r["name"]: round(r["seconds"], 2) for r in results})    # pytest -s shows them
+    return {r["name"]: r for r in results}
 
 
 EXPECTED = {   # case -> what the one-line message must name
