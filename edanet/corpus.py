@@ -133,8 +133,8 @@ def generate_many(inputs, *, model=None, backend: str = "auto", batch_size: int 
                   feature_workers: int | None = None) -> Iterator[tuple[Clip, GeneratedEDA | BaseException]]:
     """Generate EDA for every clip of ``inputs`` (see :func:`find_clips`; a list of ``Clip`` is
     taken as is); yields ``(clip, GeneratedEDA)`` in input order. A ``Clip`` is a path-like
-    (``clip.path``; ``clip.rel`` its relative path). ``clip.seed``-style determinism: clip
-    ``c`` gets ``clip_seed(seed, c.rel)``, whatever the batch. ``batch_size``: engine rows per
+    (``clip.path``; ``clip.rel`` its relative path). Clip ``c`` is sampled with the seed
+    ``clip_seed(seed, c.rel)``, whatever batch it lands in. ``batch_size``: engine rows per
     call (clips x ``num_samples``; default :func:`default_batch_size`). ``on_error``: ``"raise"``
     stops at the first clip that cannot be read, ``"yield"`` yields the exception in its place
     and goes on. ``feature_workers``: threads computing features ahead of the engine (default:
@@ -183,6 +183,7 @@ def generate_many(inputs, *, model=None, backend: str = "auto", batch_size: int 
         finally:                                     # an error, or the caller stopped early
             for f in pending:
                 f.cancel()
+
 
 def _generate_window(ready: list[_Ready], engine, cfg, codec, scale, per_batch: int, num_samples: int,
                      temperature: float) -> dict[int, GeneratedEDA]:
