@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .generation import (GeneratedEDA, check_device, check_dtype, check_sampling, check_seed, draw_uniforms,
-                         engine_for, output_scale, _resolve_model)
+                         engine_for, output_scale, resolve_model)
 
 __all__ = ["Clip", "find_clips", "clip_seed", "shard_of", "generate_many", "default_batch_size", "AUDIO_SUFFIXES"]
 
@@ -157,7 +157,7 @@ def generate_many(inputs, *, model=None, backend: str = "auto", batch_size: int 
     if isinstance(feature_workers, bool) or not isinstance(feature_workers, int) or feature_workers < 1:
         raise ValueError(f"feature_workers must be a positive integer, got {feature_workers!r}")
     clips = find_clips(inputs)
-    net = _resolve_model(model)
+    net = resolve_model(model)
     cfg = net.config
     codec, scale = output_scale(cfg, int(num_samples), initial_eda_us, None)
     engine = engine_for(net, backend, device, dtype)

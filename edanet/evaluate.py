@@ -355,12 +355,12 @@ def evaluate(data_dir, *, model=None, out=None, backend: str = "auto", num_sampl
         require("matplotlib", "eval", "the evaluation report's plots")     # before the long work
     from tqdm import tqdm
 
-    from .generation import _resolve_model
+    from .generation import resolve_model
     from .report import build_report, write_report
 
-    nets = {"model": _resolve_model(model)}
+    nets = {"model": resolve_model(model)}
     if baseline_model is not None:
-        nets["baseline_model"] = _resolve_model(baseline_model)
+        nets["baseline_model"] = resolve_model(baseline_model)
     rate = nets["model"].config.eda_sample_rate
     for name, net in nets.items():
         if net.config.eda_sample_rate != rate:

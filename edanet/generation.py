@@ -18,7 +18,8 @@ from .config import EDANetConfig
 from .export import engine_frames, export_to_fastgen
 from .model import EDANet
 
-__all__ = ["GeneratedEDA", "generate", "default_model", "DEFAULT_MODEL_DIR", "engine_for"]
+__all__ = ["GeneratedEDA", "generate", "default_model", "resolve_model", "DEFAULT_MODEL_DIR", "engine_for",
+           "check_device", "check_dtype", "check_sampling", "check_seed", "output_scale", "draw_uniforms"]
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
 
@@ -58,7 +59,8 @@ def default_model() -> EDANet:
     return _DEFAULT
 
 
-def _resolve_model(model) -> EDANet:
+def resolve_model(model) -> EDANet:
+    """``model`` as an EDANet: None is the bundled default model, a path is loaded."""
     if model is None:
         return default_model()
     if isinstance(model, (str, os.PathLike)):
@@ -206,7 +208,7 @@ def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temp
 
     check_device(device)                 # before the model is loaded and the audio read
     check_dtype(dtype)
-    net = _resolve_model(model)
+    net = resolve_model(model)
     cfg: EDANetConfig = net.config
     check_sampling(num_samples, temperature)
     check_seed(seed)

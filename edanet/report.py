@@ -181,7 +181,7 @@ def _event_section(report: dict, png_name: str | None) -> list[str]:
         out += [f"![event-locked average]({png_name})", ""]
     out += _table(report, [("response (µS)", "response.us", 3), ("95% CI over events (±µS)", "response.ci95", 3),
                            ("ratio to data", "response.ratio_to_data", 2)], list(SYSTEMS))
-    return out + ["", f"- *Response*: mean EDA 1-7 s after an acoustic event minus the mean over the 2 s before "
+    return out + ["", "- *Response*: mean EDA 1-7 s after an acoustic event minus the mean over the 2 s before "
                   "it, averaged over samples, then over events (with its 95% CI over events): how much the "
                   "EDA rises after a sound.",
                   f"- *Ratio to data*: the response over the data's; 1 is as responsive as the data. The plot "
