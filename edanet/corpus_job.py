@@ -12,9 +12,9 @@ writes ``manifest.rank-R-of-W.csv``; after a barrier (gloo) rank 0 merges them i
 process would write."""
 from __future__ import annotations
 
+import collections
 import csv
 import io
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from .corpus import Clip, clip_seed, find_clips, generate_many, shard_of
+from .dist import local_device, ranks
 from .io import atomic_write, write_eda_csv
 
 __all__ = ["CorpusJob", "run_corpus", "MANIFEST_FIELDS"]
@@ -55,15 +56,6 @@ def _duration(path: Path) -> str:
         return ""
 
 
-def _dist() -> tuple[int, int, int]:
-    """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) otherwise."""
-    env = os.environ
-    try:
-        return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
-    except ValueError:
-        raise ValueError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them)") from None
-
-
 def _rows_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
@@ -83,7 +75,7 @@ def run_corpus(job: CorpusJob) -> int:
     import torch
     from tqdm import tqdm
 
-    rank, world, local = _dist()
+    rank, world, _ = ranks()
     out_dir = Path(job.out_dir).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"-o {out_dir} is a file, but several inputs (or a folder) need an output folder")
@@ -102,7 +94,7 @@ def run_corpus(job: CorpusJob) -> int:
 
     device = None
     if world > 1:
-        device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+        device = torch.device(local_device())
         import torch.distributed as dist
         dist.init_process_group("gloo", timeout=timedelta(days=7))    # only a barrier: a shard may take hours
 
@@ -122,7 +114,7 @@ def run_corpus(job: CorpusJob) -> int:
     who = f"[rank {rank}/{world}] " if world > 1 else ""
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="clip", desc=f"{who}edanet generate",
                disable=job.quiet, dynamic_ncols=True)
-    t0, audio_s, failed, first_error = time.perf_counter(), 0.0, 0, None
+    t0, audio_s, first_error = time.perf_counter(), 0.0, None
     try:
         for clip, res in generate_many(todo, model=job.model, backend=job.backend, batch_size=job.batch_size,
                                        seed=job.seed, num_samples=job.num_samples, temperature=job.temperature,
@@ -138,7 +130,6 @@ def run_corpus(job: CorpusJob) -> int:
                 except OSError as e:
                     res = e
             if isinstance(res, BaseException):
-                failed += 1
                 rows[clip.rel] = row(clip, "error", error=f"{type(res).__name__}: {res}")
                 if job.fail_fast:
                     first_error = res
@@ -154,8 +145,8 @@ def run_corpus(job: CorpusJob) -> int:
             rows.setdefault(c.rel, row(c, "pending"))
         _write_manifest(out_dir, [rows[c.rel] for c in mine], rank, world, clips)
     wall = time.perf_counter() - t0
-    done = sum(r["status"] == "ok" for r in rows.values())
-    skipped = sum(r["status"] == "skipped" for r in rows.values())
+    count = collections.Counter(r["status"] for r in rows.values())
+    done, skipped, failed = count["ok"], count["skipped"], count["error"]
     print(f"{who}edanet generate: {len(mine)} clips ({done} generated, {skipped} skipped, {failed} failed), "
           f"{audio_s / 3600:.3f} audio hours in {wall:.1f} s: {audio_s / max(wall, 1e-9):.0f}x real time; "
           f"manifest {out_dir / 'manifest.csv'}")

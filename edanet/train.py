@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from fastgen.spec import nonfinite
 
 from .config import EDANetConfig
+from .dist import local_device, ranks
 from .io import atomic_write, remove_stale_temp_files
 from .model import EDANet
 from .run_folder import (LOG_HEADER, RunLock, _append_log, _check_resume_steps, _load_checkpoint, _prune_checkpoints,
@@ -101,12 +101,6 @@ TRAIN_PRESETS = {
 }
 
 
-def _dist_info():
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    return world, rank
-
-
 def _device(name) -> torch.device:
     """The training device, checked before anything is built or written."""
     try:
@@ -164,7 +158,7 @@ def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig,
 
     The run folder is locked (``RunLock``) for the whole run; a folder another run holds is
     refused at once with a FileExistsError."""
-    _, rank = _dist_info()
+    rank = ranks()[0]
     if rank != 0:       # rank 0 alone writes into the folder, and holds its lock
         return _train(data_dir, out_dir, model_config, tcfg, resume=resume, skip_bad=skip_bad, device=device,
                       progress=progress, init_model=init_model)
@@ -180,9 +174,9 @@ def _train(data_dir, out_dir, model_config: EDANetConfig, tcfg: TrainConfig, *, 
 
     from .data import PairedData
 
-    world, rank = _dist_info()
+    rank, world, _ = ranks()
     if device is None:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        device = local_device()
     device = _device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
