@@ -2,9 +2,9 @@
 
 ``python -m benchmarks.features [--minutes 10]`` synthesizes a clip (``edanet.synth``, 16 kHz
 WAV), then times, best of 5 in this process: ``edanet.audio.features`` (read, MFCCs in torch,
-loudness, onset strength), the same MFCCs through librosa (the reference chain in
-``tests/test_spectral.py``), and the bundled model's engine at batch 1 (the fastest backend
-here) generating every step of the clip."""
+loudness, onset strength), the same MFCCs through librosa
+(``edanet.audio.mfcc_frames_reference``), and the bundled model's engine at batch 1 (the
+fastest backend here) generating every step of the clip."""
 from __future__ import annotations
 
 import argparse
@@ -13,8 +13,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 
 def _best(fn, repeats: int = 5) -> float:
@@ -27,16 +25,6 @@ def _best(fn, repeats: int = 5) -> float:
     return min(times)
 
 
-def _librosa_mfcc(a: np.ndarray, cfg) -> np.ndarray:
-    import librosa
-    n_fft, hop = cfg.mfcc_window_size, cfg.mfcc_hop_size
-    T = a.shape[1] // hop
-    padded = np.concatenate([np.zeros((a.shape[0], n_fft - hop)), a[:, :T * hop].astype(np.float64)], axis=1)
-    S = librosa.feature.melspectrogram(y=padded, sr=cfg.audio_sample_rate, n_fft=n_fft, hop_length=hop,
-                                       n_mels=cfg.num_mels, center=False)
-    return librosa.feature.mfcc(S=librosa.power_to_db(S, ref=1.0, amin=1e-8, top_db=None), n_mfcc=cfg.num_mfccs)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=10.0)
@@ -45,7 +33,7 @@ def main(argv=None) -> int:
     import soundfile as sf
     import torch
 
-    from edanet.audio import features, load_audio, mfcc_frames
+    from edanet.audio import features, load_audio, mfcc_frames, mfcc_frames_reference
     from edanet.export import engine_frames
     from edanet.generation import default_model, engine_for
     from edanet.synth import SynthConfig, synthesize_pair
@@ -59,7 +47,7 @@ def main(argv=None) -> int:
         t_features = _best(lambda: features(path, None, cfg))
         audio = load_audio(path, None, target_rate=cfg.audio_sample_rate)
         t_mfcc = _best(lambda: mfcc_frames(audio, cfg))
-        t_librosa = _best(lambda: _librosa_mfcc(audio, cfg))
+        t_librosa = _best(lambda: mfcc_frames_reference(audio, cfg))
         frames, n = features(path, None, cfg)
     engine = engine_for(model)
     batch = engine_frames(torch.from_numpy(frames)[None], cfg)

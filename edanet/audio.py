@@ -31,7 +31,7 @@ import numpy as np
 
 from .config import AUDIO_RATES, EDANetConfig
 
-__all__ = ["MFCC_SCALE", "POWER_DB_AMIN", "load_audio", "resample", "mfcc_frames", "loudness", "onset_strength",
+__all__ = ["MFCC_SCALE", "POWER_DB_AMIN", "load_audio", "resample", "mfcc_frames", "mfcc_frames_reference", "loudness", "onset_strength",
            "mean_level_db", "features"]
 
 #: Fixed scale applied to librosa's MFCCs (dB-scaled DCT coefficients, magnitudes ~10-1000) so
@@ -298,6 +298,24 @@ def mfcc_frames(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
     assert m.shape[1] == T, (m.shape, T)
     m[..., 0] -= config.c0_ref_db * math.sqrt(config.num_mels)   # ortho DCT-II: c0 = sqrt(n_mels) * mean level
     return np.ascontiguousarray(m * MFCC_SCALE, dtype=np.float32)
+
+
+def mfcc_frames_reference(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
+    """:func:`mfcc_frames` computed by librosa in float64 (the chain it reproduces), for tests
+    and benchmarks: float64 ``(C, T, F)``. Imports librosa."""
+    import librosa
+
+    a = np.asarray(audio, dtype=np.float64)
+    a = a[None, :] if a.ndim == 1 else a
+    n_fft, hop = config.mfcc_window_size, config.mfcc_hop_size
+    T = a.shape[1] // hop
+    padded = np.concatenate([np.zeros((a.shape[0], n_fft - hop)), a[:, :T * hop]], axis=1)
+    S = librosa.feature.melspectrogram(y=padded, sr=config.audio_sample_rate, n_fft=n_fft, hop_length=hop,
+                                       n_mels=config.num_mels, center=False, power=2.0)
+    m = librosa.feature.mfcc(S=librosa.power_to_db(S, ref=1.0, amin=POWER_DB_AMIN, top_db=None),
+                             n_mfcc=config.num_mfccs)
+    m[:, 0] -= config.c0_ref_db * math.sqrt(config.num_mels)
+    return np.swapaxes(m, -1, -2) * MFCC_SCALE
 
 
 def _mono64(audio) -> np.ndarray:

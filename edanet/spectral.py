@@ -66,10 +66,14 @@ def dct_ortho(n_out: int, n_in: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def _hann(n: int) -> np.ndarray:
-    w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)      # periodic ("fftbins"), as librosa's
-    w.flags.writeable = False
-    return w
+def _bases(sample_rate: float, n_fft: int, n_mels: int, n_mfcc: int):
+    """The torch operands of :func:`log_mel_mfcc`, built once per shape: the periodic Hann window
+    ("fftbins", as librosa's) and the filterbank (float32), the DCT (float64), both transposed."""
+    import torch
+    win = torch.from_numpy((0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32))
+    mel_t = torch.from_numpy(mel_filterbank(sample_rate, n_fft, n_mels).T.copy())
+    dct_t = torch.from_numpy(dct_ortho(n_mfcc, n_mels).T.copy())
+    return win, mel_t, dct_t
 
 
 def log_mel_mfcc(padded: np.ndarray, *, sample_rate: float, n_fft: int, hop: int, n_mels: int,
@@ -81,9 +85,7 @@ def log_mel_mfcc(padded: np.ndarray, *, sample_rate: float, n_fft: int, hop: int
     C, n = padded.shape
     T = (n - n_fft) // hop + 1 if n >= n_fft else 0
     out = np.empty((C, T, n_mfcc), dtype=np.float64)
-    mel_t = torch.from_numpy(mel_filterbank(float(sample_rate), n_fft, n_mels).T.copy())
-    dct_t = torch.from_numpy(dct_ortho(n_mfcc, n_mels).T.copy())
-    win = torch.from_numpy(_hann(n_fft).astype(np.float32))
+    win, mel_t, dct_t = _bases(float(sample_rate), n_fft, n_mels, n_mfcc)
     x = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))
     for c in range(C):
         frames = x[c].unfold(0, n_fft, hop)                  # (T, n_fft), a view
