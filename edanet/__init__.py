@@ -11,7 +11,7 @@ import importlib
 _EXPORTS = {
     "EDANetConfig": "config", "PRESETS": "config", "EDANet": "model", "export_to_fastgen": "export",
     "generate": "generation", "GeneratedEDA": "generation", "default_model": "generation",
-    "generate_many": "corpus", "find_clips": "corpus", "clip_seed": "corpus",
+    "generate_many": "corpus", "find_clips": "corpus", "clip_seed": "corpus", "EDAStream": "stream",
     "load_model": "checkpoint", "save_model": "checkpoint", "MissingExtra": "extras",
 }
 

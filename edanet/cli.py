@@ -1,4 +1,4 @@
-"""The ``edanet`` command line: generate, synth, train, evaluate, bench.
+"""The ``edanet`` command line: generate, stream, synth, train, evaluate, bench.
 
 Errors a user can act on (bad files, bad values, unwritable paths, missing backends, an input
 or model too large for the machine's memory) print one line and exit 2; anything else is a bug
@@ -47,8 +47,7 @@ def _generate_corpus(a) -> int:
 def _generate(a) -> int:
     if _corpus_mode(a):
         return _generate_corpus(a)
-    import edanet
-    from edanet.io import write_eda_csv
+    from edanet.io import EDACSVWriter
 
     a.audio = a.audio[0]
     if a.plot == "":
@@ -66,26 +65,88 @@ def _generate(a) -> int:
         check_eda_range(a.eda_range)
 
     from tqdm import tqdm
-    bar = tqdm(total=3 if a.plot else 2, desc="edanet generate", unit="stage", disable=a.quiet)
+
+    from edanet.feature_stream import audio_info
+    from edanet.generation import check_sampling, resolve_model
+    from edanet.stream import generate_file
+    sr, _, frames = audio_info(a.audio)
+    check_sampling(a.num_samples, a.temperature)
+    net = resolve_model(a.model)
+    # The file is read, generated and written block by block: the CSV grows as the audio is read
+    # (into a temporary file that replaces the output only when the generation is complete).
+    bar = tqdm(total=round(frames / sr, 1), desc="edanet generate", unit="s audio", disable=a.quiet)
     try:            # closed on errors too, so an error message starts on its own line
-        bar.set_postfix_str("features + sampling")
-        res = edanet.generate(a.audio, model=a.model, backend=a.backend, temperature=a.temperature, seed=a.seed,
-                              num_samples=a.num_samples, initial_eda_us=a.initial_eda,
-                              eda_range_us=tuple(a.eda_range) if a.eda_range else None)
-        bar.update()
-        bar.set_postfix_str("csv")
-        write_eda_csv(a.output, res.values if res.values.shape[0] > 1 else res.values[0], res.sample_rate,
-                      fmt=a.format)
-        bar.update()
+        with EDACSVWriter(a.output, net.config.eda_sample_rate, a.num_samples, fmt=a.format) as csv:
+            def block_done(values, times, seconds):
+                csv.write(values)
+                bar.update(round(seconds, 1) - bar.n)
+
+            res = generate_file(a.audio, model=net, on_block=block_done, backend=a.backend,
+                                temperature=a.temperature, seed=a.seed, num_samples=a.num_samples,
+                                initial_eda_us=a.initial_eda, eda_range_us=tuple(a.eda_range) if a.eda_range else None)
         if a.plot:
             bar.set_postfix_str("plot")
             from edanet.plot import plot_generation
-            plot_generation(a.audio, res, a.plot, model=a.model)
-            bar.update()
+            plot_generation(a.audio, res, a.plot, model=net)
     finally:
         bar.close()
     print(f"wrote {a.output}: {res.values.shape[1]} EDA samples at {res.sample_rate:g} Hz x {res.values.shape[0]} "
           f"sample(s) (backend {res.backend}, seed {res.seed})" + (f"; plot {a.plot}" if a.plot else ""))
+    return 0
+
+
+#: Bytes per sample of each ``edanet stream --encoding`` (little-endian, interleaved channels).
+STREAM_ENCODINGS = {"s16": "<i2", "f32": "<f4"}
+#: Most audio ``edanet stream`` reads from stdin at once: short reads keep the output live.
+STREAM_READ_SECONDS = 0.05
+
+
+def _stream(a) -> int:
+    import numpy as np
+
+    from edanet.stream import EDAStream
+    if a.channels < 1:
+        raise ValueError(f"--channels must be >= 1, got {a.channels}")
+    stream = EDAStream(a.model, a.sample_rate, channels=a.channels, seed=a.seed, num_samples=a.num_samples,
+                       backend=a.backend, temperature=a.temperature, initial_eda_us=a.initial_eda)
+    dtype = np.dtype(STREAM_ENCODINGS[a.encoding])
+    frame = dtype.itemsize * a.channels                  # bytes of one sample of every channel
+    if not a.quiet:
+        print(f"edanet stream: {a.sample_rate:g} Hz {a.encoding} x{a.channels} from stdin -> time,eda lines "
+              f"({stream.eda_sample_rate:g} Hz, backend {stream.backend}, seed {stream.seed})", file=sys.stderr)
+    out, S = sys.stdout, stream.num_samples
+
+    def emit(values, times):
+        if S == 1:
+            lines = "".join(f"{t:.6f},{v:.6f}\n" for t, v in zip(times, values[0]))
+        else:
+            med = np.median(values, axis=0)
+            lines = "".join(f"{t:.6f},{m:.6f}," + ",".join(f"{x:.6f}" for x in c) + "\n"
+                            for t, m, c in zip(times, med, values.T))
+        if lines:
+            out.write(lines)
+            out.flush()                                   # line by line as the steps complete
+
+    src = sys.stdin.buffer
+    read = getattr(src, "read1", src.read)                # what is there, without waiting for a full block
+    want = max(frame, int(a.sample_rate * STREAM_READ_SECONDS) * frame)
+    pending = b""
+    try:
+        out.write("time,eda" + "".join(f",sample_{i}" for i in range(S) if S > 1) + "\n")
+        out.flush()
+        while data := read(want):
+            data = pending + data
+            whole = len(data) - len(data) % frame
+            pending = data[whole:]
+            if whole:
+                pcm = np.frombuffer(data[:whole], dtype=dtype)
+                emit(stream.push(pcm.reshape(-1, a.channels) if a.channels > 1 else pcm), stream.times)
+        emit(stream.close(), stream.times)
+    except BrokenPipeError:                               # the reader went away (| head): done
+        sys.stdout = None
+        return 0
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 
@@ -205,6 +266,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eda-range", type=float, nargs=2, metavar=("LO", "HI"),
                    help="legacy 'normalized' models only: the µS range their output is mapped to")
     g.set_defaults(fn=_generate)
+
+    st = sub.add_parser("stream", help="live: raw PCM audio on stdin -> time,eda CSV lines on stdout",
+                        description="Reads raw PCM (little-endian, interleaved channels) from stdin and writes a "
+                                    "time,eda CSV line to stdout as each EDA step completes, e.g.  sox -d -t raw -e "
+                                    "signed -b 16 -c 1 -r 16000 - | edanet stream --sample-rate 16000")
+    st.add_argument("--sample-rate", type=float, required=True, metavar="HZ", help="the PCM's sample rate")
+    st.add_argument("--channels", type=int, default=1, help="interleaved channels in the PCM (default 1)")
+    st.add_argument("--encoding", choices=sorted(STREAM_ENCODINGS), default="s16",
+                    help="s16: signed 16-bit integers (default); f32: 32-bit floats in [-1, 1]")
+    st.add_argument("--model", help="model folder (default: the bundled model)")
+    st.add_argument("--backend", default="auto", help="auto, fused, cpu, torch, reference, triton, cuda")
+    st.add_argument("--num-samples", type=int, default=1, help="samples per step: columns eda (median), sample_i")
+    st.add_argument("--seed", type=int, default=None)
+    st.add_argument("--temperature", type=float, default=1.0)
+    st.add_argument("--initial-eda", type=float, metavar="US", help="the level (µS) the EDA starts from")
+    st.set_defaults(fn=_stream)
 
     s = sub.add_parser("synth", help="write synthetic paired audio + EDA data")
     s.add_argument("--out", required=True)

@@ -1,7 +1,9 @@
 """``edanet.generate``: audio in, synthetic EDA (µS) out, through a fastgen backend.
 
 The uniform numbers used for sampling are drawn here, on the host, from the seed, and handed
-to the backend: one seed gives the same samples on every backend and device (fp32)."""
+to the backend: one seed gives the same samples on every backend and device (fp32). They are
+drawn one stream per sample (``UniformStream``), so a stream (``edanet.EDAStream``) or a long file
+generated block by block gets the samples of one call with the same seed."""
 from __future__ import annotations
 
 import numbers
@@ -19,7 +21,7 @@ from .export import engine_frames, export_to_fastgen
 from .model import EDANet
 
 __all__ = ["GeneratedEDA", "generate", "default_model", "resolve_model", "DEFAULT_MODEL_DIR", "engine_for",
-           "check_device", "check_dtype", "check_sampling", "check_seed", "output_scale", "draw_uniforms"]
+           "check_device", "check_dtype", "check_sampling", "check_seed", "output_scale", "draw_uniforms", "UniformStream"]
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
 
@@ -184,11 +186,31 @@ def output_scale(cfg: EDANetConfig, num_samples: int, initial_eda_us=None, eda_r
     return codec, check_eda_range(eda_range_us if eda_range_us is not None else cfg.default_eda_range_us)
 
 
+class UniformStream:
+    """The sampling uniforms of a seed, drawn step by step: sample i's numbers are the doubles
+    of its own PCG64 stream (``PCG64(seed)`` jumped i times, i.e. 2**127 i draws on), rounded
+    to float32. So a generation in chunks of any sizes (a live stream, a long file read in
+    blocks) gets exactly the numbers of one call, sample 0 is the same whatever
+    ``num_samples`` is, and the numbers are the same on every machine (numpy's PCG64 is
+    specified bit for bit)."""
+
+    def __init__(self, seed: int, num_samples: int):
+        first = np.random.PCG64(int(seed))
+        self._rngs = [np.random.Generator(first.jumped(i) if i else first) for i in range(int(num_samples))]
+        self.num_samples = int(num_samples)
+
+    def next(self, n_steps: int) -> torch.Tensor:
+        """The uniforms ``(num_samples, n_steps)`` float32 of the next ``n_steps`` steps."""
+        u = np.empty((self.num_samples, int(n_steps)), dtype=np.float64)
+        for row, rng in zip(u, self._rngs):
+            rng.random(out=row)
+        return torch.from_numpy(u.astype(np.float32))
+
+
 def draw_uniforms(seed: int, num_samples: int, n_steps: int) -> torch.Tensor:
-    """The sampling uniforms ``(num_samples, n_steps)`` float32 of ``seed`` (torch's CPU generator:
-    the same numbers on every machine)."""
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.rand(num_samples, n_steps, generator=g, dtype=torch.float32)
+    """The sampling uniforms ``(num_samples, n_steps)`` float32 of ``seed``: the first
+    ``n_steps`` of ``UniformStream(seed, num_samples)``."""
+    return UniformStream(seed, num_samples).next(n_steps)
 
 
 def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temperature: float = 1.0,
@@ -203,12 +225,20 @@ def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temp
     from it are the model's, on the µS scale of its training data. ``eda_range_us=(lo, hi)``
     applies only to legacy "normalized" models, whose output is a [-1, 1] level mapped to that
     range (default: their ``default_eda_range_us``). ``backend``: ``auto`` (fused if built,
-    else torch), ``fused``, ``cpu``, ``torch``, ``reference``, ``triton``, ``cuda``."""
+    else torch), ``fused``, ``cpu``, ``torch``, ``reference``, ``triton``, ``cuda``.
+
+    A file is read and generated block by block (``edanet.stream.generate_file``): memory does
+    not grow with its length, and the result is the same as for its samples passed as an array."""
     from .audio import features          # imports torch.fft and soxr: only when generating
 
     check_device(device)                 # before the model is loaded and the audio read
     check_dtype(dtype)
     net = resolve_model(model)
+    if isinstance(audio, (str, os.PathLike)):
+        from .stream import generate_file
+        return generate_file(audio, model=net, sample_rate=sample_rate, backend=backend, temperature=temperature,
+                             seed=seed, num_samples=num_samples, initial_eda_us=initial_eda_us,
+                             eda_range_us=eda_range_us, device=device, dtype=dtype)
     cfg: EDANetConfig = net.config
     check_sampling(num_samples, temperature)
     check_seed(seed)

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_path", "write_eda_csv", "remove_stale_temp_files"]
+__all__ = ["atomic_write", "atomic_path", "write_eda_csv", "EDACSVWriter", "remove_stale_temp_files"]
 
 # The temporary names atomic_path gives: ".NAME." + mkstemp's 8 random characters + ".tmp" + the
 # destination's suffix. A process killed mid-write (kill -9 runs no cleanup) leaves one behind.
@@ -110,6 +110,83 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _row(xs) -> str:
+    return ",".join(f"{x:.6f}" for x in xs) + "\n"
+
+
+class EDACSVWriter:
+    """``write_eda_csv`` with the values appended as they are generated (``write``): a long
+    generation keeps none of them in memory. The rows go to a temporary file beside ``path``,
+    which replaces ``path`` when the ``with`` block ends without an error (else it is removed):
+    nothing half-written is ever left at ``path``."""
+
+    def __init__(self, path: str | os.PathLike, sample_rate: float, num_samples: int = 1, *, fmt: str = "e4",
+                 start_time: float = 0.0):
+        if fmt not in ("e4", "time"):
+            raise ValueError(f"unknown EDA CSV format {fmt!r}; use 'e4' or 'time'")
+        self.path, self.rate, self.S, self.fmt, self.start = path, float(sample_rate), int(num_samples), fmt, start_time
+        self.rows = 0
+        self._ctx = self._file = None
+
+    def __enter__(self) -> "EDACSVWriter":
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        try:
+            self._file = open(tmp, "w", encoding="utf-8", newline="")
+            S = self.S
+            if self.fmt == "e4":
+                self._put(_row([self.start] * S) + _row([self.rate] * S))
+            elif S == 1:
+                self._put("time,eda\n")
+            else:
+                self._put("time,eda," + ",".join(f"sample_{i}" for i in range(S)) + "\n")
+        except BaseException:
+            self.__exit__(*__import__("sys").exc_info())
+            raise
+        return self
+
+    def _put(self, text: str) -> None:
+        try:
+            self._file.write(text)
+        except OSError as e:
+            raise _os_error(e, self.path) from None
+
+    def write(self, values_us) -> None:
+        """Append the values ``(num_samples, k)`` (or ``(k,)`` for one sample) of the next k steps."""
+        v = np.asarray(values_us, dtype=np.float64)
+        v = v.reshape(1, -1) if v.ndim <= 1 else v
+        if v.ndim != 2 or v.shape[0] != self.S:
+            raise ValueError(f"EDA values must be ({self.S}, k) for this file, got shape {v.shape}")
+        if self.fmt == "e4":
+            body = "".join(_row(c) for c in v.T)
+        else:
+            t = self.start + (self.rows + np.arange(v.shape[1])) / self.rate
+            if self.S == 1:
+                body = "".join(_row((a, b)) for a, b in zip(t, v[0]))
+            else:
+                body = "".join(_row((a, m, *c)) for a, m, c in zip(t, np.median(v, axis=0), v.T))
+        self._put(body)
+        self.rows += v.shape[1]
+
+    def __exit__(self, *exc) -> None:
+        ctx, self._ctx = self._ctx, None
+        if ctx is None:
+            return
+        try:
+            if self._file is not None:
+                self._file.close()
+        except OSError as e:
+            if exc[0] is None:
+                exc = (type(e), e, e.__traceback__)
+        if exc[0] is None:
+            try:
+                ctx.__exit__(None, None, None)
+            except OSError as e:
+                raise _os_error(e, self.path) or e from None
+        else:
+            ctx.__exit__(*exc)
+
+
 def write_eda_csv(path: str | os.PathLike, values_us, sample_rate: float, *, fmt: str = "e4",
                   start_time: float = 0.0) -> Path:
     """Write EDA (µS) as an Empatica E4 ``EDA.csv`` (``fmt="e4"``: start Unix time, sample
@@ -122,21 +199,6 @@ def write_eda_csv(path: str | os.PathLike, values_us, sample_rate: float, *, fmt
     v = v.reshape(1, -1) if v.ndim <= 1 else v
     if v.ndim != 2:
         raise ValueError(f"EDA values must be 1-D or (samples, N), got shape {v.shape}")
-    S = v.shape[0]
-
-    def row(xs):
-        return ",".join(f"{x:.6f}" for x in xs) + "\n"
-
-    if fmt == "e4":
-        body = row([start_time] * S) + row([float(sample_rate)] * S) + "".join(row(c) for c in v.T)
-    elif fmt == "time":
-        t = start_time + np.arange(v.shape[1]) / float(sample_rate)
-        if S == 1:
-            body = "time,eda\n" + "".join(row((a, b)) for a, b in zip(t, v[0]))
-        else:
-            med = np.median(v, axis=0)
-            body = ("time,eda," + ",".join(f"sample_{i}" for i in range(S)) + "\n"
-                    + "".join(row((a, m, *c)) for a, m, c in zip(t, med, v.T)))
-    else:
-        raise ValueError(f"unknown EDA CSV format {fmt!r}; use 'e4' or 'time'")
-    return atomic_write(path, body)
+    with EDACSVWriter(path, sample_rate, v.shape[0], fmt=fmt, start_time=start_time) as w:
+        w.write(v)
+    return Path(path)

@@ -102,6 +102,35 @@ class DeltaCodec:
         # r_j = S_j - min(0, min_{i<=j} S_i): the Lindley recursion of max(0, r + d) in closed form
         return walk - np.minimum(0.0, np.minimum.accumulate(np.minimum(walk, s), axis=-1))
 
+    def decoder(self, start_us) -> "DeltaDecoder":
+        """A decoder of consecutive chunks of classes ``(S, n)`` from ``start_us`` (one per row):
+        the concatenated chunks' values equal ``decode`` of the whole sequence, bit for bit."""
+        return DeltaDecoder(self, start_us)
+
+
+class DeltaDecoder:
+    """``DeltaCodec.decode`` chunk by chunk. It carries the running sum and the running minimum
+    of the closed form (not the last value), so every value is computed with the same float
+    operations, in the same order, as in one call."""
+
+    def __init__(self, codec: DeltaCodec, start_us):
+        s = np.asarray(start_us, dtype=np.float64).reshape(-1)
+        if (s < 0).any() or not np.isfinite(s).all():
+            raise ValueError(f"start levels must be finite µS >= 0, got {np.unique(s)[:4]}")
+        self.codec = codec
+        self._sum = s.copy()          # S_{j-1}: the walk's last value (the start before any step)
+        self._min = s.copy()          # min(s, S_0 .. S_{j-1})
+
+    def push(self, classes) -> np.ndarray:
+        """µS ``(S, n)`` float64 of the next ``n`` steps' classes ``(S, n)``."""
+        c = np.asarray(classes, dtype=np.int64)
+        if c.shape[-1] == 0:
+            return np.zeros(c.shape, dtype=np.float64)
+        walk = np.cumsum(np.concatenate([self._sum[:, None], self.codec.deltas_us[c]], axis=-1), axis=-1)[:, 1:]
+        low = np.minimum.accumulate(np.concatenate([self._min[:, None], walk], axis=-1), axis=-1)[:, 1:]
+        self._sum, self._min = walk[:, -1].copy(), low[:, -1].copy()
+        return walk - np.minimum(0.0, low)
+
 
 @dataclass(frozen=True)
 class NormalizedCodec:

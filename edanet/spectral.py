@@ -4,9 +4,15 @@ first-call start-up (numba: 1-2 s a process) and faster.
 
 The filterbank is Slaney's (librosa's default: linear mel below 1 kHz, logarithmic above,
 each triangle scaled to unit area), the window a periodic Hann, the DCT an orthonormal
-DCT-II. The FFT and the filterbank run in float32 (the audio's own precision: within 2e-6 of
-librosa's float64 on the features the model sees), the dB and the DCT in float64.
-Frames are taken in blocks so memory stays bounded on hours of audio."""
+DCT-II. The FFT runs in float32 (the audio's own precision: within 2e-6 of librosa's float64
+on the features the model sees), the filterbank sums in float64 rounded to float32, the dB
+and the DCT in float64. Frames are taken in blocks so memory stays bounded on hours of audio.
+
+A frame's MFCCs are the same to the bit however many frames one call computes (a live stream,
+:mod:`edanet.feature_stream`, computes a few at a time, a file thousands): a BLAS matrix
+product may sum in another order for another number of rows (MKL on 2 threads: 1 row, or 5 to
+100 rows, differ in the last bit from the same rows among 2048), so the two sums over a frame
+are taken in an order no row count can change (:func:`_mel_energies`, :func:`_dct`)."""
 from __future__ import annotations
 
 import functools
@@ -68,12 +74,41 @@ def dct_ortho(n_out: int, n_in: int) -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def _bases(sample_rate: float, n_fft: int, n_mels: int, n_mfcc: int):
     """The torch operands of :func:`log_mel_mfcc`, built once per shape: the periodic Hann window
-    ("fftbins", as librosa's) and the filterbank (float32), the DCT (float64), both transposed."""
+    ("fftbins", as librosa's, float32), the filterbank transposed and the DCT (float64)."""
     import torch
     win = torch.from_numpy((0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32))
-    mel_t = torch.from_numpy(mel_filterbank(sample_rate, n_fft, n_mels).T.copy())
-    dct_t = torch.from_numpy(dct_ortho(n_mfcc, n_mels).T.copy())
-    return win, mel_t, dct_t
+    mel_t = torch.from_numpy(mel_filterbank(sample_rate, n_fft, n_mels).T.astype(np.float64))
+    dct = torch.from_numpy(dct_ortho(n_mfcc, n_mels).copy())
+    return win, mel_t, dct
+
+
+def _mel_energies(power, mel_t):
+    """``power @ mel_t`` float32 ``(T, n_mels)`` of float32 power spectra ``(T, bins)``: the exact
+    sum rounded to float64, then to float32, whatever T is or however BLAS orders the sum.
+
+    float32 x float32 products are exact in float64, and any order of summing n non-negative
+    terms lands within ``(n - 1) * 2**-53`` of the exact sum (relative): where the whole interval
+    rounds to one float32, that is the value; the rare sums that straddle a rounding boundary
+    (some in 10**5) are summed exactly (math.fsum) and rounded the same way."""
+    import torch
+    s = power.double() @ mel_t
+    err = s * (2.0 * mel_t.shape[0] * 2.0 ** -53)       # twice the bound: room for rounding s +- err
+    lo, hi = (s - err).float(), (s + err).float()
+    for t, b in torch.nonzero(lo != hi).tolist():       # NaN/inf power lands here too
+        lo[t, b] = math.fsum((power[t].double() * mel_t[:, b]).tolist())
+    return lo
+
+
+def _dct(db, dct):
+    """``db @ dct.T`` ``(T, n_mfcc)`` float64 of ``(T, n_mels)`` levels, summed pairwise over the
+    bands in a fixed order (elementwise adds: no BLAS, so no dependence on T)."""
+    import torch
+    x = db.T[:, :, None] * dct.T[:, None, :]            # (n_mels, T, n_mfcc) products
+    while x.shape[0] > 1:
+        h = x.shape[0] // 2
+        y = x[:h] + x[h:2 * h]
+        x = y if x.shape[0] % 2 == 0 else torch.cat((y, x[2 * h:]))
+    return x[0]
 
 
 def log_mel_mfcc(padded: np.ndarray, *, sample_rate: float, n_fft: int, hop: int, n_mels: int,
@@ -85,13 +120,13 @@ def log_mel_mfcc(padded: np.ndarray, *, sample_rate: float, n_fft: int, hop: int
     C, n = padded.shape
     T = (n - n_fft) // hop + 1 if n >= n_fft else 0
     out = np.empty((C, T, n_mfcc), dtype=np.float64)
-    win, mel_t, dct_t = _bases(float(sample_rate), n_fft, n_mels, n_mfcc)
+    win, mel_t, dct = _bases(float(sample_rate), n_fft, n_mels, n_mfcc)
     x = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))
     for c in range(C):
         frames = x[c].unfold(0, n_fft, hop)                  # (T, n_fft), a view
         for t0 in range(0, T, BLOCK_FRAMES):
             spec = torch.fft.rfft(frames[t0:t0 + BLOCK_FRAMES] * win, dim=-1)
             power = spec.real.square() + spec.imag.square()
-            db = 10.0 * torch.log10(torch.clamp((power @ mel_t).double(), min=amin))
-            out[c, t0:t0 + BLOCK_FRAMES] = (db @ dct_t).numpy()
+            db = 10.0 * torch.log10(torch.clamp(_mel_energies(power, mel_t).double(), min=amin))
+            out[c, t0:t0 + BLOCK_FRAMES] = _dct(db, dct).numpy()
     return out

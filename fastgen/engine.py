@@ -1,9 +1,13 @@
 """The backend interface and input checks shared by every backend.
 
 An ``Engine`` is built once per (model, backend, device, dtype): that is where weights are
-packed into the backend's layout. Its two calls are thin:
+packed into the backend's layout. Its calls are thin:
 
-- ``generate(frames, uniforms, temperature)``: sample ``n`` steps autoregressively;
+- ``generate(frames, uniforms, temperature, state=None)``: sample ``n`` steps
+  autoregressively. With a ``state`` (from ``start(batch)``) the call continues where the
+  last one on that state stopped: the history ring buffers, the step count and the class
+  that conditions the next step are carried over, so generating in chunks of any sizes gives
+  exactly the classes of one call;
 - ``teacher_forced(frames, classes)``: the logits of every step for a given class sequence
   (step j conditioned on ``classes[:, j-1]``), for parity tests and likelihoods.
 
@@ -14,12 +18,14 @@ machine's memory halfway through an allocation.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from .spec import NetworkSpec, check_weights
 
-__all__ = ["Engine", "memory_limit", "check_memory", "MAX_BYTES_ENV"]
+__all__ = ["Engine", "GenerationState", "memory_limit", "check_memory", "MAX_BYTES_ENV"]
 
 MAX_BYTES_ENV = "FASTGEN_MAX_BYTES"
 # Shares of a device's memory one engine may plan to use: half of the host's RAM (a trainer
@@ -78,6 +84,22 @@ def check_memory(what: str, parts: dict[str, int], device: str | torch.device = 
                      "the limit)")
 
 
+@dataclass
+class GenerationState:
+    """Where a batch of sequences stands between ``Engine.generate`` calls (``Engine.start``).
+
+    ``steps``: steps generated so far; ``classes`` ``(B,)`` int64: the class that conditions
+    each sequence's next step (the start class before the first); ``history``: the backend's
+    history ring buffers, in its own layout. Updated in place by every ``generate`` call on it;
+    it belongs to the engine that made it."""
+    backend: str
+    batch: int
+    steps: int
+    classes: torch.Tensor
+    history: Any
+    engine_id: int = 0
+
+
 class Engine:
     name = "base"
 
@@ -89,10 +111,35 @@ class Engine:
         self.dtype = dtype
 
     # -- public calls -------------------------------------------------------------------
-    def generate(self, frames: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """Classes ``(B, n)`` (int64, on the engine's device) sampled with the host uniforms."""
+    def start(self, batch: int) -> GenerationState:
+        """A fresh state for ``batch`` sequences: no history, the start class next."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+            raise ValueError(f"batch must be an integer >= 0, got {batch!r}")
+        check_memory(f"{self.name} history of {batch} sequence(s)",
+                     {"history": self.spec.history_bytes(batch, self.dtype)}, self.device)
+        classes = torch.full((batch,), self.spec.start_class, dtype=torch.long, device=self.device)
+        return GenerationState(self.name, batch, 0, classes, self._new_history(batch), id(self))
+
+    def generate(self, frames: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0,
+                 state: GenerationState | None = None) -> torch.Tensor:
+        """Classes ``(B, n)`` (int64, on the engine's device) sampled with the host uniforms.
+
+        ``state`` (from ``start``): continue those sequences (``frames`` and ``uniforms`` are
+        then the next ``n`` steps'); the state is updated in place. Without one, a fresh
+        generation from the start class."""
         # out (int64) and the device copy of the uniforms (float32)
         frames, n = self._check_frames(frames, "generate", out_bytes_per_step=8 + 4)
+        if state is not None:
+            if not isinstance(state, GenerationState) or state.engine_id != id(self):
+                raise ValueError("state must come from this engine's start(batch) (a state holds the history in "
+                                 "its engine's layout)")
+            if state.batch != frames.shape[0]:
+                raise ValueError(f"the state is for {state.batch} sequence(s), frames hold {frames.shape[0]}")
+            c = state.classes
+            if (not isinstance(c, torch.Tensor) or tuple(c.shape) != (state.batch,) or c.dtype != torch.long
+                    or (c.numel() and not (0 <= int(c.min()) and int(c.max()) < self.spec.cond_classes))):
+                raise ValueError(f"state.classes must be {state.batch} int64 classes in [0, {self.spec.cond_classes}) "
+                                 "(the kernels index the conditioning table with them)")
         uniforms = torch.as_tensor(uniforms)
         if tuple(uniforms.shape) != (frames.shape[0], n):
             raise ValueError(f"uniforms must have shape (batch, steps) = {(frames.shape[0], n)}, "
@@ -106,7 +153,13 @@ class Engine:
             raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
         if temperature < torch.finfo(torch.float32).tiny:
             temperature = 0.0    # dividing by it in fp32 would give inf/NaN; its limit is the argmax
-        return self._generate(frames, uniforms.to(self.device, torch.float32), float(temperature))
+        if state is None:
+            state = self.start(frames.shape[0])
+        out = self._generate(frames, uniforms.to(self.device, torch.float32), float(temperature), state)
+        if n:
+            state.classes = out[:, -1].clone()
+        state.steps += n
+        return out
 
     def teacher_forced(self, frames: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, n, Q)`` for the given class sequence ``(B, n)``: float32 (float64 for a
@@ -125,7 +178,15 @@ class Engine:
         return self._teacher_forced(frames, classes.to(self.device, torch.long))
 
     # -- to implement ---------------------------------------------------------------------
-    def _generate(self, frames: torch.Tensor, uniforms: torch.Tensor, temperature: float) -> torch.Tensor:
+    def _new_history(self, batch: int) -> Any:
+        """The history of ``batch`` fresh sequences (zeros), in the backend's layout."""
+        raise NotImplementedError
+
+    def _generate(self, frames: torch.Tensor, uniforms: torch.Tensor, temperature: float,
+                  state: GenerationState) -> torch.Tensor:
+        """Sample the next ``n`` steps of ``state``'s sequences: step ``state.steps + j``,
+        the first conditioned on ``state.classes``; update ``state.history`` in place (the
+        caller updates ``steps`` and ``classes``)."""
         raise NotImplementedError
 
     def _teacher_forced(self, frames: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

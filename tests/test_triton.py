@@ -334,23 +334,26 @@ def test_fake_impls_under_fake_mode():
         packed = [mode.from_tensor(p) for p in eng.packed]
         cond = torch.zeros(3, 5, dtype=torch.long, device=DEVICE)
         u = torch.zeros(3, 5, device=DEVICE)
-        logits, out = torch.ops.fastgen.triton_persistent(f, cond, u, 1.0, packed, eng.dims, config, True)
+        ring = tk.new_ring(3, eng.dims, DEVICE, eng.dtype)
+        logits, out = torch.ops.fastgen.triton_persistent(f, cond, u, 1.0, ring, packed, eng.dims, config, True)
         assert logits.shape == (3, 5, Q) and logits.dtype == torch.float32
         assert out.shape == (3, 5) and out.dtype == torch.int64
-        logits, out = torch.ops.fastgen.triton_persistent(f, cond, u, 1.0, packed, eng.dims, config, False)
+        logits, out = torch.ops.fastgen.triton_persistent(f, cond[:, 0], u, 1.0, ring, packed, eng.dims, config,
+                                                          False, 7)
         assert logits.shape == (3, 0, Q) and out.shape == (3, 5)
-        ring = tk.new_ring(3, eng.dims, DEVICE, eng.dtype)
         logits, nxt = torch.ops.fastgen.triton_step(f, 1, cond[:, 0], u[:, 0], 1.0, ring, packed, eng.dims,
                                                     config, True, True)
         assert logits.shape == (3, Q) and nxt.shape == (3,) and nxt.dtype == torch.int64
 
 
 def test_opcheck_persistent():
+    from fastgen.backends.triton import ops as tk
     spec, eng, frames, config = _op_args(batch=1, steps=2)
-    cond = torch.full((1, 2), spec.start_class, dtype=torch.long, device=DEVICE)
+    cond = torch.full((1,), spec.start_class, dtype=torch.long, device=DEVICE)
     u = torch.tensor([[0.3, 0.8]], device=DEVICE)
+    ring = tk.new_ring(1, eng.dims, DEVICE, eng.dtype)
     torch.library.opcheck(torch.ops.fastgen.triton_persistent.default,
-                          (frames, cond, u, 1.0, eng.packed, eng.dims, config, False),
+                          (frames, cond, u, 1.0, ring, eng.packed, eng.dims, config, False, 0),
                           test_utils=("test_schema", "test_faketensor"))
 
 
@@ -361,17 +364,20 @@ def test_opcheck_step():
     cls = torch.full((1,), spec.start_class, dtype=torch.long, device=DEVICE)
     u = torch.tensor([0.4], device=DEVICE)
     torch.library.opcheck(torch.ops.fastgen.triton_step.default,
-                          (frames, 0, cls, u, 1.0, ring, eng.packed, eng.dims, config, True, True),
+                          (frames, 0, cls, u, 1.0, ring, eng.packed, eng.dims, config, True, True, 3),
                           test_utils=("test_schema", "test_faketensor"))
 
 
 def test_torch_compile_traces_the_op():
+    from fastgen.backends.triton import ops as tk
     spec, eng, frames, config = _op_args(batch=1, steps=2)
     u = torch.tensor([[0.3, 0.8]], device=DEVICE)
-    no_cond = torch.zeros(1, 2, dtype=torch.long, device=DEVICE)
+    first = torch.full((1,), spec.start_class, dtype=torch.long, device=DEVICE)
 
     def run(frames, u):
-        return torch.ops.fastgen.triton_persistent(frames, no_cond, u, 1.0, eng.packed, eng.dims, config, False)[1]
+        ring = tk.new_ring(1, eng.dims, DEVICE, eng.dtype)
+        return torch.ops.fastgen.triton_persistent(frames, first, u, 1.0, ring, eng.packed, eng.dims, config,
+                                                   False)[1]
 
     compiled = torch.compile(run, backend="aot_eager", fullgraph=True)
     assert torch.equal(compiled(frames, u), run(frames, u))

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <sstream>
 
@@ -184,7 +185,9 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
 }
 
 at::Tensor generate(const PackedWeights& pw, const at::Tensor& frames_in, const at::Tensor& uniforms_in,
-                    double temperature, int64_t start_class, int64_t num_threads, int64_t split) {
+                    double temperature, int64_t start_class, int64_t num_threads, int64_t split,
+                    const std::optional<at::Tensor>& rings, int64_t step0,
+                    const std::optional<at::Tensor>& first_class) {
   check_frames(pw, frames_in, "generate");
   const int64_t B = frames_in.size(0), T = frames_in.size(2), n = T / pw.K;
   TORCH_CHECK(uniforms_in.device().is_cpu() && uniforms_in.scalar_type() == at::kFloat,
@@ -201,10 +204,36 @@ at::Tensor generate(const PackedWeights& pw, const at::Tensor& frames_in, const 
               pw.Q, ") must not exceed cond_classes (", pw.Qc, ")");
   const std::string err = check_job(pw, B, n);  // before anything is copied or allocated
   TORCH_CHECK(err.empty(), "fastgen._C.generate: ", err);
+  // A continued generation: absolute frame indices must fit int64 (with room for t - d).
+  TORCH_CHECK(step0 >= 0 && step0 <= (INT64_C(1) << 62) / pw.K - n, "fastgen._C.generate: step0 ", step0,
+              " plus ", n, " steps is outside what the rings can index");
+  if (rings.has_value()) {
+    const at::Tensor& r = *rings;
+    TORCH_CHECK(r.device().is_cpu() && r.scalar_type() == at::kFloat && r.is_contiguous() && r.dim() == 2 &&
+                    r.size(0) == B && r.size(1) == pw.ring_stride,
+                "fastgen._C.generate: rings must be a contiguous float32 CPU tensor of shape (", B, ", ",
+                pw.ring_stride, ") (PackedWeights.ring_stride), got ", r.scalar_type(), " ", r.sizes());
+  }
+  at::Tensor first;
+  if (first_class.has_value()) {
+    first = first_class->contiguous();
+    TORCH_CHECK(first.device().is_cpu() && first.scalar_type() == at::kLong && first.dim() == 1 &&
+                    first.size(0) == B,
+                "fastgen._C.generate: first_class must be an int64 CPU tensor of shape (", B, "), got ",
+                first.scalar_type(), " ", first.sizes());
+    if (B) {
+      const int64_t lo = first.min().item<int64_t>(), hi = first.max().item<int64_t>();
+      TORCH_CHECK(lo >= 0 && hi < pw.Qc, "fastgen._C.generate: first_class must lie in [0, ", pw.Qc, "), got [", lo,
+                  ", ", hi, "]");
+    }
+  }
   const at::Tensor frames = frames_in.contiguous(), uniforms = uniforms_in.contiguous();
   at::Tensor out = at::empty({B, n}, frames.options().dtype(at::kLong));
   if (B == 0 || n == 0) return out;
   Job job{pw, frames.data_ptr<float>(), B, n, T};
+  if (rings.has_value()) job.rings = rings->data_ptr<float>();
+  job.step0 = step0;
+  if (first.defined()) job.first_class = first.data_ptr<int64_t>();
   job.uniforms = uniforms.data_ptr<float>();
   job.temperature = temperature;
   job.samples = out.data_ptr<int64_t>();
@@ -263,12 +292,16 @@ void register_bindings(pybind11::module_& m) {
       .def_property_readonly("frames_per_step", [](const PackedWeights& p) { return p.K; })
       .def_property_readonly("num_features", [](const PackedWeights& p) { return p.F; })
       .def_property_readonly("dilations", [](const PackedWeights& p) { return p.dilations; })
+      .def_property_readonly("ring_stride", [](const PackedWeights& p) { return p.ring_stride; })
       .def("__repr__", &PackedWeights::repr);
   m.def("pack", &pack, py::arg("weights"), py::arg("dilations"),
         "Pack a fastgen weight dict (fastgen.spec.weight_shapes) for the fused CPU engine");
   m.def("generate", &generate, py::arg("packed"), py::arg("frames"), py::arg("uniforms"),
         py::arg("temperature"), py::arg("start_class"), py::arg("num_threads") = 0, py::arg("split") = -1,
+        py::arg("rings") = py::none(), py::arg("step0") = 0, py::arg("first_class") = py::none(),
         "Sample classes int64 (B, n) for frames float32 (B, C_in, n*K, F) with uniforms float32 (B, n); "
+        "rings (B, ring_stride) float32 (updated in place), step0 and first_class (B,) int64 continue a "
+        "generation (default: fresh rings, step 0, start_class). "
         "temperature 0 is argmax. num_threads <= 0 uses torch.get_num_threads(). split: with fewer sequences "
         "than threads, split each sequence's positions across threads: 1 always, 0 never, -1 (auto) where a "
         "step has enough work and while the threads do not wait long for each other; -2 (for tests) "

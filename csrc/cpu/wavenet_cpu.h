@@ -16,6 +16,7 @@
 #include <torch/extension.h>
 
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,8 +34,12 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& wei
 
 // num_threads <= 0: at::get_num_threads(). split: see run_job in wavenet_kernels.h.
 // Sample n steps: frames float32 (B, C_in, n*K, F), uniforms float32 (B, n) -> int64 (B, n).
+// Continuing a generation: rings (B, ring_stride) float32 updated in place, step0 the absolute
+// index of the first step, first_class (B,) int64 the class conditioning it.
 at::Tensor generate(const PackedWeights& pw, const at::Tensor& frames, const at::Tensor& uniforms,
-                    double temperature, int64_t start_class, int64_t num_threads, int64_t split);
+                    double temperature, int64_t start_class, int64_t num_threads, int64_t split,
+                    const std::optional<at::Tensor>& rings, int64_t step0,
+                    const std::optional<at::Tensor>& first_class);
 
 // Logits float32 (B, n, Q) of every step for the class sequence classes int64 (B, n); step j is
 // conditioned on classes[:, j-1] (start_class for j = 0).

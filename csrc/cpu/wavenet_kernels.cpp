@@ -318,7 +318,12 @@ class Runner {
   void run(int num_threads, int split) {
     const PackedWeights& p = pw_;
     const int64_t B = job_.B;
-    rings_ = AlignedBuffer((size_t)(B * ring_stride_));  // no overflow: check_job
+    if (job_.rings) {
+      ring_base_ = job_.rings;
+    } else {
+      rings_ = AlignedBuffer((size_t)(B * ring_stride_));  // no overflow: check_job
+      ring_base_ = rings_.data();
+    }
     int64_t np = 1;  // parts per sequence
     if (split != 0 && B < num_threads) {
       np = std::min<int64_t>(p.F, num_threads / B);
@@ -412,6 +417,8 @@ class Runner {
       hseq.resize(std::max<int64_t>(nb, 1));
       lrow.resize(std::max<int64_t>(nb, 1));
       cls.assign(std::max<int64_t>(nb, 1), job_.start_class);
+      if (job_.first_class)
+        for (int64_t b = b0; b < b1; ++b) cls[b - b0] = job_.first_class[b];
     } catch (const std::bad_alloc&) {
       out_of_memory_ = true;
     }
@@ -499,15 +506,16 @@ class Runner {
   void step_positions(int64_t b, int64_t j, int64_t cls, int64_t f0, int64_t f1, Scratch& s) {
     const PackedWeights& p = pw_;
     const int64_t nf = f1 - f0, Pt = p.K * nf, F = p.F, Crp = p.Crp, K = p.K;
-    float* ring = rings_.data() + b * ring_stride_;
+    float* ring = ring_base_ + b * ring_stride_;
     const int rows = (int)Pt;
+    const int64_t tabs = (job_.step0 + j) * K;  // absolute frame index of the step's first frame
 
     // Input conv of the K new frames into layer 0's ring.
     {
       const float* fr = job_.frames + b * p.Cin * job_.T * F;
       float* r0 = ring + ring_off_[0];
       for (int64_t k = 0; k < K; ++k) {
-        const int64_t t = j * K + k, slot = t % ring_cap_[0];
+        const int64_t t = j * K + k, slot = (tabs + k) % ring_cap_[0];
         for (int64_t f = f0; f < f1; ++f) {
           float* dst = r0 + (slot * F + f) * Crp;
           for (int64_t c = 0; c < Crp; c += VW) {
@@ -528,7 +536,7 @@ class Runner {
       float* rn = last ? nullptr : ring + ring_off_[l + 1];
       const int64_t capn = last ? 1 : ring_cap_[l + 1];
       for (int64_t k = 0; k < K; ++k) {
-        const int64_t t = j * K + k;
+        const int64_t t = tabs + k;
         // Frames before 0 map to slots not written yet, which hold zeros.
         const int64_t sc = t % cap, sp = ((t - d) % cap + cap) % cap, sn = last ? 0 : t % capn;
         for (int64_t fi = 0; fi < nf; ++fi) {
@@ -566,6 +574,7 @@ class Runner {
   std::vector<int64_t> ring_off_, ring_cap_;
   int64_t ring_stride_ = 0;
   AlignedBuffer rings_, partial_;
+  float* ring_base_ = nullptr;  // rings_, or the caller's (job.rings)
   Barrier barrier_;
   bool adaptive_ = false, force_stop_ = false;
   std::atomic<int> stop_split_{0};

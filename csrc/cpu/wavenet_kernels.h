@@ -97,6 +97,13 @@ struct Job {
   const int64_t* classes = nullptr;  // (B, n)
   float* logits_out = nullptr;       // (B, n, Q)
   int64_t start_class = 0;
+  // Continuing a generation (optional): the caller's history rings (B x ring_stride floats,
+  // else fresh zeroed ones are allocated), the absolute index of the first step (the ring
+  // slots are taken modulo the capacity of absolute frame indices), and the class that
+  // conditions each sequence's first step (B; else start_class).
+  float* rings = nullptr;
+  int64_t step0 = 0;
+  const int64_t* first_class = nullptr;
 };
 
 // Checks the network sizes and dilations set in p (Cin .. F, L, dilations) against the limits

@@ -66,6 +66,7 @@ struct FgParams {
   // plan
   int nf, Fb, S, G, threads, batch, steps, mode, dtype, mma;
   int ldA, ldZ, down_resident;
+  long long step0;  // the generation's index of this launch's first step (ring slots)
   float temperature;
   // how long a block waits for another before it reports a broken invariant and traps (ns)
   unsigned long long spin_timeout_ns;
@@ -230,6 +231,7 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
       {"dtype", "dtype", LLONG_MIN, LLONG_MAX}, {"mma", "mma", 0, 1}, {"down_resident", "down_resident", 0, 1},
       {"smem_bytes", "shared memory per block", 0, FG_MAX_SMEM},
       {"spin_timeout_ms", "spin timeout (ms)", 1, FG_MAX_SPIN_TIMEOUT_MS},
+      {"step0", "the first step's index", 0, 1LL << 40},
   };
   std::map<std::string, long long> v;
   for (const Range& r : ranges) v[r.key] = get(r.key);
@@ -278,6 +280,7 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
   p->threads = (int)v["threads"]; p->batch = (int)v["batch"]; p->steps = (int)v["steps"];
   p->mode = (int)v["mode"]; p->dtype = (int)v["dtype"]; p->mma = (int)v["mma"];
   p->down_resident = (int)v["down_resident"];
+  p->step0 = v["step0"];
   const long long smem_plan = v["smem_bytes"];
   if (p->Q > p->Qc) {
     err << "sampled classes feed back as conditioning classes, so cond_classes (" << p->Qc
@@ -310,7 +313,8 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
     return err.str();
   }
   if (p->G > 65535) { err << "too many sequence groups (" << p->G << ")"; return err.str(); }
-  if ((long long)p->steps * p->K > (1LL << 40)) return "too many steps";
+  if ((p->step0 + p->steps) * p->K > (1LL << 40)) return "too many steps";
+  if (p->mode == FG_MODE_TEACHER && p->step0 != 0) return "teacher-forced launches start at step 0";
   const int es = fg_esize(p->dtype);
   if (p->core_resident < 0 || p->core_resident > smem_plan) {
     err << "core_resident (" << p->core_resident << ") must lie in [0, shared memory per block=" << smem_plan << "]";
@@ -384,7 +388,7 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
       {FG_B_FRAMES, p->dtype, fg_prod({B, p->Cin, n, p->K, p->F}), true},
       {FG_B_UNIFORMS, FG_F32, fg_prod({B, n}), gen},
       {FG_B_CLASSES, FG_I64, fg_prod({B, n}), !gen},
-      {FG_B_SAMPLES, FG_I64, fg_prod({B, n}), gen},
+      {FG_B_SAMPLES, FG_I64, fg_prod({B, n + 1}), gen},  // column 0: the first step's conditioning
       {FG_B_LOGITS, FG_F32, fg_prod({B, n, p->Q}), !gen},
       {FG_B_RING, p->dtype, fg_prod({B, ring_stride}), true},
       {FG_B_PARTIALS, FG_F32, fg_prod({p->G, p->nf, p->S, p->Q}), true},

@@ -29,6 +29,10 @@
 // during a launch, zeroed by the launcher before it):
 //   done[g]      = j+1 after the leader consumed the partials of step j and (generate mode)
 //                  wrote the sampled classes of step j to `samples`.
+// Generate mode: `samples` is (batch, steps + 1): column 0, written by the host, holds the class
+// that conditions each sequence's first step; step j's sample goes to column j + 1. A launch can
+// so continue an earlier one: with the rings it left and step0 (the generation's index of this
+// launch's first step), which places frames in the rings by their index in the generation.
 //   part[g][fs]  = j+1 after follower fs wrote its partial logits of step j.
 // A follower waits for done >= j before it reads the classes of step j-1 (generate mode) and
 // before it overwrites its partial slot with step j's (all modes), so one slot suffices.
@@ -349,6 +353,7 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
   const bool leader = fs == 0;
   const int nsteps = p.steps;
   const long long Tn = (long long)nsteps * K;
+  const long long sstride = (long long)nsteps + 1;  // samples per sequence (generate mode)
   const int ldA = p.ldA, ldZ = p.ldZ;
   constexpr long long es = (long long)sizeof(T);
   const FgRowSplit rsr = fg_row_split(Cr, lane, warp, nwarps), rss = fg_row_split(Cs, lane, warp, nwarps);
@@ -393,12 +398,13 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
   fg_sync();
 
   for (int j = 0; j < nsteps; ++j) {
-    const long long t0 = (long long)j * K;
+    const long long tj = (long long)j * K;                // this launch's first frame of the step
+    const long long t0 = (p.step0 + j) * K;               // ... its index in the generation (rings)
 
     // (1) input projection x = W_in frame + b_in (fp32)
     for (int m = rsr.r0; rsr.on && m < M; m += rsr.rstep) {
       const int s = m / KF, r = m - s * KF, k = r / Fc, fl = r - k * Fc;
-      const T* fr = static_cast<const T*>(p.frames) + ((long long)(s0 + s) * p.Cin * Tn + t0 + k) * F + f0 + fl;
+      const T* fr = static_cast<const T*>(p.frames) + ((long long)(s0 + s) * p.Cin * Tn + tj + k) * F + f0 + fl;
       for (int c = rsr.c0; c < Cr; c += 32) {
         float acc = in_b[c];
         for (int ci = 0; ci < p.Cin; ++ci) acc = fmaf(in_w[c * p.Cin + ci], fg_to_float(fr[ci * Tn * F]), acc);
@@ -410,12 +416,12 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
       for (int s = 0; s < Sc; ++s) {
         const long long b = s0 + s;
         int c;
-        if (j == 0) c = p.start_class;
-        else if (p.mode == FG_MODE_TEACHER) c = (int)p.classes[b * nsteps + j - 1];
+        if (p.mode == FG_MODE_TEACHER) c = j == 0 ? p.start_class : (int)p.classes[b * nsteps + j - 1];
+        else if (j == 0) c = (int)p.samples[b * sstride];  // the host's, before the launch
         else if (leader) c = cls[s];  // sampled by this block at the end of step j-1
         else {
           if (s == 0) { fg_wait_geq(gflags, (unsigned)j, "the leader's sample", p.spin_timeout_ns); fg_fence(); }
-          c = (int)fg_ldcg(p.samples + b * nsteps + j - 1);
+          c = (int)fg_ldcg(p.samples + b * sstride + j);
         }
         cls[s] = c;
       }
@@ -567,7 +573,7 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
           const int smp = fg_sample_warp(part + s * Q, Q, p.uniforms[b * nsteps + j], p.temperature, lane);
           if (lane == 0) {
             cls[s] = smp;
-            p.samples[b * nsteps + j] = smp;
+            p.samples[b * sstride + j + 1] = smp;
           }
         }
       }

@@ -62,9 +62,13 @@ class CpuEngine(Engine):
     def packed_nbytes(self) -> int:
         return self._packed.nbytes
 
-    def _generate(self, frames, uniforms, temperature):
+    def _new_history(self, batch):
+        return torch.zeros((batch, self._packed.ring_stride), dtype=torch.float32)
+
+    def _generate(self, frames, uniforms, temperature, state):
         return _C.generate(self._packed, frames, uniforms.contiguous(), float(temperature),
-                           self.spec.start_class, self.num_threads, self.split)
+                           self.spec.start_class, self.num_threads, self.split,
+                           state.history, state.steps, state.classes)
 
     def _teacher_forced(self, frames, classes):
         return _C.teacher_forced(self._packed, frames, classes.contiguous(), self.spec.start_class,

@@ -30,14 +30,27 @@ class ReferenceEngine(Engine):
         out = [self._window_logits(frames, cond, j) for j in range(n)]
         return torch.stack(out, 1).to(self.logits_dtype) if out else frames.new_zeros(frames.shape[0], 0, self.spec.num_classes, dtype=self.logits_dtype)
 
+    def _new_history(self, batch):
+        # The last (up to) `back` groups of frames and their conditioning classes: all a later
+        # step's window can reach (a one-shot call's window starts at most `back` groups back too).
+        s = self.spec
+        return {"frames": torch.zeros((batch, s.in_channels, 0, s.num_features), dtype=self.dtype, device=self.device),
+                "cond": torch.zeros((batch, 0), dtype=torch.long, device=self.device)}
+
     @torch.no_grad()
-    def _generate(self, frames, uniforms, temperature):
+    def _generate(self, frames, uniforms, temperature, state):
         B, n = uniforms.shape
-        cond = torch.full((B, n), self.spec.start_class, dtype=torch.long, device=self.device)
+        h, K = state.history, self.spec.frames_per_step
+        m = h["cond"].shape[1]                       # groups of context before this call's first
+        frames = torch.cat([h["frames"], frames], dim=2)
+        cond = torch.cat([h["cond"], state.classes[:, None], h["cond"].new_empty((B, max(n - 1, 0)))], dim=1)
         out = torch.empty((B, n), dtype=torch.long, device=self.device)
         for j in range(n):
-            logits = self._window_logits(frames, cond, j).to(self.logits_dtype)
+            logits = self._window_logits(frames, cond, m + j).to(self.logits_dtype)
             out[:, j] = ref.sample(logits, uniforms[:, j], temperature)
             if j + 1 < n:
-                cond[:, j + 1] = out[:, j]
+                cond[:, m + j + 1] = out[:, j]
+        keep = min(self.back, m + n)
+        h["frames"] = frames[:, :, (m + n - keep) * K:(m + n) * K].clone()
+        h["cond"] = cond[:, m + n - keep:m + n].clone()
         return out

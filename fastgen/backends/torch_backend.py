@@ -74,13 +74,16 @@ class TorchEngine(Engine):
             return frames.new_zeros(frames.shape[0], 0, self.spec.num_classes, dtype=self.logits_dtype)
         return torch.stack(out, 1)
 
+    def _new_history(self, batch):
+        return self._init_buffers(batch)
+
     @torch.no_grad()
-    def _generate(self, frames, uniforms, temperature):
+    def _generate(self, frames, uniforms, temperature, state):
         B, n = uniforms.shape
-        buffers = self._init_buffers(B)
+        buffers = state.history                    # updated in place (list items replaced)
         steps = self._steps_input(frames)
         out = torch.empty((B, n), dtype=torch.long, device=self.device)
-        cond = torch.full((B,), self.spec.start_class, dtype=torch.long, device=self.device)
+        cond = state.classes
         if self.cuda_graph and n > 0:
             return self._generate_graph(steps, uniforms, temperature, buffers, out, cond)
         for j in range(n):

@@ -110,19 +110,29 @@ class CudaEngine(Engine):
         smem, sms = self._limits
         return plan_launch(self.spec, batch, smem, sms, dtype=self.dtype, path=self.path, **self.options)
 
-    def _run(self, mode: int, frames: torch.Tensor, aux: torch.Tensor, temperature: float) -> torch.Tensor:
+    def _new_history(self, batch):
+        # Slots before a sequence's first frame are never read (the kernel tests the frame
+        # index), so the rings need no zeroing.
+        return torch.empty(batch * self.plan(1).ring_elems_per_seq, dtype=self.dtype, device=self.device)
+
+    def _run(self, mode: int, frames: torch.Tensor, aux: torch.Tensor, temperature: float,
+             state=None) -> torch.Tensor:
         spec, dev = self.spec, self.device
         B = frames.shape[0]
         n = frames.shape[2] // spec.frames_per_step
         if mode == MODE_GENERATE:
-            out = torch.empty((B, n), dtype=torch.long, device=dev)
+            # column 0: the class conditioning the first step; the kernel writes steps to 1..n
+            out = torch.empty((B, n + 1), dtype=torch.long, device=dev)
+            out[:, 0] = state.classes
         else:
             out = torch.empty((B, n, spec.num_classes), dtype=torch.float32, device=dev)
         if B == 0 or n == 0:
-            return out
+            return out[:, 1:] if mode == MODE_GENERATE else out
         plan = self.plan(B)
         bpl = plan.batch_per_launch
-        ring = torch.empty(bpl * plan.ring_elems_per_seq, dtype=self.dtype, device=dev)
+        per_seq = plan.ring_elems_per_seq
+        ring = state.history if state is not None else torch.empty(bpl * per_seq, dtype=self.dtype, device=dev)
+        step0 = state.steps if state is not None else 0
         partials = torch.empty(plan.partial_floats, dtype=torch.float32, device=dev)
         flags = torch.zeros(plan.flag_count, dtype=torch.int32, device=dev)
         empty_f = torch.empty(0, dtype=torch.float32, device=dev)
@@ -132,18 +142,20 @@ class CudaEngine(Engine):
         pk = self.packed
         for b0 in range(0, B, bpl):
             b1 = min(B, b0 + bpl)
-            ints = launch_ints(spec, plan, pk.layout, b1 - b0, n, mode, self.spin_timeout_ms)
+            ints = launch_ints(spec, plan, pk.layout, b1 - b0, n, mode, self.spin_timeout_ms, step0)
+            # a state's rings hold every sequence; a fresh teacher-forced call reuses one launch's
+            ring_b = ring[b0 * per_seq:b1 * per_seq] if state is not None else ring
             if mode == MODE_GENERATE:
                 uniforms, classes, samples, logits = aux[b0:b1], empty_l, out[b0:b1], empty_f
             else:
                 uniforms, classes, samples, logits = empty_f, aux[b0:b1], empty_l, out[b0:b1]
             self._runtime.run(ints, dils, float(temperature), pk.core, pk.down, pk.cond_table, frames[b0:b1],
-                              uniforms, classes, samples, logits, ring, partials, flags)
-        return out
+                              uniforms, classes, samples, logits, ring_b, partials, flags)
+        return out[:, 1:] if mode == MODE_GENERATE else out
 
     @torch.no_grad()
-    def _generate(self, frames, uniforms, temperature):
-        return self._run(MODE_GENERATE, frames, uniforms, temperature)
+    def _generate(self, frames, uniforms, temperature, state):
+        return self._run(MODE_GENERATE, frames, uniforms, temperature, state)
 
     @torch.no_grad()
     def _teacher_forced(self, frames, classes):

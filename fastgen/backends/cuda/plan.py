@@ -206,8 +206,9 @@ def plan_launch(spec: NetworkSpec, batch: int, smem_per_block: int, num_sms: int
 
 
 def launch_ints(spec: NetworkSpec, plan: LaunchPlan, layout: CoreLayout, batch: int, steps: int, mode: int,
-                timeout_ms: int = round(DEFAULT_SPIN_TIMEOUT_S * 1000)) -> dict:
-    """The named integers the extension's ``run`` takes for one launch of ``batch`` sequences."""
+                timeout_ms: int = round(DEFAULT_SPIN_TIMEOUT_S * 1000), step0: int = 0) -> dict:
+    """The named integers the extension's ``run`` takes for one launch of ``batch`` sequences,
+    steps ``step0 ..`` of a generation."""
     groups = -(-batch // plan.seqs_per_block)
     o, lo = layout.offsets, layout.layer_offsets
     return {
@@ -222,7 +223,7 @@ def launch_ints(spec: NetworkSpec, plan: LaunchPlan, layout: CoreLayout, batch: 
         "off_in_w": o["in_w"], "off_in_b": o["in_b"], "off_down_b": o["down_b"], "off_h1w": o["h1w"],
         "off_h1b": o["h1b"], "off_h2w": o["h2w"], "off_h2b": o["h2b"], "off_layers": o["layers"],
         "layer_stride": layout.layer_stride, "loff_wdil": lo["wdil"], "loff_wsr": lo["wsr"], "loff_bsr": lo["bsr"],
-        "spin_timeout_ms": timeout_ms,
+        "spin_timeout_ms": timeout_ms, "step0": step0,
     }
 
 

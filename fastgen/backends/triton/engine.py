@@ -82,18 +82,21 @@ class TritonEngine(Engine):
             out.append(logits)
         return torch.stack(out, 1)
 
+    def _new_history(self, batch):
+        return tk.new_ring(batch, self.dims, self.device, self.dtype)
+
     @torch.no_grad()
-    def _generate(self, frames, uniforms, temperature):
+    def _generate(self, frames, uniforms, temperature, state):
         B, n = uniforms.shape
         out = torch.empty((B, n), dtype=torch.long, device=self.device)
         if n == 0:
             return out
-        ring = tk.new_ring(B, self.dims, self.device, self.dtype)
-        cls = torch.full((B,), self.spec.start_class, dtype=torch.long, device=self.device)
+        cls = state.classes
         config = self._config(B)
         for j in range(n):
-            _, cls = torch.ops.fastgen.triton_step(frames, j, cls, uniforms[:, j].contiguous(), temperature, ring,
-                                                   self.packed, self.dims, config, False, True)
+            _, cls = torch.ops.fastgen.triton_step(frames, j, cls, uniforms[:, j].contiguous(), temperature,
+                                                   state.history, self.packed, self.dims, config, False, True,
+                                                   state.steps)
             out[:, j] = cls
         return out
 
@@ -110,16 +113,17 @@ class TritonPersistentEngine(TritonEngine):
             return self._empty_logits(B)
         cond = ref.shift_conditioning(classes, self.spec.start_class).contiguous()
         no_u = torch.zeros((B, n), dtype=torch.float32, device=self.device)
-        logits, _ = torch.ops.fastgen.triton_persistent(frames, cond, no_u, 1.0, self.packed, self.dims,
+        ring = tk.new_ring(B, self.dims, self.device, self.dtype)
+        logits, _ = torch.ops.fastgen.triton_persistent(frames, cond, no_u, 1.0, ring, self.packed, self.dims,
                                                         self._config(B), True)
         return logits
 
     @torch.no_grad()
-    def _generate(self, frames, uniforms, temperature):
+    def _generate(self, frames, uniforms, temperature, state):
         B, n = uniforms.shape
         if n == 0:
             return torch.empty((B, 0), dtype=torch.long, device=self.device)
-        no_cond = torch.zeros((B, n), dtype=torch.long, device=self.device)
-        _, out = torch.ops.fastgen.triton_persistent(frames, no_cond, uniforms.contiguous(), temperature,
-                                                     self.packed, self.dims, self._config(B), False)
+        _, out = torch.ops.fastgen.triton_persistent(frames, state.classes, uniforms.contiguous(), temperature,
+                                                     state.history, self.packed, self.dims, self._config(B), False,
+                                                     state.steps)
         return out

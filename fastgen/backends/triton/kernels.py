@@ -87,8 +87,8 @@ def _p2(n: int, lo: int = 16) -> int:
 # Kernels
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _group_step(b0, B, j, temperature,
-                cls_ptr, cls_stride, use_start,
+def _group_step(b0, B, j, j0, temperature,
+                cls_ptr, cls_stride,
                 u_ptr, u_stride, out_ptr, out_stride, lg_ptr, lg_stride,
                 frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
                 W, L,
@@ -99,10 +99,11 @@ def _group_step(b0, B, j, temperature,
                 BLOCK_B: tl.constexpr, TILE_M: tl.constexpr, SPAN: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
                 DOWN_DOT: tl.constexpr, WRITE_LOGITS: tl.constexpr, SAMPLE: tl.constexpr,
                 GREEDY: tl.constexpr, OPD: tl.constexpr, PREC: tl.constexpr):
-    """Step (group) ``j`` of sequences ``b0 .. b0 + BLOCK_B - 1`` (those < B).
+    """Step (group) ``j`` of this launch's frames, step ``j0 + j`` of the generation, of
+    sequences ``b0 .. b0 + BLOCK_B - 1`` (those < B). The history rings are indexed by the
+    generation's frame index, so a launch continues the rings an earlier one left.
 
-    Sequence s is conditioned on class ``cls_ptr[s * cls_stride]`` (``START`` when
-    ``use_start``); writes logits to ``lg_ptr[s * lg_stride + q]`` (``WRITE_LOGITS``) and the
+    Sequence s is conditioned on class ``cls_ptr[s * cls_stride]``; writes logits to ``lg_ptr[s * lg_stride + q]`` (``WRITE_LOGITS``) and the
     class sampled with uniform ``u_ptr[s * u_stride]`` to ``out_ptr[s * out_stride]``
     (``SAMPLE``).
 
@@ -139,12 +140,13 @@ def _group_step(b0, B, j, temperature,
         p = (i % CHUNKS) * SPAN + offs_m % SPAN
         kk = p // F
         ff = p % F
-        t = j * K + kk                                         # frame index of each row
+        t = j * K + kk                                         # frame index of each row (this launch)
+        ta = (j0 + j).to(tl.int64) * K + kk                    # ... and in the generation (rings)
         pmask = p < P
         seq = b0 + sb
         smask = seq < B
         rmask = pmask & smask
-        cls = tl.load(cls_ptr + seq * cls_stride, mask=smask & (use_start == 0), other=START).to(tl.int32)
+        cls = tl.load(cls_ptr + seq * cls_stride, mask=smask, other=START).to(tl.int32)
 
         # -- input 1x1 conv (C_in is tiny: outer products) ---------------------------------
         x = tl.zeros([TILE_M, CR], dtype=tl.float32) + tl.load(b_in_ptr + offs_cr)[None, :]
@@ -162,12 +164,12 @@ def _group_step(b0, B, j, temperature,
             ring_l = ring_r + tl.load(roff_ptr + l)
             xa = x.to(DT)
             # Current group first: for d < K part of the past tap lies in this group.
-            slot = t % cap
+            slot = (ta % cap).to(tl.int32)
             tl.store(ring_l[:, None] + (slot * F + ff)[:, None] * CR + offs_cr[None, :], xa,
                      mask=rmask[:, None])
             tl.debug_barrier()
-            tp = t - d
-            pslot = tl.where(tp >= 0, tp, 0) % cap
+            tp = ta - d
+            pslot = (tl.where(tp >= 0, tp, 0) % cap).to(tl.int32)
             past = tl.load(ring_l[:, None] + (pslot * F + ff)[:, None] * CR + offs_cr[None, :],
                            mask=(rmask & (tp >= 0))[:, None], other=0.0).to(OPD)
             xa = xa.to(OPD)
@@ -241,8 +243,8 @@ def _group_step(b0, B, j, temperature,
         tl.store(out_ptr + seqs * out_stride, nxt, mask=bmask)
 
 
-@triton.jit(do_not_specialize=["j"])
-def _step_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, j,
+@triton.jit(do_not_specialize=["j", "j0"])
+def _step_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, j, j0,
                  cls_ptr, u_ptr, temperature, out_ptr, lg_ptr, ring_ptr, scratch_ptr,
                  W, L,
                  CIN: tl.constexpr, F: tl.constexpr, K: tl.constexpr, Q: tl.constexpr,
@@ -253,15 +255,15 @@ def _step_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, j,
                  DOWN_DOT: tl.constexpr, WRITE_LOGITS: tl.constexpr, SAMPLE: tl.constexpr,
                  GREEDY: tl.constexpr, OPD: tl.constexpr, PREC: tl.constexpr):
     b0 = tl.program_id(0).to(tl.int64) * BLOCK_B
-    _group_step(b0, B, j, temperature, cls_ptr, 1, 0, u_ptr, 1, out_ptr, 1, lg_ptr, Q,
+    _group_step(b0, B, j, j0, temperature, cls_ptr, 1, u_ptr, 1, out_ptr, 1, lg_ptr, Q,
                 frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
                 W, L,
                 CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, TILE_M, SPAN, BLOCK_R, R_END,
                 DOWN_DOT, WRITE_LOGITS, SAMPLE, GREEDY, OPD, PREC)
 
 
-@triton.jit(do_not_specialize=["n"])
-def _persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n,
+@triton.jit(do_not_specialize=["n", "j0"])
+def _persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n, j0,
                        cls_ptr, u_ptr, temperature, out_ptr, lg_ptr, ring_ptr, scratch_ptr,
                        W, L,
                        CIN: tl.constexpr, F: tl.constexpr, K: tl.constexpr, Q: tl.constexpr,
@@ -271,21 +273,22 @@ def _persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n,
                        BLOCK_B: tl.constexpr, TILE_M: tl.constexpr, SPAN: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
                        DOWN_DOT: tl.constexpr, TEACHER: tl.constexpr, GREEDY: tl.constexpr,
                        OPD: tl.constexpr, PREC: tl.constexpr):
-    """Generate: ``out (B, n)`` receives the sampled classes, and step j is conditioned on
-    ``out[:, j-1]`` (the start class for j = 0). TEACHER: step j is conditioned on
-    ``cls (B, n)[:, j]`` and ``lg (B, n, Q)`` receives the logits."""
+    """Generate: ``out (B, n + 1)`` holds in column 0 the class conditioning the first step and
+    receives step j's sampled class in column j + 1, which conditions step j + 1. TEACHER: step
+    j is conditioned on ``cls (B, n)[:, j]`` and ``lg (B, n, Q)`` receives the logits. ``j0``:
+    the generation's index of the first step (the rings continue from it)."""
     b0 = tl.program_id(0).to(tl.int64) * BLOCK_B
     for j in range(n):
         if TEACHER:
-            _group_step(b0, B, j, temperature, cls_ptr + j, n, 0, u_ptr + j, n, out_ptr + j, n,
+            _group_step(b0, B, j, j0, temperature, cls_ptr + j, n, u_ptr + j, n, out_ptr + j, n,
                         lg_ptr + j * Q, n * Q,
                         frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
                         W, L,
                         CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, TILE_M, SPAN, BLOCK_R,
                         R_END, DOWN_DOT, True, False, False, OPD, PREC)
         else:
-            # The class of step j - 1 was written by this program before the last barrier.
-            _group_step(b0, B, j, temperature, out_ptr + j - 1, n, j == 0, u_ptr + j, n, out_ptr + j, n,
+            # Column j (the class of step j - 1) was written by this program before the last barrier.
+            _group_step(b0, B, j, j0, temperature, out_ptr + j, n + 1, u_ptr + j, n, out_ptr + j + 1, n + 1,
                         lg_ptr, 0,
                         frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
                         W, L,

@@ -223,20 +223,20 @@ def _kernel_args(frames, cls, uniforms, temperature, greedy, out, logits, ring, 
 
 
 def _step_launch(frames, step, cls, uniforms, temperature, out, logits, ring, scratch,
-                 packed, dims, config, write_logits, sample):
+                 packed, dims, config, write_logits, sample, step0=0):
     """(grid, kwargs) of ``_step_kernel`` for ``triton_step``."""
     kwargs = _kernel_args(frames, cls, uniforms, temperature, bool(sample) and temperature == 0, out, logits,
                           ring, scratch, packed, dims, config)
     return (triton.cdiv(frames.shape[0], config[0]),), dict(
-        kwargs, j=step, WRITE_LOGITS=bool(write_logits), SAMPLE=bool(sample))
+        kwargs, j=step, j0=step0, WRITE_LOGITS=bool(write_logits), SAMPLE=bool(sample))
 
 
 def _persistent_launch(frames, n, cond, uniforms, temperature, out, logits, ring, scratch,
-                       packed, dims, config, teacher):
+                       packed, dims, config, teacher, step0=0):
     """(grid, kwargs) of ``_persistent_kernel`` for ``triton_persistent``."""
     kwargs = _kernel_args(frames, cond, uniforms, temperature, (not teacher) and temperature == 0, out, logits,
                           ring, scratch, packed, dims, config)
-    return (triton.cdiv(frames.shape[0], config[0]),), dict(kwargs, n=n, TEACHER=bool(teacher))
+    return (triton.cdiv(frames.shape[0], config[0]),), dict(kwargs, n=n, j0=step0, TEACHER=bool(teacher))
 
 
 # -- custom ops --------------------------------------------------------------------------------
@@ -248,9 +248,10 @@ def _on(device: torch.device):
 @torch.library.custom_op("fastgen::triton_step", mutates_args=("ring",))
 def triton_step(frames: torch.Tensor, step: int, cls: torch.Tensor, uniforms: torch.Tensor,
                 temperature: float, ring: torch.Tensor, packed: list[torch.Tensor], dims: list[int],
-                config: list[int], write_logits: bool, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step (group ``step``) of every sequence in one launch. ``frames (B, C_in, n*K, F)``
-    in the engine dtype, ``cls (B,)`` int64 the step's conditioning classes, ``uniforms (B,)``
+                config: list[int], write_logits: bool, sample: bool,
+                step0: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step (group ``step`` of ``frames``, step ``step0 + step`` of the generation) of every
+    sequence in one launch. ``frames (B, C_in, n*K, F)`` in the engine dtype, ``cls (B,)`` int64 the step's conditioning classes, ``uniforms (B,)``
     fp32, ``ring`` (``new_ring``) updated in place, ``packed``/``dims`` from ``pack_weights``,
     ``config`` from ``launch_config``. Returns ``(logits (B, Q) fp32, or (B, 0) without
     write_logits; sampled classes (B,) int64, = cls without sample)``."""
@@ -262,47 +263,52 @@ def triton_step(frames: torch.Tensor, step: int, cls: torch.Tensor, uniforms: to
         return logits, out
     grid, kwargs = _step_launch(frames, step, cls.contiguous(), uniforms.contiguous(), temperature, out, logits,
                                 ring, _scratch(B, dims, config, frames.device), packed, dims, config,
-                                write_logits, sample)
+                                write_logits, sample, step0)
     with _on(frames.device):
         _step_kernel[grid](**kwargs)
     return logits, out
 
 
 @triton_step.register_fake
-def _(frames, step, cls, uniforms, temperature, ring, packed, dims, config, write_logits, sample):
+def _(frames, step, cls, uniforms, temperature, ring, packed, dims, config, write_logits, sample, step0=0):
     D = _dims(dims)
     B = frames.shape[0]
     return (frames.new_empty((B, D["Q"] if write_logits else 0), dtype=torch.float32),
             cls.new_empty((B,), dtype=torch.int64))
 
 
-@torch.library.custom_op("fastgen::triton_persistent", mutates_args=())
+@torch.library.custom_op("fastgen::triton_persistent", mutates_args=("ring",))
 def triton_persistent(frames: torch.Tensor, cond: torch.Tensor, uniforms: torch.Tensor, temperature: float,
-                      packed: list[torch.Tensor], dims: list[int], config: list[int],
-                      teacher: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """All ``n = frames.shape[2] // K`` steps in one launch. Teacher mode: ``cond (B, n)``
-    int64 are the steps' conditioning classes (``reference.shift_conditioning``); returns
-    ``(logits (B, n, Q) fp32, a copy of cond)``. Generate mode: ``uniforms (B, n)`` fp32;
-    returns ``(empty (B, 0, Q), sampled classes (B, n) int64)``."""
+                      ring: torch.Tensor, packed: list[torch.Tensor], dims: list[int], config: list[int],
+                      teacher: bool, step0: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ``n = frames.shape[2] // K`` steps in one launch, steps ``step0 .. step0 + n - 1`` of
+    the generation whose history ``ring`` (``new_ring``) holds; updated in place. Teacher mode:
+    ``cond (B, n)`` int64 are the steps' conditioning classes (``reference.shift_conditioning``);
+    returns ``(logits (B, n, Q) fp32, a copy of cond)``. Generate mode: ``cond (B,)`` int64 the
+    class conditioning the first step, ``uniforms (B, n)`` fp32; returns ``(empty (B, 0, Q),
+    sampled classes (B, n) int64)``."""
     D = _dims(dims)
     B, T = frames.shape[0], frames.shape[2]
     n = T // D["K"]
     logits = frames.new_empty((B, n if teacher else 0, D["Q"]), dtype=torch.float32)
-    out = frames.new_empty((B, n), dtype=torch.int64)
+    # generate: column 0 the first step's conditioning class, column j + 1 step j's sample
+    out = frames.new_empty((B, n) if teacher else (B, n + 1), dtype=torch.int64)
     if teacher:
         out.copy_(cond)
+    else:
+        out[:, 0] = cond
     if B == 0 or n == 0:
-        return logits, out
+        return logits, out if teacher else out[:, 1:].clone()
     grid, kwargs = _persistent_launch(frames, n, cond.contiguous(), uniforms.contiguous(), temperature, out,
-                                      logits, new_ring(B, dims, frames.device, packed[2].dtype),
-                                      _scratch(B, dims, config, frames.device), packed, dims, config, teacher)
+                                      logits, ring, _scratch(B, dims, config, frames.device), packed, dims, config,
+                                      teacher, step0)
     with _on(frames.device):
         _persistent_kernel[grid](**kwargs)
-    return logits, out
+    return logits, out if teacher else out[:, 1:].clone()
 
 
 @triton_persistent.register_fake
-def _(frames, cond, uniforms, temperature, packed, dims, config, teacher):
+def _(frames, cond, uniforms, temperature, ring, packed, dims, config, teacher, step0=0):
     D = _dims(dims)
     B, n = frames.shape[0], frames.shape[2] // D["K"]
     return (frames.new_empty((B, n if teacher else 0, D["Q"]), dtype=torch.float32),

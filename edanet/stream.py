@@ -1,0 +1,148 @@
+"""``edanet.EDAStream``: EDA generated as audio arrives, step by step, in bounded memory.
+
+Every stage is causal and carries its own state between pushes: the features (the resampler,
+the MFCC window's overlap, the partial step: ``edanet.feature_stream``), the engine (its
+history ring buffers, the step count and the class that conditions the next step:
+``fastgen.GenerationState``), the sampling uniforms (one stream per sample: ``UniformStream``) and
+the µS decoder (``DeltaDecoder``). So the pushes of any chunk sizes give exactly what
+``edanet.generate`` gives for the whole audio with the same seed. ``edanet.generate`` reads
+files through one of these, block by block: a 3-hour file needs no more memory than a minute.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .export import engine_frames
+from .generation import (UniformStream, check_device, check_dtype, check_sampling, check_seed, engine_for,
+                         output_scale, resolve_model)
+
+__all__ = ["EDAStream"]
+
+
+class EDAStream:
+    """Generate EDA (µS) live from audio pushed in chunks of any size.
+
+    ``sample_rate``: the pushed audio's rate (Hz); ``channels``: its channel count (chunks are
+    1-D for mono, else ``(n, channels)`` as soundfile and interleaved PCM lay them out; integer
+    chunks are PCM at the dtype's full scale). The other arguments are ``edanet.generate``'s.
+    ``push(chunk)`` returns the values ``(num_samples, k)`` of the ``k`` EDA steps the chunk
+    completes (often 0: a step is ``1 / eda_sample_rate`` s of audio), and ``times`` their
+    times in seconds (``classes``: their classes); ``close()`` ends the stream (a partial step at the end is dropped, as
+    ``edanet.generate`` drops it) and returns what is left. Use it as a context manager, or
+    call ``close``."""
+
+    def __init__(self, model=None, sample_rate: float | None = None, *, channels: int = 1, seed: int | None = None,
+                 num_samples: int = 1, backend: str = "auto", temperature: float = 1.0, initial_eda_us=None,
+                 eda_range_us: tuple[float, float] | None = None, device=None, dtype=torch.float32):
+        from .feature_stream import FeatureStream
+
+        check_device(device)
+        check_dtype(dtype)
+        if sample_rate is None:
+            raise ValueError("sample_rate is required: the rate (Hz) of the audio you will push")
+        self.model = resolve_model(model)
+        cfg = self.config = self.model.config
+        check_sampling(num_samples, temperature)
+        check_seed(seed)
+        self.codec, self._scale = output_scale(cfg, int(num_samples), initial_eda_us, eda_range_us)
+        self.features = FeatureStream(cfg, sample_rate, channels=channels)
+        self.engine = engine_for(self.model, backend, device, dtype)
+        self.num_samples = int(num_samples)
+        self.temperature = float(temperature)
+        self.seed = int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else int(seed)
+        self._uniforms = UniformStream(self.seed, self.num_samples)
+        self._state = self.engine.start(self.num_samples)
+        self._decoder = self.codec.decoder(self._scale) if cfg.eda_representation == "delta" else None
+        self.eda_sample_rate = float(cfg.eda_sample_rate)
+        self.times = np.zeros(0)
+        self.classes = np.zeros((self.num_samples, 0), dtype=np.int64)
+        self._closed = False
+
+    @property
+    def backend(self) -> str:
+        return self.engine.name
+
+    @property
+    def steps(self) -> int:
+        """EDA steps generated so far."""
+        return self._state.steps
+
+    def push(self, chunk) -> np.ndarray:
+        """µS ``(num_samples, k)`` of the steps ``chunk`` completes; their times in ``times``."""
+        if self._closed:
+            raise ValueError("this EDAStream is closed; start a new one")
+        return self._generate(self.features.push(chunk))
+
+    def close(self) -> np.ndarray:
+        """End the stream: the values of the steps still pending (usually none)."""
+        if self._closed:
+            return np.zeros((self.num_samples, 0))
+        frames = self.features.close()
+        self._closed = True
+        return self._generate(frames)
+
+    def _generate(self, frames: np.ndarray) -> np.ndarray:
+        cfg, K = self.config, self.config.spectral_frames_per_eda_step
+        k = frames.shape[1] // K
+        j0 = self._state.steps
+        self.times = (j0 + np.arange(k)) / self.eda_sample_rate
+        self.classes = np.zeros((self.num_samples, 0), dtype=np.int64)
+        if k == 0:
+            return np.zeros((self.num_samples, 0))
+        batch = engine_frames(torch.from_numpy(frames)[None], cfg).expand(self.num_samples, -1, -1, -1)
+        classes = self.engine.generate(batch, self._uniforms.next(k), self.temperature, state=self._state)
+        classes = self.classes = classes.cpu().numpy().astype(np.int64)
+        if self._decoder is not None:
+            return self._decoder.push(classes)
+        return np.asarray(self.codec.decode(classes, self._scale), dtype=np.float64)
+
+    def __enter__(self) -> "EDAStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._closed = True
+
+
+#: Audio read per block when a file is generated block by block: a minute at 48 kHz stereo is
+#: 23 MB of float32, whatever the file's length.
+BLOCK_SECONDS = 60.0
+
+
+def generate_file(path, *, model=None, sample_rate=None, on_block=None, **kwargs):
+    """``edanet.generate`` of an audio file, read and generated block by block (bounded memory:
+    the audio, its features and the engine's inputs of one block at a time). ``on_block(values,
+    times, seconds_read)`` is called after each block with the values ``(num_samples, k)`` and
+    times ``(k,)`` it completed and the audio seconds read so far; the returned ``GeneratedEDA``
+    holds them all (4 values a second: small). ``sample_rate``, if given, must be the file's."""
+    from .feature_stream import audio_blocks, audio_info
+    from .generation import GeneratedEDA
+
+    sr, channels, _ = audio_info(path)
+    if sample_rate is not None:
+        from .audio import check_sample_rate
+        from .config import AUDIO_RATES
+        given = check_sample_rate(sample_rate, "sample_rate", AUDIO_RATES)
+        if abs(given - sr) > 1e-6 * sr:
+            raise ValueError(f"sample_rate={sample_rate!r} was given but audio file {str(path)!r} is at {sr:g} Hz; "
+                             "leave sample_rate out for files")
+    stream = EDAStream(model, sr, channels=channels, **kwargs)
+    block = max(1, int(BLOCK_SECONDS * sr))
+    parts, classes, read = [], [], 0
+    for chunk in audio_blocks(path, block_frames=block):
+        read += chunk.shape[0]
+        parts.append(stream.push(chunk))
+        classes.append(stream.classes)
+        if on_block is not None:
+            on_block(parts[-1], stream.times, read / sr)
+    parts.append(stream.close())
+    classes.append(stream.classes)
+    if on_block is not None and parts[-1].shape[1]:
+        on_block(parts[-1], stream.times, read / sr)
+    if stream.steps == 0:
+        cfg = stream.config
+        need = cfg.spectral_frames_per_eda_step * cfg.mfcc_hop_size / cfg.audio_sample_rate
+        raise ValueError(f"audio is too short: {read / sr:.3f} s, but at least {need:g} s (one EDA step at "
+                         f"{cfg.eda_sample_rate} Hz) is needed")
+    return GeneratedEDA(values=np.concatenate(parts, axis=1), classes=np.concatenate(classes, axis=1), sample_rate=stream.eda_sample_rate, backend=stream.backend,
+                        seed=stream.seed)
