@@ -45,8 +45,8 @@ for clip in find_clips(clips_dir):
 
 STARTUP = """
 import edanet
-from edanet.generation import default_model, engine_for
-engine_for(default_model())
+from edanet.generation import default_model, generator_for
+generator_for()
 """
 
 

@@ -21,10 +21,12 @@ import sys
 import torch
 
 from fastgen.backends import cuda as cb
+from fastgen.devices import LIMITS
 
 from .common import environment, spec_and_weights
 
-DEVICES = {"H100": (227 * 1024, 132), "A100": (163 * 1024, 108)}   # (shared memory per block, SMs)
+# (shared memory per block, SMs) of the parts the plans are tabulated for
+DEVICES = {LIMITS[cc].part: (LIMITS[cc].shared_per_block, LIMITS[cc].sms) for cc in (90, 80)}
 MTW, TM, SMAX = 4, 4, 4                                             # FG_MTW, FG_TM, FG_SMAX
 # (preset, dtype, batch, plan options): base at batch 256 with each block holding 2 positions of
 # 8 sequences reads down_w once per 4 sequences instead of once per sequence, at the cost of a

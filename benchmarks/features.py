@@ -35,7 +35,7 @@ def main(argv=None) -> int:
 
     from edanet.audio import features, load_audio, mfcc_frames, mfcc_frames_reference
     from edanet.export import engine_frames
-    from edanet.generation import default_model, engine_for
+    from edanet.generation import default_model, generator_for
     from edanet.synth import SynthConfig, synthesize_pair
 
     pair = synthesize_pair(5, dataclasses.replace(SynthConfig(), seconds=60.0 * a.minutes))
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         t_mfcc = _best(lambda: mfcc_frames(audio, cfg))
         t_librosa = _best(lambda: mfcc_frames_reference(audio, cfg))
         frames, n = features(path, None, cfg)
-    engine = engine_for(model)
+    engine = generator_for(model).engine
     batch = engine_frames(torch.from_numpy(frames)[None], cfg)
     uniforms = torch.rand(1, n)
     t_engine = _best(lambda: engine.generate(batch, uniforms))

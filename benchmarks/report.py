@@ -17,8 +17,8 @@ factor (seconds of EDA made per second, all sequences), FLOPs and bytes per step
 FLOP/s as a fraction of the measured matmul peak of the engine's dtype, history-buffer bytes,
 the memory a generation adds to a built engine (``benchmarks/memory.py``), and the speed-up
 over ``torch`` (and, on a GPU, over ``torch+graph`` of the same dtype) of the same run. Per
-engine, the largest batch that fits, extrapolated from that memory. On a GPU the targets of
-issues #5 and #6 are checked (``benchmarks/targets.py``).
+engine, the largest batch that fits, extrapolated from that memory. On a GPU the speed targets
+of the Triton and CUDA backends are checked (``benchmarks/targets.py``).
 Results: ``<out>/<device>-<date>.{json,md,png}``.
 
 A preset may override fields of its config (``common.parse_preset``): ``--presets base
@@ -225,7 +225,7 @@ def markdown(result: dict) -> str:
         lines += [f"| {d['preset']} | {d['batch']} | {d['backend']} | {d['dtype']} | {d['base_us_per_step']:,.1f} | "
                   f"{d['us_per_step']:,.1f} | {100 * d['saved_fraction']:.1f}% |" for d in deltas]
     if result.get("targets"):
-        lines += ["", "Targets of issues #5 and #6, measured in this run:", "", targets.markdown(result["targets"])]
+        lines += ["", "Speed targets of the Triton and CUDA backends, measured in this run:", "", targets.markdown(result["targets"])]
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,7 @@ import importlib
 # public name -> the module that defines it
 _EXPORTS = {
     "EDANetConfig": "config", "PRESETS": "config", "EDANet": "model", "export_to_fastgen": "export",
-    "generate": "generation", "GeneratedEDA": "generation", "default_model": "generation",
+    "generate": "generation", "GeneratedEDA": "generation", "Generator": "generation", "default_model": "generation",
     "generate_many": "corpus", "find_clips": "corpus", "clip_seed": "corpus", "EDAStream": "stream",
     "load_model": "checkpoint", "save_model": "checkpoint", "MissingExtra": "extras",
 }

@@ -67,11 +67,12 @@ def _generate(a) -> int:
     from tqdm import tqdm
 
     from edanet.feature_stream import audio_info
-    from edanet.generation import check_sampling, resolve_model
+    from edanet.generation import check_sampling, generator_for
     from edanet.stream import generate_file
     sr, _, frames = audio_info(a.audio)
     check_sampling(a.num_samples, a.temperature)
-    net = resolve_model(a.model)
+    gen = generator_for(a.model, a.backend)
+    net = gen.model
     # The file is read, generated and written block by block: the CSV grows as the audio is read
     # (into a temporary file that replaces the output only when the generation is complete).
     bar = tqdm(total=round(frames / sr, 1), desc="edanet generate", unit="s audio", disable=a.quiet)
@@ -81,9 +82,9 @@ def _generate(a) -> int:
                 csv.write(values)
                 bar.update(round(seconds, 1) - bar.n)
 
-            res = generate_file(a.audio, model=net, on_block=block_done, backend=a.backend,
-                                temperature=a.temperature, seed=a.seed, num_samples=a.num_samples,
-                                initial_eda_us=a.initial_eda, eda_range_us=tuple(a.eda_range) if a.eda_range else None)
+            res = generate_file(a.audio, generator=gen, on_block=block_done, temperature=a.temperature,
+                                seed=a.seed, num_samples=a.num_samples, initial_eda_us=a.initial_eda,
+                                eda_range_us=tuple(a.eda_range) if a.eda_range else None)
         if a.plot:
             bar.set_postfix_str("plot")
             from edanet.plot import plot_generation

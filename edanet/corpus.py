@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .generation import (GeneratedEDA, check_device, check_dtype, check_sampling, check_seed, draw_uniforms,
-                         engine_for, output_scale, resolve_model)
+                         generator_for, output_scale)
 
 __all__ = ["Clip", "find_clips", "clip_seed", "shard_of", "generate_many", "default_batch_size", "AUDIO_SUFFIXES"]
 
@@ -157,10 +157,10 @@ def generate_many(inputs, *, model=None, backend: str = "auto", batch_size: int 
     if isinstance(feature_workers, bool) or not isinstance(feature_workers, int) or feature_workers < 1:
         raise ValueError(f"feature_workers must be a positive integer, got {feature_workers!r}")
     clips = find_clips(inputs)
-    net = resolve_model(model)
-    cfg = net.config
+    gen = generator_for(model, backend, device, dtype)
+    cfg = gen.config
     codec, scale = output_scale(cfg, int(num_samples), initial_eda_us, None)
-    engine = engine_for(net, backend, device, dtype)
+    engine = gen.engine
     per_batch = max(1, batch_size // num_samples)
     window = 4 * per_batch           # clips sorted by length together: more, less padding
 

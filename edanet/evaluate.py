@@ -257,13 +257,11 @@ def _uniform_seed(s_k: int, i: int) -> int:
     return int(np.random.SeedSequence([s_k, i]).generate_state(1)[0])
 
 
-def _generated(net, rec, n: int, *, seed: int, backend: str, num_samples: int, temperature: float) -> np.ndarray:
-    """``num_samples`` rows ``(S, n)`` of ``net`` on the recording's audio (``rec``: the recording
-    as loaded for ``net``, whose config decides whether it carries a µS range)."""
-    from .generation import generate
-    scale = {"eda_range_us": rec.eda_range_us} if net.config.eda_representation == "normalized" else {}
-    res = generate(str(rec.audio_path), model=net, backend=backend, num_samples=num_samples, seed=seed,
-                   temperature=temperature, **scale)
+def _generated(gen, rec, n: int, *, seed: int, num_samples: int, temperature: float) -> np.ndarray:
+    """``num_samples`` rows ``(S, n)`` of Generator ``gen`` on the recording's audio (``rec``: the
+    recording as loaded for its model, whose config decides whether it carries a µS range)."""
+    scale = {"eda_range_us": rec.eda_range_us} if gen.config.eda_representation == "normalized" else {}
+    res = gen.generate(str(rec.audio_path), num_samples=num_samples, seed=seed, temperature=temperature, **scale)
     return res.values[:, :n]
 
 
@@ -310,16 +308,16 @@ def _load(data_dir, nets: dict, max_recordings, progress: bool) -> tuple[dict, d
     return datasets, own
 
 
-def _score_recording(i: int, truth: Truth, own: dict, nets: dict, tallies: list, *, seed: int, redraws: int,
+def _score_recording(i: int, truth: Truth, own: dict, generators: dict, tallies: list, *, seed: int, redraws: int,
                      generation: dict, traces: list) -> dict:
     """Score recording ``i`` for every system and seed into ``tallies``; returns its row of the
     per-recording table. The first ``TRACE_RECORDINGS`` recordings also add their data and the
     first seed's samples to ``traces`` (for the report's plot)."""
     rec = own["model"][i]
-    n, rate = rec.steps, float(nets["model"].config.eda_sample_rate)
+    n, rate = rec.steps, float(generators["model"].config.eda_sample_rate)
     # the data and the onset rule do not depend on the seed: scored once, shared by all seeds
     data = tallies[0]["data"].add_eda(rec.eda_us[None, :n], rate, truth)
-    tallies[0]["onset_rule"].add_onsets([_onset_rule(rec, nets["model"].config)], truth)
+    tallies[0]["onset_rule"].add_onsets([_onset_rule(rec, generators["model"].config)], truth)
     scores = {"model": [], "data_redrawn": []}
     keep = len(traces) < TRACE_RECORDINGS
     if keep:
@@ -327,8 +325,8 @@ def _score_recording(i: int, truth: Truth, own: dict, nets: dict, tallies: list,
                        "events": truth.times.tolist(), "p_response": truth.p_response.tolist()})
     for k, t in enumerate(tallies):
         s_k = seed + k
-        for name, net in nets.items():       # the same uniforms for every model
-            v = _generated(net, own[name][i], n, seed=_uniform_seed(s_k, i), **generation)
+        for name, gen in generators.items():       # the same uniforms for every model
+            v = _generated(gen, own[name][i], n, seed=_uniform_seed(s_k, i), **generation)
             got = t[name].add_eda(v, rate, truth)
             if keep and k == 0:
                 traces[-1][name] = np.asarray(v)[:TRACE_SAMPLES].tolist()
@@ -355,7 +353,7 @@ def evaluate(data_dir, *, model=None, out=None, backend: str = "auto", num_sampl
         require("matplotlib", "eval", "the evaluation report's plots")     # before the long work
     from tqdm import tqdm
 
-    from .generation import resolve_model
+    from .generation import Generator, resolve_model
     from .report import build_report, write_report
 
     nets = {"model": resolve_model(model)}
@@ -373,10 +371,11 @@ def evaluate(data_dir, *, model=None, out=None, backend: str = "auto", num_sampl
     scored = [(i, t) for i, rec in enumerate(recs) if (t := _read_truth(rec, rec.steps, rate)) is not None]
     tallies = [{s: Tally() for s in SYSTEMS if s in nets or s not in ("model", "baseline_model")}
                for _ in range(seeds)]
-    generation = {"backend": backend, "num_samples": num_samples, "temperature": temperature}
+    generation = {"num_samples": num_samples, "temperature": temperature}
+    generators = {name: Generator(net, backend=backend) for name, net in nets.items()}    # packed once
     per_rec, traces = [], []
     for i, truth in tqdm(scored, desc="evaluate", unit="rec", disable=not progress):
-        per_rec.append(_score_recording(i, truth, own, nets, tallies, seed=seed, redraws=redraws,
+        per_rec.append(_score_recording(i, truth, own, generators, tallies, seed=seed, redraws=redraws,
                                         generation=generation, traces=traces))
     for t in tallies[1:]:
         t["data"], t["onset_rule"] = tallies[0]["data"], tallies[0]["onset_rule"]

@@ -20,7 +20,8 @@ from .config import EDANetConfig
 from .export import engine_frames, export_to_fastgen
 from .model import EDANet
 
-__all__ = ["GeneratedEDA", "generate", "default_model", "resolve_model", "DEFAULT_MODEL_DIR", "engine_for",
+__all__ = ["GeneratedEDA", "Generator", "generate", "generator_for", "fresh_seed", "default_model", "resolve_model",
+           "DEFAULT_MODEL_DIR",
            "check_device", "check_dtype", "check_sampling", "check_seed", "output_scale", "draw_uniforms", "UniformStream"]
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
@@ -73,24 +74,83 @@ def resolve_model(model) -> EDANet:
     return model
 
 
-def _fingerprint(model: EDANet) -> tuple:
-    # Changes whenever a parameter is replaced or updated in place (optimizer steps bump _version).
-    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+class Generator:
+    """A model made ready to generate: its fastgen engine for one backend, device and dtype,
+    the weights exported and packed once, here. Hold one to generate many times (each
+    ``edanet.generate(model=...)`` call makes one; the bundled model's are kept). Later changes
+    to the model's weights (training) are not seen: make a new Generator.
+
+    ``generate(audio, ...)`` is ``edanet.generate`` on this model and backend; ``stream(
+    sample_rate, ...)`` an ``edanet.EDAStream``."""
+
+    def __init__(self, model=None, *, backend: str = "auto", device=None, dtype=torch.float32):
+        device = check_device(device)        # before the model is loaded
+        check_dtype(dtype)
+        self.model = resolve_model(model)
+        spec, weights = export_to_fastgen(self.model)
+        self.engine = fastgen.create(fastgen.resolve(backend, device), spec, weights, device=device, dtype=dtype)
+
+    @property
+    def config(self) -> EDANetConfig:
+        return self.model.config
+
+    @property
+    def backend(self) -> str:
+        return self.engine.name
+
+    def __repr__(self) -> str:
+        return f"Generator(backend={self.backend!r}, device={str(self.engine.device)!r}, dtype={self.engine.dtype})"
+
+    def generate(self, audio, sample_rate=None, *, temperature: float = 1.0, seed: int | None = None,
+                 num_samples: int = 1, initial_eda_us=None, eda_range_us=None) -> GeneratedEDA:
+        """``edanet.generate`` of ``audio`` with this model and engine (see there)."""
+        from .audio import features          # imports torch.fft and soxr: only when generating
+
+        if isinstance(audio, (str, os.PathLike)):
+            from .stream import generate_file
+            return generate_file(audio, generator=self, sample_rate=sample_rate, temperature=temperature, seed=seed,
+                                 num_samples=num_samples, initial_eda_us=initial_eda_us, eda_range_us=eda_range_us)
+        cfg = self.config
+        check_sampling(num_samples, temperature)
+        check_seed(seed)
+        codec, scale = output_scale(cfg, int(num_samples), initial_eda_us, eda_range_us)
+        frames, n_steps = features(audio, sample_rate, cfg)
+        if seed is None:
+            seed = fresh_seed()
+        uniforms = draw_uniforms(seed, num_samples, n_steps)
+        batch = engine_frames(torch.from_numpy(frames)[None], cfg).expand(num_samples, -1, -1, -1)
+        classes = self.engine.generate(batch, uniforms, float(temperature)).cpu().numpy().astype(np.int64)
+        values = codec.decode(classes, scale)
+        return GeneratedEDA(values=np.asarray(values, dtype=np.float64), classes=classes,
+                            sample_rate=float(cfg.eda_sample_rate), backend=self.backend, seed=int(seed))
+
+    def stream(self, sample_rate: float, **kwargs):
+        """An ``edanet.EDAStream`` of this model and engine (keyword arguments as there)."""
+        from .stream import EDAStream
+        return EDAStream(self, sample_rate, **kwargs)
 
 
-def engine_for(model: EDANet, backend: str = "auto", device=None, dtype=torch.float32) -> fastgen.Engine:
-    """A fastgen engine for ``model``: weights packed once per (model state, backend, device, dtype)."""
+_DEFAULT_GENERATORS: dict = {}
+
+
+def generator_for(model=None, backend: str = "auto", device=None, dtype=torch.float32) -> Generator:
+    """A ``Generator`` for ``model``: ``model`` itself if it is one; the bundled model's are made
+    once per (backend, device, dtype) and kept; any other model gets a new one."""
+    if isinstance(model, Generator):
+        return model
     device = check_device(device)
     check_dtype(dtype)
-    name = fastgen.resolve(backend, device)
-    cache = model.__dict__.setdefault("_fastgen_engines", {})
-    key = (name, str(device), dtype)
-    hit = cache.get(key)
-    fp = _fingerprint(model)
-    if hit is None or hit[0] != fp:
-        spec, weights = export_to_fastgen(model)
-        cache[key] = (fp, fastgen.create(name, spec, weights, device=device, dtype=dtype))
-    return cache[key][1]
+    if model is not None:
+        return Generator(model, backend=backend, device=device, dtype=dtype)
+    key = (fastgen.resolve(backend, device), str(device), dtype)
+    if key not in _DEFAULT_GENERATORS:
+        _DEFAULT_GENERATORS[key] = Generator(None, backend=key[0], device=device, dtype=dtype)
+    return _DEFAULT_GENERATORS[key]
+
+
+def fresh_seed() -> int:
+    """A seed from the OS's entropy (when the caller gives none)."""
+    return int(np.random.SeedSequence().generate_state(1)[0])
 
 
 #: The dtypes an engine may compute in (each backend supports some of them).
@@ -228,28 +288,11 @@ def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temp
     else torch), ``fused``, ``cpu``, ``torch``, ``reference``, ``triton``, ``cuda``.
 
     A file is read and generated block by block (``edanet.stream.generate_file``): memory does
-    not grow with its length, and the result is the same as for its samples passed as an array."""
-    from .audio import features          # imports torch.fft and soxr: only when generating
-
+    not grow with its length, and the result is the same as for its samples passed as an array.
+    ``model`` may also be an ``edanet.Generator`` (then backend, device and dtype are its own):
+    hold one to generate many times with a model of your own without packing it each call."""
     check_device(device)                 # before the model is loaded and the audio read
     check_dtype(dtype)
-    net = resolve_model(model)
-    if isinstance(audio, (str, os.PathLike)):
-        from .stream import generate_file
-        return generate_file(audio, model=net, sample_rate=sample_rate, backend=backend, temperature=temperature,
-                             seed=seed, num_samples=num_samples, initial_eda_us=initial_eda_us,
-                             eda_range_us=eda_range_us, device=device, dtype=dtype)
-    cfg: EDANetConfig = net.config
-    check_sampling(num_samples, temperature)
-    check_seed(seed)
-    codec, scale = output_scale(cfg, int(num_samples), initial_eda_us, eda_range_us)
-    frames, n_steps = features(audio, sample_rate, cfg)
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0])
-    uniforms = draw_uniforms(seed, num_samples, n_steps)
-    engine = engine_for(net, backend, device, dtype)
-    batch = engine_frames(torch.from_numpy(frames)[None], cfg).expand(num_samples, -1, -1, -1)
-    classes = engine.generate(batch, uniforms, float(temperature)).cpu().numpy().astype(np.int64)
-    values = codec.decode(classes, scale)
-    return GeneratedEDA(values=np.asarray(values, dtype=np.float64), classes=classes,
-                        sample_rate=float(cfg.eda_sample_rate), backend=engine.name, seed=int(seed))
+    gen = generator_for(model, backend, device, dtype)
+    return gen.generate(audio, sample_rate, temperature=temperature, seed=seed, num_samples=num_samples,
+                        initial_eda_us=initial_eda_us, eda_range_us=eda_range_us)

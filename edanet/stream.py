@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from .export import engine_frames
-from .generation import (UniformStream, check_device, check_dtype, check_sampling, check_seed, engine_for,
-                         output_scale, resolve_model)
+from .generation import UniformStream, check_sampling, check_seed, fresh_seed, generator_for, output_scale
 
 __all__ = ["EDAStream"]
 
@@ -23,6 +22,7 @@ __all__ = ["EDAStream"]
 class EDAStream:
     """Generate EDA (µS) live from audio pushed in chunks of any size.
 
+    ``model``: an ``edanet.Generator``, a model, a model folder or None (the bundled model).
     ``sample_rate``: the pushed audio's rate (Hz); ``channels``: its channel count (chunks are
     1-D for mono, else ``(n, channels)`` as soundfile and interleaved PCM lay them out; integer
     chunks are PCM at the dtype's full scale). The other arguments are ``edanet.generate``'s.
@@ -37,20 +37,19 @@ class EDAStream:
                  eda_range_us: tuple[float, float] | None = None, device=None, dtype=torch.float32):
         from .feature_stream import FeatureStream
 
-        check_device(device)
-        check_dtype(dtype)
         if sample_rate is None:
             raise ValueError("sample_rate is required: the rate (Hz) of the audio you will push")
-        self.model = resolve_model(model)
+        self.generator = generator_for(model, backend, device, dtype)
+        self.model = self.generator.model
         cfg = self.config = self.model.config
         check_sampling(num_samples, temperature)
         check_seed(seed)
         self.codec, self._scale = output_scale(cfg, int(num_samples), initial_eda_us, eda_range_us)
         self.features = FeatureStream(cfg, sample_rate, channels=channels)
-        self.engine = engine_for(self.model, backend, device, dtype)
+        self.engine = self.generator.engine
         self.num_samples = int(num_samples)
         self.temperature = float(temperature)
-        self.seed = int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else int(seed)
+        self.seed = fresh_seed() if seed is None else int(seed)
         self._uniforms = UniformStream(self.seed, self.num_samples)
         self._state = self.engine.start(self.num_samples)
         self._decoder = self.codec.decoder(self._scale) if cfg.eda_representation == "delta" else None
@@ -109,8 +108,9 @@ class EDAStream:
 BLOCK_SECONDS = 60.0
 
 
-def generate_file(path, *, model=None, sample_rate=None, on_block=None, **kwargs):
-    """``edanet.generate`` of an audio file, read and generated block by block (bounded memory:
+def generate_file(path, *, generator=None, sample_rate=None, on_block=None, **kwargs):
+    """``edanet.generate`` of an audio file with ``generator`` (an ``edanet.Generator``; None:
+    the bundled model's), read and generated block by block (bounded memory:
     the audio, its features and the engine's inputs of one block at a time). ``on_block(values,
     times, seconds_read)`` is called after each block with the values ``(num_samples, k)`` and
     times ``(k,)`` it completed and the audio seconds read so far; the returned ``GeneratedEDA``
@@ -126,7 +126,7 @@ def generate_file(path, *, model=None, sample_rate=None, on_block=None, **kwargs
         if abs(given - sr) > 1e-6 * sr:
             raise ValueError(f"sample_rate={sample_rate!r} was given but audio file {str(path)!r} is at {sr:g} Hz; "
                              "leave sample_rate out for files")
-    stream = EDAStream(model, sr, channels=channels, **kwargs)
+    stream = EDAStream(generator, sr, channels=channels, **kwargs)
     block = max(1, int(BLOCK_SECONDS * sr))
     parts, classes, read = [], [], 0
     for chunk in audio_blocks(path, block_frames=block):

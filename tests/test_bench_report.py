@@ -1,5 +1,5 @@
 """The benchmark report (``edanet bench`` / ``benchmarks.report``): variant parsing, the floor,
-step calibration, a real tiny run on the CPU, the files it writes, and the issue targets check.
+step calibration, a real tiny run on the CPU, the files it writes, and the speed targets check.
 Nothing here bounds a time: the run's numbers are checked for consistency with each other."""
 import json
 import sys
@@ -236,7 +236,7 @@ def test_gpu_markdown_has_graph_column_and_targets(tiny_result):
         report.add_speedups([r for r in res["rows"] if r["batch"] == b])
     res["targets"] = targets.evaluate(res)
     md = report.markdown(res)
-    assert "| vs graph |" in md and "| engine MiB |" in md and "Targets of issues #5 and #6" in md
+    assert "| vs graph |" in md and "| engine MiB |" in md and "Speed targets of the Triton and CUDA backends" in md
     graph, pers = (r for r in res["rows"] if r["batch"] == 1)
     ratio = pers["eda_steps_per_s"] / graph["eda_steps_per_s"]
     assert pers["speedup_vs_graph"] == pytest.approx(ratio) and f"| {ratio:.1f}x |" in md

@@ -6,7 +6,7 @@ import torch
 import edanet
 import fastgen
 from edanet import EDANet, EDANetConfig
-from edanet.generation import engine_for
+from edanet.generation import Generator, generator_for
 from edanet.representation import FALLBACK_INITIAL_EDA_US, codec_for
 
 
@@ -99,13 +99,25 @@ def test_resampled_input_and_paths(tiny, tmp_path):
     assert from_path.values.shape[1] == 20          # 5 s at 4 Hz
 
 
-def test_engine_is_reused_until_weights_change(tiny):
-    e1 = engine_for(tiny, "torch", "cpu")
-    e2 = engine_for(tiny, "torch", "cpu")
-    assert e1 is e2
+def test_generator_packs_once_and_is_what_generate_uses(tiny):
+    import copy
+    tiny = copy.deepcopy(tiny)          # its weights are changed below
+    gen = Generator(tiny, backend="torch")
+    audio = np.random.default_rng(1).standard_normal(16000 * 3).astype(np.float32) * 0.1
+    a = gen.generate(audio, 16000, seed=4, num_samples=2)
+    b = edanet.generate(audio, 16000, model=tiny, backend="torch", seed=4, num_samples=2)
+    assert np.array_equal(a.values, b.values) and a.backend == b.backend == gen.backend == "torch"
+    assert edanet.generate(audio, 16000, model=gen, seed=4, num_samples=2).values.tolist() == a.values.tolist()
+    # packed at construction: a later change to the weights is seen by a new Generator only
     with torch.no_grad():
-        tiny.head2.bias.add_(0.0)        # an in-place update: the engine must be rebuilt
-    assert engine_for(tiny, "torch", "cpu") is not e1
+        tiny.head2.bias.add_(5.0 * torch.randn_like(tiny.head2.bias))
+    assert np.array_equal(gen.generate(audio, 16000, seed=4, num_samples=2).classes, a.classes)
+    assert not np.array_equal(Generator(tiny, backend="torch").generate(audio, 16000, seed=4, num_samples=2).classes,
+                              a.classes)
+    # the bundled model's generators are kept, one per backend, device and dtype
+    assert generator_for(None, "auto") is generator_for(None, "auto")
+    s = gen.stream(16000, seed=4, num_samples=2)
+    assert s.generator is gen and np.array_equal(np.concatenate([s.push(audio), s.close()], 1), a.values)
 
 
 @pytest.mark.parametrize("kwargs,match", [

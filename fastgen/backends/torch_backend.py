@@ -12,6 +12,7 @@ import torch
 
 from .. import reference as ref
 from ..engine import Engine
+from ..packing import cond_table
 
 
 class TorchEngine(Engine):
@@ -25,8 +26,7 @@ class TorchEngine(Engine):
         # Packed once: the two dilation taps side by side, and the conditioning folded into a
         # per-layer table over classes (a row lookup per step instead of a matmul).
         self.dil_w = torch.cat([w["dil_w0"], w["dil_w1"]], dim=2)              # (L, 2Ch, 2Cr)
-        self.cond_table = (torch.einsum("ce,loe->lco", w["cond_emb"], w["cond_w"])
-                           + w["cond_b"][:, None, :] + w["dil_b"][:, None, :])  # (L, Qc, 2Ch)
+        self.cond_table = cond_table(weights).to(self.device, dtype)              # (L, Qc, 2Ch)
         # The (K, F) output conv as one matrix over a step's (k, f, c) values: (Q, K*F*C_o).
         self.down_w = w["down_w"].permute(0, 2, 3, 1).reshape(spec.num_classes, -1).T.contiguous()
         self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ... import devices
 from ...engine import Engine
 
 from .pack import DTYPES, MODE_GENERATE, MODE_TEACHER, pack_weights, select_path
@@ -34,8 +35,9 @@ def _arch_mismatch(ext) -> str | None:
         major, minor = torch.cuda.get_device_capability()
     except Exception:  # pragma: no cover - no device to ask
         return None
-    if major < 8:
-        return (f"the cuda backend needs compute capability 8.0+ (mma.sync bf16); "
+    if not devices.supported(major, minor):
+        return (f"the cuda backend needs compute capability {devices.capability_name(*devices.MIN_CAPABILITY)}+ "
+                f"(mma.sync bf16); "
                 f"{torch.cuda.get_device_name()} is {major}.{minor}")
     try:
         import json
@@ -95,8 +97,9 @@ class CudaEngine(Engine):
             if self.device.index is None:
                 self.device = torch.device("cuda", torch.cuda.current_device())
             major, minor = torch.cuda.get_device_capability(self.device)
-            if major < 8:
-                raise RuntimeError(f"the cuda backend is built for compute capability 8.0+ (sm_80, sm_90); "
+            if not devices.supported(major, minor):
+                raise RuntimeError(f"the cuda backend is built for compute capability "
+                                   f"{devices.capability_name(*devices.MIN_CAPABILITY)}+ (sm_80, sm_90); "
                                    f"{torch.cuda.get_device_name(self.device)} is {major}.{minor}")
         self._runtime = _runtime
         self._limits = _device_limits or device_limits(self.device)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ...packing import cond_table
 from ...spec import NetworkSpec, check_weights
 
 MAX_LAYERS = 128        # FG_MAX_LAYERS in csrc/cuda/fastgen_cuda.h
@@ -140,8 +141,7 @@ def pack_weights(spec: NetworkSpec, weights: dict, dtype: torch.dtype = torch.fl
         put(base + lay.layer_offsets["wsr"], _pack_matrix(wsr.to(dtype), path))
         put(base + lay.layer_offsets["bsr"], bsr.to(f32))
     down = w["down_w"].permute(3, 2, 1, 0).contiguous().reshape(-1).to(dtype)   # [F][K][Co][Q]
-    cond = (torch.einsum("ce,loe->lco", w["cond_emb"], w["cond_w"])
-            + w["cond_b"][:, None, :] + w["dil_b"][:, None, :])                  # (L, Qc, 2Ch), float64
+    cond = cond_table(w)                                                         # (L, Qc, 2Ch), float64
     return PackedWeights(core, down, cond.to(f32).reshape(-1).contiguous(), lay, dtype, path)
 
 

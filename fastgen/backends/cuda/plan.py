@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ... import devices
 from ...spec import NetworkSpec
 
 from .pack import DTYPES, MAX_LAYERS, MAX_THREADS, CoreLayout, _align16, _esize, core_layout, select_path
@@ -227,7 +228,6 @@ def launch_ints(spec: NetworkSpec, plan: LaunchPlan, layout: CoreLayout, batch: 
     }
 
 
-_SMEM_OPTIN_FALLBACK = {(8, 0): 163 * 1024, (8, 7): 163 * 1024, (9, 0): 227 * 1024}
 
 
 def device_limits(device: torch.device) -> tuple[int, int]:
@@ -235,5 +235,6 @@ def device_limits(device: torch.device) -> tuple[int, int]:
     props = torch.cuda.get_device_properties(device)
     smem = getattr(props, "shared_memory_per_block_optin", None)
     if not smem:
-        smem = _SMEM_OPTIN_FALLBACK.get((props.major, props.minor), 99 * 1024)
+        known = devices.limits_for(props.major, props.minor)
+        smem = known.shared_per_block if known else devices.DEFAULT_SHARED_PER_BLOCK
     return int(smem), int(props.multi_processor_count)

@@ -25,19 +25,21 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import create_function_from_signature
 
+from ...devices import LIMITS
 from ...spec import NetworkSpec, random_weights
 from . import ops as tk
 
 __all__ = ["KernelResources", "compile_launch", "SHARED_PER_BLOCK", "REGISTERS_PER_SM", "SM_COUNT", "VARIANTS"]
 
 VARIANTS = ("triton", "triton_persistent")
-# Opt-in shared memory per block (bytes) and 32-bit registers per SM, by compute capability.
-SHARED_PER_BLOCK = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
-REGISTERS_PER_SM = {80: 65536, 86: 65536, 89: 65536, 90: 65536}
-# SMs of a representative data-center part per compute capability (A100, A10, L40S, H100/H200):
-# the default sequences per program depend on them (``ops.default_seqs_per_program``),
-# so a compile for an architecture builds what a launch on that part would.
-SM_COUNT = {80: 108, 86: 72, 89: 142, 90: 132}
+# By compute capability (``fastgen.devices``): opt-in shared memory per block (bytes), 32-bit
+# registers per SM, and the SMs of a representative part -- the default sequences per program
+# depend on them (``ops.default_seqs_per_program``), so a compile for an architecture builds
+# what a launch on that part would.
+ARCHS = (80, 86, 89, 90)
+SHARED_PER_BLOCK = {a: LIMITS[a].shared_per_block for a in ARCHS}
+REGISTERS_PER_SM = {a: LIMITS[a].registers_per_sm for a in ARCHS}
+SM_COUNT = {a: LIMITS[a].sms for a in ARCHS}
 
 
 @dataclass(frozen=True)

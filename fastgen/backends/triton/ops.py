@@ -12,6 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ...packing import cond_table, summed_skip_bias
 from .kernels import (CONFIG_FIELDS, DIMS_FIELDS, SUPPORTED_DTYPES, _p2, _persistent_kernel, _step_kernel,
                       interpreting)
 
@@ -51,15 +52,14 @@ def pack_weights(spec, weights: dict, device, dtype) -> tuple[list[torch.Tensor]
         wt = w[name]                                                  # (L, 2Ch, Cr)
         w_dil[:, 2 * tap, :Cr, :Ch] = wt[:, :Ch].transpose(1, 2)
         w_dil[:, 2 * tap + 1, :Cr, :Ch] = wt[:, Ch:].transpose(1, 2)
-    table = (torch.einsum("ce,loe->lco", w["cond_emb"], w["cond_w"])
-             + w["cond_b"][:, None, :] + w["dil_b"][:, None, :])      # (L, Qc, 2Ch)
+    table = cond_table(w)                                             # (L, Qc, 2Ch)
     cond = z(L, Qc, 2, CH)
     cond[:, :, 0, :Ch] = table[..., :Ch]
     cond[:, :, 1, :Ch] = table[..., Ch:]
     w_skip = z(L, CH, CS); w_skip[:, :Ch, :Cs] = w["skip_w"].transpose(1, 2)
     w_res = z(L, CH, CR); w_res[:, :Ch, :Cr] = w["res_w"].transpose(1, 2)
     b_res = z(L, CR); b_res[:, :Cr] = w["res_b"]
-    b_skip = z(CS); b_skip[:Cs] = w["skip_b"].sum(0)
+    b_skip = z(CS); b_skip[:Cs] = summed_skip_bias(w)
     w_h1 = z(CS, CO); w_h1[:Cs, :Co] = w["head1_w"].T
     b_h1 = z(CO); b_h1[:Co] = w["head1_b"]
     w_h2 = z(CO, CO); w_h2[:Co, :Co] = w["head2_w"].T

@@ -1,0 +1,28 @@
+"""Rules the backends' weight packing shares, each written once.
+
+- The conditioning folded into a table over classes: a step's conditioning row of layer l is
+  ``cond_emb[c] @ cond_w[l]^T + cond_b[l]``, to which the dilated conv's bias ``dil_b[l]`` is
+  always added, so ``table[l, c] = cond_emb[c] @ cond_w[l]^T + cond_b[l] + dil_b[l]`` replaces an
+  embedding lookup, a matmul and two bias adds per step by one row read.
+- The skip biases of all layers summed: the skip sum starts from it instead of adding one per
+  layer.
+
+Both in float64 (from whatever the weights are), so every backend rounds the same sums once,
+to its own dtype. (The native CPU backend folds the same sums in double in C++.)"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["cond_table", "summed_skip_bias"]
+
+
+def cond_table(w: dict) -> torch.Tensor:
+    """``(L, cond_classes, 2 C_h)`` float64: see the module docstring."""
+    f64 = torch.float64
+    return (torch.einsum("ce,loe->lco", w["cond_emb"].to(f64), w["cond_w"].to(f64))
+            + w["cond_b"].to(f64)[:, None, :] + w["dil_b"].to(f64)[:, None, :])
+
+
+def summed_skip_bias(w: dict) -> torch.Tensor:
+    """``(C_s,)`` float64: every layer's skip bias, summed."""
+    return w["skip_b"].to(torch.float64).sum(0)
