@@ -29,8 +29,8 @@
 # device returns at most 8): device_check.log (every phase's output but the build's),
 # build.log, device_check.json (each phase's status, exit code, seconds, budget and timeout,
 # and what preflight and the build found; rewritten after every phase, every phase "pending"
-# from the start), bench/ and ablation/ (benchmarks.report's .json and .md, written after every
-# row; `python -m benchmarks.report --render FILE.json` draws the plot). Exit status 0 when
+# from the start), bench/ and ablation/ (edanet.bench.report's .json and .md, written after every
+# row; `python -m edanet.bench.report --render FILE.json` draws the plot). Exit status 0 when
 # every phase passed (racecheck may be skipped for time).
 #
 # For testing the control flow (with --dry-run, or DEVICE_CHECK_DRY_RUN=1):
@@ -237,12 +237,12 @@ phase_memcheck() { sanitize memcheck; }
 phase_racecheck() { sanitize racecheck; }
 
 phase_bench() {
-  gpu "$PY" -m benchmarks.report --presets small base --batches 1 256 --variants "${HEADLINE_VARIANTS[@]}" \
+  gpu "$PY" -m edanet.bench.report --presets small base --batches 1 256 --variants "${HEADLINE_VARIANTS[@]}" \
     "${BENCH_TIMING[@]}" --no-plot --quiet --out "$OUT/bench"
 }
 
 phase_ablation() {
-  gpu "$PY" -m benchmarks.report --presets "${ABLATION_PRESETS[@]}" --batches 1 256 \
+  gpu "$PY" -m edanet.bench.report --presets "${ABLATION_PRESETS[@]}" --batches 1 256 \
     --variants "${ABLATION_VARIANTS[@]}" "${BENCH_TIMING[@]}" --no-plot --quiet --out "$OUT/ablation"
 }
 

@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 from tqdm import tqdm
 
-from benchmarks.common import environment, spec_and_weights
+from edanet.bench.common import environment, spec_and_weights
 from fastgen import NetworkSpec
 from fastgen.backends.triton.aot import VARIANTS, compile_launch
 

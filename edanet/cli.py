@@ -214,15 +214,7 @@ def _evaluate(a) -> int:
 
 
 def _bench(a) -> int:
-    # benchmarks/ lives in the source checkout beside the package (editable installs), or in the cwd
-    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        if (root / "benchmarks" / "report.py").is_file() and str(root) not in sys.path:
-            sys.path.insert(0, str(root))
-    try:
-        from benchmarks.report import main as bench_main
-    except ImportError:
-        raise ValueError("`edanet bench` runs from a source checkout (it needs the benchmarks/ folder): "
-                         "cd to the repository root and run it again") from None
+    from edanet.bench.report import main as bench_main
     return bench_main(a.rest)
 
 
@@ -336,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-recordings", type=int)
     e.set_defaults(fn=_evaluate)
 
-    # every further argument, --help too, goes to benchmarks/report.py
+    # every further argument, --help too, goes to edanet/bench/report.py
     b = sub.add_parser("bench", help="benchmark every backend built here (see benchmarks/)", add_help=False)
     b.set_defaults(fn=_bench)
     return p

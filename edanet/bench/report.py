@@ -1,9 +1,9 @@
 """Run the benchmark matrix on this machine and write a markdown table, a JSON file and a plot.
 
-    python -m benchmarks.report [--presets small base] [--batches 1 4 16] [--variants torch cuda:bf16 ...]
+    python -m edanet.bench.report [--presets small base] [--batches 1 4 16] [--variants torch cuda:bf16 ...]
                                 [--steps N] [--repeats 3] [--out benchmarks/results] [--no-plot]
     edanet bench [same arguments]
-    python -m benchmarks.report --render RESULT.json    # redraw the .md/.png of a saved (or partial) run
+    python -m edanet.bench.report --render RESULT.json    # redraw the .md/.png of a saved (or partial) run
 
 Every default variant whose backend is built here runs (``common.GPU_VARIANTS`` on a GPU:
 torch eager in fp32, then torch with the step in a CUDA graph, both Triton variants and cuda,
@@ -15,10 +15,10 @@ For each case: EDA steps/s (sequences x steps / s), µs per step (one autoregres
 whole batch), the floor (``common.floor_seconds``) and how far above it the step is, real-time
 factor (seconds of EDA made per second, all sequences), FLOPs and bytes per step, achieved
 FLOP/s as a fraction of the measured matmul peak of the engine's dtype, history-buffer bytes,
-the memory a generation adds to a built engine (``benchmarks/memory.py``), and the speed-up
+the memory a generation adds to a built engine (``edanet/bench/memory.py``), and the speed-up
 over ``torch`` (and, on a GPU, over ``torch+graph`` of the same dtype) of the same run. Per
 engine, the largest batch that fits, extrapolated from that memory. On a GPU the speed targets
-of the Triton and CUDA backends are checked (``benchmarks/targets.py``).
+of the Triton and CUDA backends are checked (``edanet/bench/targets.py``).
 Results: ``<out>/<device>-<date>.{json,md,png}``.
 
 A preset may override fields of its config (``common.parse_preset``): ``--presets base
@@ -285,7 +285,8 @@ def main(argv=None) -> int:
                    help="calibrated length of one timed run (default 0.25 on GPU, 0.5 on CPU)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed runs per case, median kept (default 3 on CPU, 7 on GPU)")
-    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--out", default="benchmarks/results",
+                   help="folder of the results (default: benchmarks/results under the current folder)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--no-plot", action="store_true",
                    help="write the .json and .md only (--render draws the plot later)")

@@ -8,7 +8,7 @@ sequence for one step and freed heap pages are then given back to the OS (``mall
 so the measured run cannot reuse resident pages that it did not count.
 
 - GPU: torch's allocator counts it exactly, in this process.
-- CPU: in a fresh process (``python -m benchmarks.memory``), as the rise of its peak resident
+- CPU: in a fresh process (``python -m edanet.bench.memory``), as the rise of its peak resident
   set over the set held before the engine was built. In the benchmark's own process the peak
   would include memory that earlier cases freed but the C allocator kept.
 
@@ -93,7 +93,7 @@ def engine_bytes(variant: str, preset: str, batch: int, device: torch.device, st
         return _measure_here(variant, preset, batch, steps, device)
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run([sys.executable, "-m", "benchmarks.memory", variant, preset, str(batch), str(steps)],
+    r = subprocess.run([sys.executable, "-m", "edanet.bench.memory", variant, preset, str(batch), str(steps)],
                        capture_output=True, text=True, cwd=root, env=env, timeout=600)
     if r.returncode != 0:
         last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"
