@@ -72,12 +72,11 @@ def _generate(a) -> int:
     sr, _, frames = audio_info(a.audio)
     check_sampling(a.num_samples, a.temperature)
     gen = generator_for(a.model, a.backend)
-    net = gen.model
     # The file is read, generated and written block by block: the CSV grows as the audio is read
     # (into a temporary file that replaces the output only when the generation is complete).
     bar = tqdm(total=round(frames / sr, 1), desc="edanet generate", unit="s audio", disable=a.quiet)
     try:            # closed on errors too, so an error message starts on its own line
-        with EDACSVWriter(a.output, net.config.eda_sample_rate, a.num_samples, fmt=a.format) as csv:
+        with EDACSVWriter(a.output, gen.config.eda_sample_rate, a.num_samples, fmt=a.format) as csv:
             def block_done(values, times, seconds):
                 csv.write(values)
                 bar.update(round(seconds, 1) - bar.n)
@@ -88,7 +87,7 @@ def _generate(a) -> int:
         if a.plot:
             bar.set_postfix_str("plot")
             from edanet.plot import plot_generation
-            plot_generation(a.audio, res, a.plot, model=net)
+            plot_generation(a.audio, res, a.plot)
     finally:
         bar.close()
     print(f"wrote {a.output}: {res.values.shape[1]} EDA samples at {res.sample_rate:g} Hz x {res.values.shape[0]} "

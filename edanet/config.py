@@ -301,22 +301,8 @@ class EDANetConfig:
         return self.in_channels + len(self.frame_features)
 
     @property
-    def audio_time_steps_per_spectral_frame(self) -> int:
-        return self.mfcc_hop_size
-
-    @property
     def frame_rate(self) -> float:
         return self.audio_sample_rate / self.mfcc_hop_size
-
-    @property
-    def upsampling_factor(self) -> int:
-        """Each EDA value is held for K frames (conditioning)."""
-        return self.spectral_frames_per_eda_step
-
-    @property
-    def downsampling_factor(self) -> int:
-        """The output conv turns each group of K frames into one EDA step."""
-        return self.spectral_frames_per_eda_step
 
     @property
     def target_receptive_field_frames(self) -> int:

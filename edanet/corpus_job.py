@@ -125,8 +125,7 @@ def run_corpus(job: CorpusJob) -> int:
                     write_eda_csv(outputs[clip.rel], values, res.sample_rate, fmt=job.fmt)
                     if job.plot_format:
                         from .plot import plot_generation
-                        plot_generation(clip.path, res, outputs[clip.rel].with_suffix("." + job.plot_format),
-                                        model=job.model)
+                        plot_generation(clip.path, res, outputs[clip.rel].with_suffix("." + job.plot_format))
                 except OSError as e:
                     res = e
             if isinstance(res, BaseException):

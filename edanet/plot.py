@@ -46,7 +46,7 @@ def _ground_truth_events(audio) -> list[dict]:
         return []
 
 
-def plot_generation(audio, result, path, *, model=None, sample_rate=None) -> Path:
+def plot_generation(audio, result, path, *, sample_rate=None) -> Path:
     """Waveform envelope (top) and every generated EDA sample with their median (bottom), with
     the acoustic events of a ground-truth ``NAME.json`` beside the audio marked on both."""
     plt = _pyplot()

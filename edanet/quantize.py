@@ -12,7 +12,7 @@ Rounding convention (librosa's)
     ``0`` holds only ``y == -1`` (the single point ``x == -1``). Classes run ``0 .. bins-1``.
     For mu-law this is *exactly* librosa's signed output plus an offset of ``bins // 2``::
 
-        librosa.mu_compress(x, mu=bins - 1, quantize=True) + bins // 2 == mu_law_encode(x, bins)
+        librosa.mu_compress(x, mu=bins - 1, quantize=True) + bins // 2 == quantize(x, bins)
 
     (a signed output offset by 128 for 256 bins). Values outside ``[-1, 1]`` are
     clipped first; NaN raises ``ValueError``.
@@ -42,7 +42,6 @@ import numpy as np
 
 __all__ = [
     "COMPANDINGS",
-    "mu_law_encode", "mu_law_decode", "linear_encode", "linear_decode",
     "quantize", "dequantize", "class_values", "bin_edges",
 ]
 
@@ -153,34 +152,15 @@ def _decode(classes: Any, bins: int, companding: str, dtype=None):
     return out.astype(dtype, copy=False) if dtype is not None else out
 
 
-def mu_law_encode(x, bins: int):
-    """Mu-law classes (int64, ``0 .. bins-1``) of values in ``[-1, 1]`` (clipped), ``mu = bins - 1``.
-
-    Equals ``librosa.mu_compress(x, mu=bins-1, quantize=True) + bins // 2`` (see the module
-    docstring for the rounding rule)."""
-    return _encode(x, bins, "mu_law")
-
-
-def mu_law_decode(classes, bins: int, dtype=None):
-    """Values in ``[-1, 1]`` of mu-law classes: the expanded midpoint of each companded bin."""
-    return _decode(classes, bins, "mu_law", dtype)
-
-
-def linear_encode(x, bins: int):
-    """Linear classes: ``np.digitize(clip(x, -1, 1), np.linspace(-1, 1, bins), right=True)``."""
-    return _encode(x, bins, "linear")
-
-
-def linear_decode(classes, bins: int, dtype=None):
-    """Values of linear classes: the midpoint of each bin (class 0: -1)."""
-    return _decode(classes, bins, "linear", dtype)
-
-
 def quantize(x, bins: int, companding: str = "mu_law"):
-    """Classes of ``x`` (in ``[-1, 1]``) under ``companding`` (``"mu_law"`` or ``"linear"``)."""
+    """Classes (int64, ``0 .. bins-1``) of ``x`` in ``[-1, 1]`` (clipped) under ``companding``:
+    ``"mu_law"`` (``mu = bins - 1``; equals ``librosa.mu_compress(x, mu=bins-1, quantize=True) +
+    bins // 2``, see the module docstring for the rounding rule) or ``"linear"``
+    (``np.digitize(clip(x, -1, 1), np.linspace(-1, 1, bins), right=True)``)."""
     return _encode(x, bins, _check_companding(companding))
 
 
 def dequantize(classes, bins: int, companding: str = "mu_law", dtype=None):
-    """Inverse of :func:`quantize`: the value each class represents (bin midpoints)."""
+    """Inverse of :func:`quantize`: the value each class represents (the expanded midpoint of
+    each companded bin; linear class 0 is -1)."""
     return _decode(classes, bins, _check_companding(companding), dtype)

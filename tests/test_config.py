@@ -12,8 +12,6 @@ def test_presets_derive_consistent_sizes(name):
     K = c.spectral_frames_per_eda_step
     assert K * c.eda_sample_rate * c.mfcc_hop_size == c.audio_sample_rate
     assert c.frame_rate == c.audio_sample_rate / c.mfcc_hop_size
-    assert c.audio_time_steps_per_spectral_frame == c.mfcc_hop_size
-    assert c.upsampling_factor == c.downsampling_factor == K
     assert len(c.dilations) == c.num_stacks * c.layers_per_stack
     assert c.dilations[: c.layers_per_stack] == tuple(2 ** i for i in range(c.layers_per_stack))
     assert c.receptive_field_frames == sum(c.dilations) + 1 + K - 1

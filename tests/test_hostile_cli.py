@@ -13,7 +13,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from safetensors.torch import load_file, save_file
 

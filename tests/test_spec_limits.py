@@ -17,7 +17,6 @@ import torch
 
 import fastgen
 from fastgen import engine as fengine
-from fastgen import spec as fspec
 from fastgen.backends import cuda as cb
 from conftest import PARITY_SPECS, make_case
 

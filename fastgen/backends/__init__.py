@@ -24,7 +24,7 @@ class BackendUnavailable(RuntimeError):
 
 # name -> (module, class, devices it runs on)
 BACKENDS = {
-    "reference": ("fastgen.backends.reference", "ReferenceEngine", ("cpu", "cuda")),
+    "reference": ("fastgen.backends.reference_backend", "ReferenceEngine", ("cpu", "cuda")),
     "torch": ("fastgen.backends.torch_backend", "TorchEngine", ("cpu", "cuda")),
     "cpu": ("fastgen.backends.cpu", "CpuEngine", ("cpu",)),
     "triton": ("fastgen.backends.triton.engine", "TritonEngine", ("cuda", "cpu")),
