@@ -5,9 +5,9 @@ many weight bytes each step then streams from L2, by a model of the kernel (no G
 
 Per case: the launch plan (``fastgen.backends.cuda.plan_launch``: blocks sharing a sequence,
 positions and sequences per block, launches one after another, shared memory) and the share
-of the weights resident in shared memory. The traffic model follows csrc/cuda/kernel.cuh:
-a tensor-core GEMM reads each non-resident weight once per warp block of FG_MTW = 4 m-tiles
-(16 rows each), an FMA GEMM once per FG_TM = 4 rows, and the downsampling reads its down_w
+of the weights resident in shared memory. The traffic model follows csrc/cuda/kernel.cuh and
+the GEMMs of block_ops.cuh: a tensor-core GEMM reads each non-resident weight once per warp
+block of FG_MTW = 4 m-tiles (16 rows each), an FMA GEMM once per FG_TM = 4 rows, and the downsampling reads its down_w
 slice (unless resident) once per FG_SMAX = 4 sequences of a block. "L2 GB/step" is that over
 every block of every launch: the weight traffic of one EDA step of the whole batch. A model to
 compare plans by, not a measurement. ``ALTERNATIVES`` are plans the model favours over the

@@ -268,7 +268,7 @@ def test_cuda_plan_model_follows_the_kernel():
 
     from benchmarks import cuda_plans
     from fastgen.backends import cuda as cb
-    src = (ROOT / "csrc" / "cuda" / "kernel.cuh").read_text()
+    src = "".join((ROOT / "csrc" / "cuda" / f).read_text() for f in ("kernel.cuh", "block_ops.cuh"))
     consts = {k: int(v) for k, v in re.findall(r"constexpr int (FG_\w+) = (\d+);", src)}
     assert (consts["FG_MTW"], consts["FG_TM"], consts["FG_SMAX"]) == (cuda_plans.MTW, cuda_plans.TM, cuda_plans.SMAX)
     spec, _ = common.spec_and_weights("small")

@@ -2,7 +2,7 @@
 parameter validation under AddressSanitizer + UndefinedBehaviorSanitizer.
 
 The sizes of a network come from files a user downloads. A harness (HARNESS below, compiled
-with g++ together with ``csrc/cpu/wavenet_kernels.cpp`` -- the torch-free part of the CPU
+with g++ together with ``csrc/cpu/wavenet_kernels.cpp`` and ``layout.cpp`` -- the torch-free part of the CPU
 backend: its size planning, buffers and generation loop -- and ``csrc/cuda/fastgen_cuda.h``'s
 ``fg_prepare``) feeds them extreme values: dilations of 2**59, sizes past the limits, products
 that wrap around 64 bits, batches that overflow the ring buffers, values that an int cast
@@ -291,6 +291,7 @@ def harness_output(tmp_path_factory):
     if subprocess.run([cxx, "-march=native", "-E", "-x", "c++", "/dev/null"], capture_output=True).returncode == 0:
         flags.append("-march=native")   # the AVX paths the extension is built with
     cmd = [cxx, *flags, "-I", str(ROOT / "csrc"), str(src), str(ROOT / "csrc" / "cpu" / "wavenet_kernels.cpp"),
+           str(ROOT / "csrc" / "cpu" / "layout.cpp"),
            "-o", str(exe)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0 and ("asan" in r.stderr.lower() or "ubsan" in r.stderr.lower()) and "cannot find" in r.stderr:
