@@ -7,7 +7,8 @@
   ``(C, T, F)``: frame ``t`` summarises samples ``[(t+1)*hop - n_fft, (t+1)*hop)`` (the audio
   is left-padded with ``n_fft - hop`` zeros and framed with ``center=False``), so
   ``T = n // hop`` and no frame looks ahead.
-- :func:`features` = load + resample + MFCC, trimmed to ``N`` whole EDA steps of ``K`` frames.
+- :func:`features` = load + resample + MFCC + the config's frame features (loudness, onset
+  strength: ``edanet.frame_features``), trimmed to ``N`` whole EDA steps of ``K`` frames.
 
 c0 (the mean log-mel level times ``sqrt(num_mels)``) is read relative to ``config.c0_ref_db``
 (-40 dB by default), so a quiet background sits near 0 and a sound is a positive
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .config import AUDIO_RATES, EDANetConfig
+from .frame_features import _frame_features, loudness, onset_strength  # noqa: F401 (re-exported)
 
 __all__ = ["MFCC_SCALE", "POWER_DB_AMIN", "load_audio", "resample", "mfcc_frames", "mfcc_frames_reference", "loudness", "onset_strength",
            "mean_level_db", "features"]
@@ -40,6 +42,10 @@ MFCC_SCALE = 0.01
 #: Power floor of ``librosa.power_to_db`` (-80 dB). ``top_db`` is always None: librosa's default
 #: clips relative to the maximum of the whole signal, which would look ahead.
 POWER_DB_AMIN = 1e-8
+#: Samples per chunk where the whole audio is scanned: checked for NaN/inf, or mixed and converted
+#: to float64 for the frame features (512 KiB, in cache for the sums; a float64 copy of the whole
+#: audio would cost more than the sums, page faults included).
+_CHUNK = 1 << 16
 
 
 def check_sample_rate(rate: Any, what: str, limits: tuple[float, float, str] | None = None) -> float:
@@ -121,9 +127,16 @@ def _unreadable(path: Path, e: Exception) -> ValueError:
                       f"(WAV, FLAC, OGG, MP3, ...) or it is corrupt ({msg})")
 
 
-def _read_file(path: Path) -> tuple[np.ndarray, float]:
+#: Containers whose 16-bit PCM libsndfile reads as ``sample / 32768`` in float32 (exact), and
+#: reads as int16 straight into the array: scaled here, the same floats come about 3x faster
+#: (libsndfile converts to float a small buffer at a time).
+_PCM16_FORMATS = ("WAV", "WAVEX", "AIFF", "W64", "RF64")
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, float, bool]:
     """The samples ``(channels, n)`` and rate of an audio file, its header checked first: a rate
-    outside :data:`AUDIO_RATES` or a truncated WAV/AIFF is refused before any sample is read."""
+    outside :data:`AUDIO_RATES` or a truncated WAV/AIFF is refused before any sample is read;
+    and whether the samples are finite by construction (16-bit PCM)."""
     import soundfile as sf
 
     if not path.exists():
@@ -138,13 +151,18 @@ def _read_file(path: Path) -> tuple[np.ndarray, float]:
         raise _unreadable(path, e) from None
     sr = check_sample_rate(info.samplerate, f"audio file {str(path)!r}: its header's sample rate", AUDIO_RATES)
     _check_complete(path, sr, info.frames)
+    pcm16 = info.subtype == "PCM_16" and info.format in _PCM16_FORMATS
     try:
-        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+        if pcm16:
+            pcm, _ = sf.read(str(path), dtype="int16", always_2d=True)
+            data = np.multiply(pcm, np.float32(2.0 ** -15), dtype=np.float32)
+        else:
+            data, _ = sf.read(str(path), dtype="float32", always_2d=True)
     except MemoryError:
         raise
     except Exception as e:
         raise _unreadable(path, e) from None
-    return data.T, sr  # (channels, n)
+    return data.T, sr, pcm16  # (channels, n)
 
 
 def _as_array(audio: Any) -> np.ndarray:
@@ -205,7 +223,7 @@ def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: flo
 
     if isinstance(audio, (str, os.PathLike)):
         path = Path(audio).expanduser()
-        data, sr = _read_file(path)
+        data, sr, finite = _read_file(path)
         where = f"audio file {str(path)!r}"
         if sample_rate is not None:
             given = check_sample_rate(sample_rate, "sample_rate", AUDIO_RATES)
@@ -222,11 +240,12 @@ def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: flo
         sr = check_sample_rate(sample_rate, "sample_rate", AUDIO_RATES)
         data = _orient(_as_array(audio))
         where = "audio array"
+        finite = False
 
     if data.size == 0:
         raise ValueError(f"{where} is empty (shape {tuple(data.shape)}): no samples to process")
-    bad = ~np.isfinite(data)
-    if bad.any():
+    if not finite and not _all_finite(data):
+        bad = ~np.isfinite(data)
         n_nan = int(np.isnan(data).sum())
         n_inf = int(bad.sum()) - n_nan
         first = int(np.argmax(bad.any(axis=0)))
@@ -249,6 +268,12 @@ def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: flo
         if data.shape[-1] == 0:
             raise ValueError(f"{where} is empty after resampling from {sr:g} Hz to {target:g} Hz")
     return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """``np.isfinite(a).all()`` of ``(C, n)`` samples, a cache-sized chunk at a time (no boolean
+    array the size of the audio)."""
+    return all(np.isfinite(a[:, i:i + _CHUNK]).all() for i in range(0, a.shape[1], _CHUNK))
 
 
 def resample(data: np.ndarray, orig_sr: float, target_sr: float) -> np.ndarray:
@@ -277,27 +302,37 @@ def mfcc_frames(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
     mean level read against ``config.c0_ref_db``); times :data:`MFCC_SCALE`. A 1-D input is
     taken as mono. Audio shorter than one hop gives ``T = 0``.
     """
-    from .spectral import log_mel_mfcc
-
     a = np.asarray(audio)
     if a.ndim == 1:
         a = a[None, :]
     if a.ndim != 2:
         raise ValueError(f"mfcc_frames expects audio of shape (channels, samples), got {a.shape}")
-    if not np.all(np.isfinite(a)):
+    if not _all_finite(a):
         raise ValueError("audio contains NaN or inf samples")
+    return _mfcc_frames(a, config)
+
+
+def _mfcc_frames(a: np.ndarray, config: EDANetConfig) -> np.ndarray:
+    """:func:`mfcc_frames` of finite ``(C, n)`` audio, unchecked. The frames that reach before
+    the start see zeros without a padded copy of the audio (:func:`edanet.spectral.log_mel_mfcc`)."""
+    from .spectral import log_mel_mfcc
+
     C, n = a.shape
     n_fft, hop, F = config.mfcc_window_size, config.mfcc_hop_size, config.num_mfccs
     T = n // hop
     if T == 0:
         return np.zeros((C, 0, F), dtype=np.float32)
-    padded = np.concatenate([np.zeros((C, n_fft - hop), dtype=np.float32), a[:, :T * hop].astype(np.float32)],
-                            axis=1)
-    m = log_mel_mfcc(padded, sample_rate=config.audio_sample_rate, n_fft=n_fft, hop=hop, n_mels=config.num_mels,
-                     n_mfcc=F, amin=POWER_DB_AMIN)                 # (C, T, F)
+    m = log_mel_mfcc(a[:, :T * hop], sample_rate=config.audio_sample_rate, n_fft=n_fft, hop=hop,
+                     n_mels=config.num_mels, n_mfcc=F, amin=POWER_DB_AMIN, pad=n_fft - hop)    # (C, T, F)
     assert m.shape[1] == T, (m.shape, T)
+    return _scaled(m, config)
+
+
+def _scaled(m: np.ndarray, config: EDANetConfig) -> np.ndarray:
+    """float32 model features of :func:`edanet.spectral.log_mel_mfcc`'s ``(C, T, F)`` MFCCs."""
     m[..., 0] -= config.c0_ref_db * math.sqrt(config.num_mels)   # ortho DCT-II: c0 = sqrt(n_mels) * mean level
-    return np.ascontiguousarray(m * MFCC_SCALE, dtype=np.float32)
+    m *= MFCC_SCALE
+    return m.astype(np.float32)
 
 
 def mfcc_frames_reference(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
@@ -316,67 +351,6 @@ def mfcc_frames_reference(audio: np.ndarray, config: EDANetConfig) -> np.ndarray
                              n_mfcc=config.num_mfccs)
     m[:, 0] -= config.c0_ref_db * math.sqrt(config.num_mels)
     return np.swapaxes(m, -1, -2) * MFCC_SCALE
-
-
-def _mono64(audio) -> np.ndarray:
-    """``audio`` ``(C, n)`` or ``(n,)`` as float64 mono (the mean of the channels)."""
-    a = np.asarray(audio)
-    if a.ndim == 2:
-        return a[0].astype(np.float64) if a.shape[0] == 1 else a.mean(axis=0, dtype=np.float64)
-    return a.astype(np.float64, copy=False)
-
-
-def _mean_squares(rows: np.ndarray) -> np.ndarray:
-    """The mean square of each row, without the temporaries of ``np.mean(x * x, axis=1)``."""
-    return np.einsum("ij,ij->i", rows, rows) / rows.shape[1]
-
-
-#: Loudness: the RMS level (dBFS) of each hop, read against LOUDNESS_REF_DB, times LOUDNESS_SCALE
-#: (-40 dBFS -> 0, -10 dBFS -> 1.5, digital silence -> -3).
-LOUDNESS_REF_DB = -40.0
-LOUDNESS_SCALE = 0.05
-
-
-def loudness(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
-    """Causal loudness ``(T,)`` float32 of audio ``(C, n)`` (mixed to mono): the RMS level of
-    samples ``[t*hop, (t+1)*hop)`` in dBFS (floored at ``ONSET_FLOOR_DB``), scaled. The MFCCs'
-    c0 is a mean of log band levels, which a tone (all its power in a few bands) barely moves;
-    and since the coefficient positions never mix, no position could compute the level itself."""
-    a = _mono64(audio)
-    hop = config.mfcc_hop_size
-    T = a.size // hop
-    power = _mean_squares(a[: T * hop].reshape(T, hop))
-    level = np.maximum(10.0 * np.log10(power + 1e-30), ONSET_FLOOR_DB)
-    return ((level - LOUDNESS_REF_DB) * LOUDNESS_SCALE).astype(np.float32)
-
-
-#: Onset strength: the level (dB) of sub-windows of about ONSET_WINDOW_S (a whole fraction of
-#: a hop), its rise from one sub-window to the next, the largest rise in each frame, times
-#: ONSET_SCALE. Levels are floored at ONSET_FLOOR_DB so that digital silence is not -inf.
-ONSET_WINDOW_S = 0.008
-ONSET_SCALE = 0.05
-ONSET_FLOOR_DB = -100.0
-
-
-def onset_strength(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
-    """Causal onset strength ``(T,)`` float32 of audio ``(C, n)`` (mixed to mono): for frame t,
-    the steepest rise of the short-time level (dB) among the sub-windows of samples
-    ``[t*hop, (t+1)*hop)``, each against the sub-window before it (none for the first).
-    A 2 ms attack rises some 30 dB in one sub-window, a 300 ms one a few dB: the sharpness of a
-    sound's onset, which the MFCC frames (a 128 ms window every 62.5 ms) cannot resolve."""
-    a = _mono64(audio)
-    hop = config.mfcc_hop_size
-    T = a.size // hop
-    want = max(1.0, hop / (ONSET_WINDOW_S * config.audio_sample_rate))
-    divisors = [m for m in range(1, hop + 1) if hop % m == 0]
-    m = min(divisors, key=lambda d: abs(math.log(d / want)))      # sub-windows per hop
-    sub = a[: T * hop].reshape(T * m, hop // m)
-    level = np.maximum(10.0 * np.log10(_mean_squares(sub) + 1e-30), ONSET_FLOOR_DB)
-    rise = np.diff(np.concatenate([level[:1], level]))     # the recording's start is no onset
-    return (np.maximum(rise, 0.0).reshape(T, m).max(axis=1) * ONSET_SCALE).astype(np.float32)
-
-
-FRAME_FEATURE_FNS = {"loudness": loudness, "onset_strength": onset_strength}
 
 
 def mean_level_db(frames: np.ndarray, config: EDANetConfig) -> np.ndarray:
@@ -404,9 +378,8 @@ def features(audio: Any, sample_rate: float | None, config: EDANetConfig) -> tup
     if not config.audio_input:      # the audio-agnostic baseline hears silence, whatever is played
         a = np.zeros_like(a)
     a = a[:, :N * step]
-    frames = mfcc_frames(a, config)
-    mono = _mono64(a) if config.frame_features else None      # converted once for all of them
-    extra = [FRAME_FEATURE_FNS[name](mono, config) for name in config.frame_features]
+    frames = _mfcc_frames(a, config)                # load_audio has checked the samples
+    extra = _frame_features(a, config)[0] if config.frame_features else []
     if extra:                       # one channel each, the same at every coefficient position
         extra = np.broadcast_to(np.stack(extra)[:, :, None], (len(extra),) + frames.shape[1:])
         frames = np.concatenate([frames, extra], axis=0)

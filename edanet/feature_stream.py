@@ -8,14 +8,13 @@
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from .audio import (MFCC_SCALE, POWER_DB_AMIN, _as_array, _check_complete, _mono64, _unreadable, check_sample_rate,
-                    loudness, onset_strength)
+from .audio import (POWER_DB_AMIN, _as_array, _check_complete, _frame_features, _scaled, _unreadable,
+                    check_sample_rate)
 from .config import AUDIO_RATES, EDANetConfig
 
 __all__ = ["FeatureStream", "audio_info", "audio_blocks"]
@@ -78,7 +77,7 @@ class FeatureStream:
         self._pending = np.zeros((need, 0), np.float32)    # final, not yet a whole step
         # the samples before the next frame's hop that its window reaches back to (zeros at the start)
         self._tail = np.zeros((need, config.mfcc_window_size - self._hop), np.float32)
-        self._last_hop: np.ndarray | None = None           # mono, for the next step's first onset rise
+        self._onset_before = None      # the last onset sub-window's level (dB), for the next step's first rise
         self._steps = 0
         self._closed = False
 
@@ -208,21 +207,12 @@ class FeatureStream:
         # what mfcc_frames does to the frames of the whole audio
         m = log_mel_mfcc(padded, sample_rate=cfg.audio_sample_rate, n_fft=cfg.mfcc_window_size, hop=hop,
                          n_mels=cfg.num_mels, n_mfcc=cfg.num_mfccs, amin=POWER_DB_AMIN)
-        m[..., 0] -= cfg.c0_ref_db * math.sqrt(cfg.num_mels)
-        frames = np.ascontiguousarray(m * MFCC_SCALE, dtype=np.float32)
+        frames = _scaled(m, cfg)
         self._steps += k
         if not cfg.frame_features:
             return frames
-        mono = _mono64(block)
-        extra = []
-        for name in cfg.frame_features:
-            if name == "loudness":
-                extra.append(loudness(mono, cfg))
-            else:   # onset_strength: the block's first sub-window rises from the previous hop's last
-                prev = self._last_hop
-                extra.append(onset_strength(mono, cfg) if prev is None
-                             else onset_strength(np.concatenate([prev, mono]), cfg)[1:])
-        self._last_hop = mono[-hop:].copy()
+        # the block's first onset sub-window rises from the previous block's last
+        extra, self._onset_before = _frame_features(block, cfg, self._onset_before)
         extra = np.broadcast_to(np.stack(extra)[:, :, None], (len(extra),) + frames.shape[1:])
         return np.concatenate([frames, extra], axis=0)
 

@@ -182,6 +182,19 @@ def test_wav_file_equals_array(tmp_path):
         load_audio(p, 16000, target_rate=SR)
 
 
+@pytest.mark.parametrize("fmt", ["WAV", "WAVEX", "AIFF", "W64", "RF64"])
+def test_pcm16_files_read_as_libsndfile_reads_them(tmp_path, fmt):
+    """16-bit PCM is read as int16 and scaled here (faster): the floats libsndfile gives, for every
+    sample value, kept per channel or mixed."""
+    pcm = np.arange(-32768, 32768, dtype=np.int16)
+    pcm = np.stack([pcm, np.roll(pcm, 1000), pcm[::-1]], axis=1)           # (n, 3)
+    p = tmp_path / f"clip.{fmt.lower()}"
+    sf.write(p, pcm, SR, format=fmt, subtype="PCM_16")
+    want, _ = sf.read(p, dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(load_audio(p, target_rate=SR, channels=3), want.T)
+    np.testing.assert_array_equal(load_audio(p, target_rate=SR), load_audio(want, SR, target_rate=SR))
+
+
 # -- errors a user can act on -----------------------------------------------------------------
 
 def test_missing_file(tmp_path):
@@ -258,7 +271,7 @@ def _attack(rate, attack_s, level_db=-20.0, seconds=2.0, at=1.0, seed=0):
 
 
 def test_onset_strength_grows_with_the_sharpness_of_an_attack():
-    from edanet.audio import onset_strength
+    from edanet.frame_features import onset_strength
     cfg = EDANetConfig.from_preset("small")
     peaks = [onset_strength(_attack(16000, a)[None], cfg).max() for a in (0.002, 0.05, 0.4)]
     assert peaks[0] > 1.5 * peaks[1] > 1.5 * 1.5 * peaks[2], peaks
@@ -271,7 +284,7 @@ def test_onset_strength_grows_with_the_sharpness_of_an_attack():
 
 
 def test_onset_strength_is_causal_and_a_feature_channel():
-    from edanet.audio import onset_strength
+    from edanet.frame_features import onset_strength
     cfg = EDANetConfig.from_preset("tiny", frame_features=("onset_strength",))
     x = _attack(8000, 0.01, seconds=3.0, seed=2)
     full = onset_strength(x[None], cfg)
@@ -286,7 +299,7 @@ def test_onset_strength_is_causal_and_a_feature_channel():
 
 
 def test_loudness_is_the_rms_level_of_each_hop():
-    from edanet.audio import LOUDNESS_REF_DB, LOUDNESS_SCALE, loudness
+    from edanet.frame_features import LOUDNESS_REF_DB, LOUDNESS_SCALE, loudness
     cfg = EDANetConfig.from_preset("tiny")
     hop, rate = cfg.mfcc_hop_size, cfg.audio_sample_rate
     t = np.arange(4 * hop) / rate
@@ -303,3 +316,39 @@ def test_loudness_is_the_rms_level_of_each_hop():
     np.testing.assert_allclose(loudness(noise[None], cfg), loudness(tone[None], cfg), atol=0.05)   # 1 dB
     c0 = [mfcc_frames(y[None], cfg)[0, 4:, 0].mean() for y in (noise, tone)]
     assert abs(c0[0] - c0[1]) > 0.5
+
+
+@pytest.mark.parametrize("hop", [500, 1000, 10000, 40000])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_frame_features_in_chunks_are_those_of_the_whole_audio(monkeypatch, hop, channels, chunk):
+    """Loudness and onset strength mix and convert the audio to float64 a chunk of hops at a time
+    (features: both from one pass): the bits of the mean squares of the whole float64 mono audio."""
+    from types import SimpleNamespace
+
+    from edanet import frame_features as audio
+    if chunk:
+        monkeypatch.setattr(audio, "_CHUNK", chunk * hop)         # 3 hops a chunk, the last one alone
+    rng = np.random.default_rng(hop + channels)
+    n = 7 * hop + 123
+    x = (0.1 * rng.standard_normal((channels, n)) * 10 ** rng.uniform(-4, 0, (1, n))).astype(np.float32)
+    x[:, 2 * hop: 3 * hop] = 0.0
+    mono = x.mean(axis=0, dtype=np.float64) if channels > 1 else x[0].astype(np.float64)
+    cfg = SimpleNamespace(mfcc_hop_size=hop, audio_sample_rate=16000, frame_features=("loudness", "onset_strength"))
+    m = audio._onset_parts(hop, 16000)
+
+    def mean_squares(m):
+        rows = mono[:7 * hop].reshape(7 * m, hop // m)
+        return np.einsum("ij,ij->i", rows, rows) / rows.shape[1]
+
+    level = np.maximum(10.0 * np.log10(mean_squares(1) + 1e-30), audio.ONSET_FLOOR_DB)
+    loud = ((level - audio.LOUDNESS_REF_DB) * audio.LOUDNESS_SCALE).astype(np.float32)
+    level = np.maximum(10.0 * np.log10(mean_squares(m) + 1e-30), audio.ONSET_FLOOR_DB)
+    rise = np.diff(np.concatenate([level[:1], level]))
+    onset = (np.maximum(rise, 0.0).reshape(7, m).max(axis=1) * audio.ONSET_SCALE).astype(np.float32)
+    for a in (x, x.astype(np.float64), mono[None], mono):
+        np.testing.assert_array_equal(audio.loudness(a, cfg), loud)
+        np.testing.assert_array_equal(audio.onset_strength(a, cfg), onset)
+    both, _ = audio._frame_features(x, cfg)
+    np.testing.assert_array_equal(both[0], loud)
+    np.testing.assert_array_equal(both[1], onset)

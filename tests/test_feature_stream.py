@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-import torch
 
 import edanet
 from edanet import spectral
@@ -193,15 +192,26 @@ def test_mfccs_do_not_depend_on_the_rows_per_call():
 
 def test_mel_energies_are_the_exact_sums_rounded():
     """The filterbank sums are the exact sums rounded to float32 (math.fsum, in float64 first),
-    the rare ambiguous ones included."""
-    win, mel_t, _ = spectral._bases(16000.0, 2048, 40, 8)
+    summed band by band or over every bin, the ambiguous ones included; a NaN or inf power gives
+    what the exact sum over every bin gives (NaN where a band weighs it 0)."""
+    plan = spectral._plan(16000.0, 2048, 40, 8)
     rng = np.random.default_rng(12)
     scale = 10.0 ** rng.uniform(-8, 2, (64, 1))
-    power = torch.from_numpy((rng.standard_normal((64, 1025)) ** 2 * scale).astype(np.float32))
-    got = spectral._mel_energies(power, mel_t)
-    exact = torch.tensor([[math.fsum((power[t].double() * mel_t[:, b]).tolist()) for b in range(40)]
-                          for t in range(64)], dtype=torch.float64).float()
-    assert torch.equal(got, exact)
+    power = (rng.standard_normal((64, 1025)) ** 2 * scale).astype(np.float32).astype(np.float64)
+    power[3, 0] = np.inf                # a bin no band weighs
+    power[5, 500] = np.inf
+    power[7, 10] = np.nan
+    with np.errstate(invalid="ignore"):
+        want = np.array([[math.fsum((row * plan.mel[:, b]).tolist()) for b in range(40)] for row in power],
+                        dtype=np.float32)
+    assert np.isnan(want[3]).all() and np.isnan(want[7]).all() and np.isinf(want[5]).any()
+    assert np.isfinite(np.delete(want, [3, 5, 7], axis=0)).all()
+    # every sum taken as ambiguous: the exact path for all
+    forced = plan._replace(dense_tol=1.0, band_tol=np.ones(40))
+    with np.errstate(invalid="ignore"):           # as log_mel_mfcc calls it
+        for banded in (False, True):
+            assert np.array_equal(spectral._mel_energies(power, plan, banded), want, equal_nan=True)
+            assert np.array_equal(spectral._mel_energies(power, forced, banded), want, equal_nan=True)
 
 
 def test_wrong_channel_count():
