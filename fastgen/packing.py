@@ -8,12 +8,12 @@
   layer.
 
 Both in float64 (from whatever the weights are), so every backend rounds the same sums once,
-to its own dtype. (The native CPU backend folds the same sums in double in C++.)"""
+to its own dtype; the native CPU backend receives them with the weights (``folded``)."""
 from __future__ import annotations
 
 import torch
 
-__all__ = ["cond_table", "summed_skip_bias"]
+__all__ = ["cond_table", "summed_skip_bias", "folded"]
 
 
 def cond_table(w: dict) -> torch.Tensor:
@@ -26,3 +26,9 @@ def cond_table(w: dict) -> torch.Tensor:
 def summed_skip_bias(w: dict) -> torch.Tensor:
     """``(C_s,)`` float64: every layer's skip bias, summed."""
     return w["skip_b"].to(torch.float64).sum(0)
+
+
+def folded(w: dict) -> dict:
+    """``w`` with the folded tensors added under ``cond_table`` and ``skip_bias`` (what the native
+    CPU packer reads instead of folding them again)."""
+    return {**w, "cond_table": cond_table(w), "skip_bias": summed_skip_bias(w)}

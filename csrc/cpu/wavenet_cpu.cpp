@@ -86,17 +86,22 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
 
   // Shapes of fastgen.spec.weight_shapes, checked here too (the Python side does as well).
   const at::Tensor in_w = weight(w, "in_w", {Cr, Cin}), in_b = weight(w, "in_b", {Cr});
-  const at::Tensor cond_emb = weight(w, "cond_emb", {Qc, E});
   const at::Tensor dil_w0 = weight(w, "dil_w0", {L, 2 * Ch, Cr}), dil_w1 = weight(w, "dil_w1", {L, 2 * Ch, Cr});
-  const at::Tensor dil_b = weight(w, "dil_b", {L, 2 * Ch});
-  const at::Tensor cond_w = weight(w, "cond_w", {L, 2 * Ch, E}), cond_b = weight(w, "cond_b", {L, 2 * Ch});
   const at::Tensor res_w = weight(w, "res_w", {L, Cr, Ch}), res_b = weight(w, "res_b", {L, Cr});
-  const at::Tensor skip_w = weight(w, "skip_w", {L, Cs, Ch}), skip_b = weight(w, "skip_b", {L, Cs});
+  const at::Tensor skip_w = weight(w, "skip_w", {L, Cs, Ch});
   const at::Tensor head1_w = weight(w, "head1_w", {Co, Cs}), head1_b = weight(w, "head1_b", {Co});
   const at::Tensor head2_w = weight(w, "head2_w", {Co, Co}), head2_b = weight(w, "head2_b", {Co});
   const at::Tensor down_w = weight(w, "down_w", {Q, Co, K, F}), down_b = weight(w, "down_b", {Q});
-  TORCH_CHECK(w.size() == 18, "fastgen cpu pack: expected the 18 weights of fastgen.spec.weight_shapes, got ",
-              w.size());
+  // Checked, not read: folded by fastgen/packing.py (the rule every backend shares) into the
+  // conditioning table over classes (cond_emb @ cond_w^T + cond_b + dil_b) and the skip biases
+  // summed over layers, which are read.
+  for (const auto& [name, shape] : std::vector<std::pair<std::string, std::vector<int64_t>>>{
+           {"cond_emb", {Qc, E}}, {"cond_w", {L, 2 * Ch, E}}, {"cond_b", {L, 2 * Ch}}, {"dil_b", {L, 2 * Ch}},
+           {"skip_b", {L, Cs}}})
+    weight(w, name, shape);
+  const at::Tensor table = weight(w, "cond_table", {L, Qc, 2 * Ch}), skip_bias = weight(w, "skip_bias", {Cs});
+  TORCH_CHECK(w.size() == 20, "fastgen cpu pack: expected the 18 weights of fastgen.spec.weight_shapes and the ",
+              "2 of fastgen.packing.folded, got ", w.size());
 
   allocate_buffers(*p);
 
@@ -120,9 +125,6 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
   const int64_t dil_stride = 2 * Crp * 2 * Chp;
   {
     auto w0 = dil_w0.accessor<double, 3>(), w1 = dil_w1.accessor<double, 3>();
-    auto db = dil_b.accessor<double, 2>(), cb = cond_b.accessor<double, 2>();
-    // table[l][q][o] = cond_emb[q] . cond_w[l][o] + cond_b[l][o] + dil_b[l][o], in double
-    const at::Tensor table = at::einsum("qe,loe->lqo", {cond_emb, cond_w}).contiguous();
     auto tb = table.accessor<double, 3>();
     for (int64_t l = 0; l < L; ++l) {
       pack_panels(p->dil_w.data() + l * dil_stride, 2 * Crp, 2 * Chp, 2 * Chp, [&](int64_t c, int64_t i) {
@@ -135,7 +137,7 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
         float* row = p->cond_table.data() + (l * Qc + q) * 2 * Chp;
         for (int64_t c = 0; c < 2 * Chp; ++c) {
           const int64_t o = inter(c);
-          row[c] = o < 0 ? 0.0f : (float)(tb[l][q][o] + cb[l][o] + db[l][o]);
+          row[c] = o < 0 ? 0.0f : (float)tb[l][q][o];
         }
       }
     }
@@ -144,7 +146,8 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
   // Skip and residual 1x1 convs, and the summed skip bias.
   {
     auto sw_ = skip_w.accessor<double, 3>(), rw = res_w.accessor<double, 3>();
-    auto sb = skip_b.accessor<double, 2>(), rb = res_b.accessor<double, 2>();
+    auto rb = res_b.accessor<double, 2>();
+    auto sb = skip_bias.accessor<double, 1>();
     for (int64_t l = 0; l < L; ++l) {
       pack_panels(p->skip_w.data() + l * Chp * Csp, Chp, Cs, Csp,
                   [&](int64_t o, int64_t i) { return i < Ch ? sw_[l][o][i] : 0.0; });
@@ -152,11 +155,7 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
                   [&](int64_t o, int64_t i) { return i < Ch ? rw[l][o][i] : 0.0; });
       for (int64_t o = 0; o < Cr; ++o) p->res_b.data()[l * Crp + o] = (float)rb[l][o];
     }
-    for (int64_t o = 0; o < Cs; ++o) {
-      double acc = 0;
-      for (int64_t l = 0; l < L; ++l) acc += sb[l][o];
-      p->skip_b.data()[o] = (float)acc;
-    }
+    for (int64_t o = 0; o < Cs; ++o) p->skip_b.data()[o] = (float)sb[o];
   }
 
   // Head.

@@ -28,7 +28,8 @@
 namespace fastgen {
 namespace cpu {
 
-// Pack the flat weight dict (names and shapes of fastgen.spec.weight_shapes) for the engine.
+// Pack the flat weight dict (names and shapes of fastgen.spec.weight_shapes, plus the folded
+// cond_table and skip_bias of fastgen.packing.folded) for the engine.
 std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& weights,
                                     const std::vector<int64_t>& dilations);
 
