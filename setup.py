@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import platform
+import runpy
 import shutil
 import sys
 
@@ -42,13 +43,18 @@ def _cuda_wanted() -> bool:
     return have if mode == "auto" else mode == "1"
 
 
-# torch's names for architectures of compute capability 8.0 and newer
+# The compute capability the CUDA kernel needs, from fastgen/devices.py (the one place it is
+# written), read without importing fastgen; and torch's names for the architectures that have it.
+_MIN_CAPABILITY = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastgen",
+                                              "devices.py"))["MIN_CAPABILITY"]
 _NAMED_SM80_PLUS = {"ampere", "ampere+tegra", "ada", "hopper"}
 
 
 def _cuda_arch_list() -> str:
     """TORCH_CUDA_ARCH_LIST for the CUDA extension: "8.0;9.0a" unless set; of a given list, the
-    entries of compute capability 8.0 and newer (the kernel uses bf16 mma.sync and ld.acquire)."""
+    entries of compute capability ``_MIN_CAPABILITY`` (8.0) and newer (the kernel uses bf16
+    mma.sync and ld.acquire)."""
+    need = ".".join(map(str, _MIN_CAPABILITY))
     given = os.environ.get("TORCH_CUDA_ARCH_LIST", "").replace(";", " ").split()
     if not given:
         return "8.0;9.0a"
@@ -56,15 +62,16 @@ def _cuda_arch_list() -> str:
     for arch in given:
         version = arch.split("+")[0].rstrip("af")          # "9.0a", "8.6+PTX" -> "9.0", "8.6"
         numeric = version.replace(".", "", 1).isdigit()
-        new_enough = float(version) >= 8.0 if numeric else arch.lower() in _NAMED_SM80_PLUS
+        major_minor = tuple(int(x) for x in (version + ".0").split(".")[:2]) if numeric else None
+        new_enough = major_minor >= tuple(_MIN_CAPABILITY) if numeric else arch.lower() in _NAMED_SM80_PLUS
         (keep if new_enough else drop).append(arch)
     if not keep:
         sys.exit(f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']!r} has no architecture of compute "
-                 "capability 8.0 or newer, which fastgen's CUDA kernel needs; set e.g. TORCH_CUDA_ARCH_LIST=9.0a "
-                 "(H100) or 8.0 (A100), or FASTGEN_BUILD_CUDA=0 to build without CUDA")
+                 f"capability {need} or newer, which fastgen's CUDA kernel needs; set e.g. "
+                 "TORCH_CUDA_ARCH_LIST=9.0a (H100) or 8.0 (A100), or FASTGEN_BUILD_CUDA=0 to build without CUDA")
     if drop:
         print(f"fastgen: building the CUDA kernel for {';'.join(keep)} only; {' '.join(drop)} "
-              "(not compute capability 8.0 or newer) dropped from TORCH_CUDA_ARCH_LIST", file=sys.stderr)
+              f"(not compute capability {need} or newer) dropped from TORCH_CUDA_ARCH_LIST", file=sys.stderr)
     return ";".join(keep)
 
 

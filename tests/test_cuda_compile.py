@@ -134,9 +134,10 @@ def _setup_function(name):
     import ast
     tree = ast.parse((ROOT / "setup.py").read_text())
     keep = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.Assign)) and
-            (getattr(n, "name", None) == name or any(getattr(t, "id", "").startswith("_NAMED") for t in
+            (getattr(n, "name", None) == name or any(getattr(t, "id", "").startswith(("_NAMED", "_MIN")) for t in
                                                      getattr(n, "targets", [])))]
-    ns = {"os": os, "sys": sys}
+    import runpy
+    ns = {"os": os, "sys": sys, "runpy": runpy, "__file__": str(ROOT / "setup.py")}
     exec(compile(ast.Module(body=keep, type_ignores=[]), "setup.py", "exec"), ns)
     return ns[name]
 
@@ -147,6 +148,7 @@ def _setup_function(name):
     ("5.2 6.0 6.1 7.0 7.5 8.0 8.6 9.0+PTX", "8.0;8.6;9.0+PTX"),   # a CUDA image's list
     ("7.5;8.9;10.0;12.0a", "8.9;10.0;12.0a"),
     ("Turing Ampere Hopper", "Ampere;Hopper"),
+    ("7 8", "8"),                                                   # a major version alone
 ])
 def test_setup_keeps_the_architectures_the_kernel_runs_on(monkeypatch, capsys, given, want):
     arch_list = _setup_function("_cuda_arch_list")
