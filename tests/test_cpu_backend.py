@@ -152,7 +152,7 @@ def test_wrong_shapes_raise():
 def test_native_argument_checks():
     spec = PARITY_SPECS["round"]
     weights, frames, classes, uniforms = make_case(spec, 2, 4)
-    packed = cpu_backend._C.pack(folded(weights), list(spec.dilations))
+    packed = cpu_backend._C.pack(folded(weights), list(spec.dilations), spec.flops_per_step())
     with pytest.raises(RuntimeError, match="float32"):
         cpu_backend._C.generate(packed, frames.double(), uniforms, 1.0, spec.start_class)
     with pytest.raises(RuntimeError, match="uniforms"):
@@ -162,7 +162,7 @@ def test_native_argument_checks():
     with pytest.raises(RuntimeError, match="classes must lie"):
         cpu_backend._C.teacher_forced(packed, frames, classes + 1000, spec.start_class)
     with pytest.raises(RuntimeError, match="dilations"):
-        cpu_backend._C.pack(folded(weights), [1, 2])
+        cpu_backend._C.pack(folded(weights), [1, 2], spec.flops_per_step())
 
 
 def test_packed_once_at_construction():

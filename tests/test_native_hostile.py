@@ -346,14 +346,15 @@ def test_extension_refuses_a_huge_dilation_before_allocating():
     weights, *_ = make_case(spec, 1, 1)
     for bad in (2 ** 59, 2 ** 30 + 1, 0, -3):
         with pytest.raises(RuntimeError, match=rf"every dilation must lie in \[1, 1073741824\], got {bad}"):
-            C.pack(folded(weights), [1, 2, 4, 8, bad])
+            C.pack(folded(weights), [1, 2, 4, 8, bad], spec.flops_per_step())
 
 
 def test_extension_refuses_a_batch_whose_rings_overflow():
     C = _cpu_ext()
     spec = PARITY_SPECS["round"]
     weights, frames, classes, uniforms = make_case(spec, 1, 2)
-    packed = C.pack(folded(weights), [2 ** 20] * spec.num_layers)        # 671M ring values per sequence
+    # 671M ring values per sequence
+    packed = C.pack(folded(weights), [2 ** 20] * spec.num_layers, spec.flops_per_step())
     B = 2 ** 40                                                   # views: nothing is allocated
     big_frames, big_u, big_c = (frames.expand(B, -1, -1, -1), uniforms.expand(B, -1), classes.expand(B, -1))
     with pytest.raises(RuntimeError, match=r"a batch of 1099511627776 sequence\(s\) x 2 steps overflows"):
@@ -366,6 +367,6 @@ def test_extension_runs_zero_steps():
     C = _cpu_ext()
     spec = PARITY_SPECS["odd"]
     weights, frames, classes, uniforms = make_case(spec, 2, 0)
-    packed = C.pack(folded(weights), list(spec.dilations))
+    packed = C.pack(folded(weights), list(spec.dilations), spec.flops_per_step())
     assert tuple(C.generate(packed, frames, uniforms, 1.0, spec.start_class).shape) == (2, 0)
     assert tuple(C.teacher_forced(packed, frames, classes, spec.start_class).shape) == (2, 0, spec.num_classes)

@@ -145,12 +145,6 @@ AlignedBuffer::AlignedBuffer(size_t n) : n_(n) {
   ptr_.reset(p);
 }
 
-double PackedWeights::flops_per_step() const {
-  const double P = (double)(K * F);
-  const double per_pos = Cin * Cr + L * (2.0 * Cr * 2 * Ch + Ch * Cs + Ch * Cr) + Cs * Co + Co * Co;
-  return 2.0 * (P * per_pos + L * E * 2.0 * Ch + P * Co * Q);
-}
-
 size_t PackedWeights::nbytes() const {
   size_t n = 0;
   for (const AlignedBuffer* b : {&in_w, &in_b, &dil_w, &cond_table, &skip_w, &res_w, &res_b, &skip_b, &head1_w,

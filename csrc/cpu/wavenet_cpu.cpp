@@ -49,7 +49,9 @@ int resolve_threads(int64_t num_threads) {
 }  // namespace
 
 std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
-                                    const std::vector<int64_t>& dilations) {
+                                    const std::vector<int64_t>& dilations, double flops_per_step) {
+  TORCH_CHECK(std::isfinite(flops_per_step) && flops_per_step >= 0,
+              "fastgen cpu pack: flops_per_step must be a finite number >= 0, got ", flops_per_step);
   auto it = w.find("in_w");
   TORCH_CHECK(it != w.end() && it->second.dim() == 2, "fastgen cpu pack: missing or malformed weight 'in_w'");
   auto cw = w.find("cond_emb");
@@ -77,6 +79,7 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
   p->K = ow->second.size(2);
   p->F = ow->second.size(3);
   p->dilations = dilations;
+  p->flops = flops_per_step;
   // Sizes, dilations and every buffer size derived from them, checked before any allocation.
   const std::string err = plan_layout(*p);
   TORCH_CHECK(err.empty(), "fastgen cpu pack: ", err);
@@ -293,8 +296,9 @@ void register_bindings(pybind11::module_& m) {
       .def_property_readonly("dilations", [](const PackedWeights& p) { return p.dilations; })
       .def_property_readonly("ring_stride", [](const PackedWeights& p) { return p.ring_stride; })
       .def("__repr__", &PackedWeights::repr);
-  m.def("pack", &pack, py::arg("weights"), py::arg("dilations"),
-        "Pack a fastgen weight dict (fastgen.spec.weight_shapes) for the fused CPU engine");
+  m.def("pack", &pack, py::arg("weights"), py::arg("dilations"), py::arg("flops_per_step"),
+        "Pack a fastgen weight dict (fastgen.spec.weight_shapes, with fastgen.packing.folded's tensors) for the "
+        "fused CPU engine; flops_per_step (NetworkSpec.flops_per_step) sizes the automatic position split");
   m.def("generate", &generate, py::arg("packed"), py::arg("frames"), py::arg("uniforms"),
         py::arg("temperature"), py::arg("start_class"), py::arg("num_threads") = 0, py::arg("split") = -1,
         py::arg("rings") = py::none(), py::arg("step0") = 0, py::arg("first_class") = py::none(),

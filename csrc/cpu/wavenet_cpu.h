@@ -31,7 +31,7 @@ namespace cpu {
 // Pack the flat weight dict (names and shapes of fastgen.spec.weight_shapes, plus the folded
 // cond_table and skip_bias of fastgen.packing.folded) for the engine.
 std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& weights,
-                                    const std::vector<int64_t>& dilations);
+                                    const std::vector<int64_t>& dilations, double flops_per_step);
 
 // num_threads <= 0: at::get_num_threads(). split: see run_job in wavenet_kernels.h.
 // Sample n steps: frames float32 (B, C_in, n*K, F), uniforms float32 (B, n) -> int64 (B, n).

@@ -82,7 +82,8 @@ struct PackedWeights {
   int64_t ring_stride = 0;  // ring elements per sequence
 
   size_t nbytes() const;
-  double flops_per_step() const;  // of one sequence, as NetworkSpec.flops_per_step
+  double flops = 0;  // per step of one sequence: NetworkSpec.flops_per_step, given at packing
+  double flops_per_step() const { return flops; }
   std::string repr() const;
 };
 

@@ -57,7 +57,8 @@ class CpuEngine(Engine):
         self.num_threads = 0 if num_threads is None else int(num_threads)
         self.split = -1 if split_positions is None else int(bool(split_positions))
         # Packed once, here: a copy in the native layout (later changes to `weights` are not seen).
-        self._packed = _C.pack(folded({k: v.detach().to("cpu") for k, v in weights.items()}), list(spec.dilations))
+        self._packed = _C.pack(folded({k: v.detach().to("cpu") for k, v in weights.items()}), list(spec.dilations),
+                               float(spec.flops_per_step()))
 
     @property
     def packed_nbytes(self) -> int:
