@@ -22,15 +22,16 @@ __all__ = ["EDAStream"]
 class EDAStream:
     """Generate EDA (µS) live from audio pushed in chunks of any size.
 
-    ``model``: an ``edanet.Generator``, a model, a model folder or None (the bundled model).
-    ``sample_rate``: the pushed audio's rate (Hz); ``channels``: its channel count (chunks are
-    1-D for mono, else ``(n, channels)`` as soundfile and interleaved PCM lay them out; integer
-    chunks are PCM at the dtype's full scale). The other arguments are ``edanet.generate``'s.
-    ``push(chunk)`` returns the values ``(num_samples, k)`` of the ``k`` EDA steps the chunk
-    completes (often 0: a step is ``1 / eda_sample_rate`` s of audio), and ``times`` their
-    times in seconds (``classes``: their classes); ``close()`` ends the stream (a partial step at the end is dropped, as
-    ``edanet.generate`` drops it) and returns what is left. Use it as a context manager, or
-    call ``close``."""
+    ``model``: an ``edanet.Generator`` (then backend, device and dtype are its own), a model, a
+    model folder or None (the bundled model). ``sample_rate``: the pushed audio's rate (Hz);
+    ``channels``: its channel count (chunks are 1-D for mono, else ``(n, channels)`` as soundfile
+    and interleaved PCM lay them out; integer chunks are PCM at the dtype's full scale). The
+    other arguments are ``edanet.generate``'s. ``push(chunk)`` returns the values
+    ``(num_samples, k)`` of the ``k`` EDA steps the chunk completes (often 0: a step is
+    ``1 / eda_sample_rate`` s of audio), and sets ``times`` (their times in seconds) and
+    ``classes``. ``close()`` ends the stream and returns the steps only the end of the audio
+    completes (the resampler's tail; usually none); a partial step at the end is dropped, as
+    ``edanet.generate`` drops it. Leaving a ``with`` block closes the stream without them."""
 
     def __init__(self, model=None, sample_rate: float | None = None, *, channels: int = 1, seed: int | None = None,
                  num_samples: int = 1, backend: str = "auto", temperature: float = 1.0, initial_eda_us=None,
