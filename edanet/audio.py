@@ -133,10 +133,10 @@ def _unreadable(path: Path, e: Exception) -> ValueError:
 _PCM16_FORMATS = ("WAV", "WAVEX", "AIFF", "W64", "RF64")
 
 
-def _read_file(path: Path) -> tuple[np.ndarray, float, bool]:
-    """The samples ``(channels, n)`` and rate of an audio file, its header checked first: a rate
-    outside :data:`AUDIO_RATES` or a truncated WAV/AIFF is refused before any sample is read;
-    and whether the samples are finite by construction (16-bit PCM)."""
+def file_info(path: Path) -> tuple[Any, float]:
+    """soundfile's ``info`` of an audio file and its checked rate, before any sample is read:
+    a missing file, a folder, an unreadable file, a rate outside :data:`AUDIO_RATES` or a
+    truncated WAV/AIFF is refused."""
     import soundfile as sf
 
     if not path.exists():
@@ -151,13 +151,31 @@ def _read_file(path: Path) -> tuple[np.ndarray, float, bool]:
         raise _unreadable(path, e) from None
     sr = check_sample_rate(info.samplerate, f"audio file {str(path)!r}: its header's sample rate", AUDIO_RATES)
     _check_complete(path, sr, info.frames)
-    pcm16 = info.subtype == "PCM_16" and info.format in _PCM16_FORMATS
+    return info, sr
+
+
+def is_pcm16(info) -> bool:
+    """Whether a file (soundfile ``info``) is read fastest as int16 (``read_float32``)."""
+    return info.subtype == "PCM_16" and info.format in _PCM16_FORMATS
+
+
+def read_float32(read, pcm16: bool) -> np.ndarray:
+    """``read(dtype=...)`` (soundfile's ``read`` of a file or of an open file's next block) as
+    float32 ``(n, channels)``: 16-bit PCM read as int16 and scaled, the same floats faster."""
+    if pcm16:
+        return np.multiply(read(dtype="int16"), np.float32(2.0 ** -15), dtype=np.float32)
+    return read(dtype="float32")
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, float, bool]:
+    """The samples ``(channels, n)`` and rate of an audio file, its header checked first
+    (:func:`file_info`); and whether the samples are finite by construction (16-bit PCM)."""
+    import soundfile as sf
+
+    info, sr = file_info(path)
+    pcm16 = is_pcm16(info)
     try:
-        if pcm16:
-            pcm, _ = sf.read(str(path), dtype="int16", always_2d=True)
-            data = np.multiply(pcm, np.float32(2.0 ** -15), dtype=np.float32)
-        else:
-            data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+        data = read_float32(lambda dtype: sf.read(str(path), dtype=dtype, always_2d=True)[0], pcm16)
     except MemoryError:
         raise
     except Exception as e:
@@ -225,11 +243,7 @@ def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: flo
         path = Path(audio).expanduser()
         data, sr, finite = _read_file(path)
         where = f"audio file {str(path)!r}"
-        if sample_rate is not None:
-            given = check_sample_rate(sample_rate, "sample_rate", AUDIO_RATES)
-            if abs(given - sr) > 1e-6 * sr:
-                raise ValueError(f"sample_rate={sample_rate!r} was given but {where} is at {sr:g} Hz; "
-                                 f"leave sample_rate out for files")
+        check_file_rate(sample_rate, sr, where)
     else:
         if audio is None:
             raise ValueError("audio is None: pass a path or an array of samples")
@@ -245,29 +259,62 @@ def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: flo
     if data.size == 0:
         raise ValueError(f"{where} is empty (shape {tuple(data.shape)}): no samples to process")
     if not finite and not _all_finite(data):
-        bad = ~np.isfinite(data)
-        n_nan = int(np.isnan(data).sum())
-        n_inf = int(bad.sum()) - n_nan
-        first = int(np.argmax(bad.any(axis=0)))
+        n_nan, n_inf, first = nonfinite(data)
         raise ValueError(f"{where} contains non-finite samples ({n_nan} NaN, {n_inf} inf; first at sample "
                          f"{first}); clean the audio before passing it")
-
-    have = data.shape[0]
-    if channels == 1:
-        data = data.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32) if have > 1 else data
-    elif have == channels:
-        pass
-    elif have == 1:
-        data = np.repeat(data, channels, axis=0)
-    else:
-        raise ValueError(f"{where} has {have} channels but {channels} are needed "
-                         f"(mono or {channels}-channel audio is accepted)")
+    data = map_channels(data, channels, where)
 
     if abs(sr - target) > 1e-9 * target:
         data = resample(data, sr, target)
         if data.shape[-1] == 0:
             raise ValueError(f"{where} is empty after resampling from {sr:g} Hz to {target:g} Hz")
     return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def check_file_rate(sample_rate, file_rate: float, where: str) -> None:
+    """ValueError unless ``sample_rate`` (given with a file) is None or the file's rate."""
+    if sample_rate is not None:
+        given = check_sample_rate(sample_rate, "sample_rate", AUDIO_RATES)
+        if abs(given - file_rate) > 1e-6 * file_rate:
+            raise ValueError(f"sample_rate={sample_rate!r} was given but {where} is at {file_rate:g} Hz; "
+                             f"leave sample_rate out for files")
+
+
+def nonfinite(data: np.ndarray) -> tuple[int, int, int]:
+    """``(NaN count, inf count, first sample index with one)`` of ``(C, n)`` samples that have some."""
+    bad = ~np.isfinite(data)
+    n_nan = int(np.isnan(data).sum())
+    return n_nan, int(bad.sum()) - n_nan, int(np.argmax(bad.any(axis=0)))
+
+
+def map_channels(data: np.ndarray, channels: int, where: str) -> np.ndarray:
+    """``(have, n)`` samples as the ``channels`` a model reads: mixed to mono (the float64 mean),
+    kept, or mono duplicated; ValueError for any other count."""
+    have = data.shape[0]
+    if channels == 1:
+        return data.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32) if have > 1 else data
+    if have == channels:
+        return data
+    if have == 1:
+        return np.repeat(data, channels, axis=0)
+    raise ValueError(f"{where} has {have} channels but {channels} are needed "
+                     f"(mono or {channels}-channel audio is accepted)")
+
+
+def too_short(samples: int, rate: float, config: EDANetConfig) -> ValueError:
+    """The error for audio of ``samples`` at ``rate`` Hz shorter than one EDA step."""
+    need = config.spectral_frames_per_eda_step * config.mfcc_hop_size / config.audio_sample_rate
+    return ValueError(f"audio is too short: {samples / rate:.3f} s, but at least {need:g} s (one EDA step at "
+                      f"{config.eda_sample_rate} Hz) is needed")
+
+
+def with_frame_features(frames: np.ndarray, extra: list) -> np.ndarray:
+    """MFCC frames ``(C, T, F)`` with the frame features (one ``(T,)`` array each) appended as
+    channels, the same value at every coefficient position."""
+    if not extra:
+        return frames
+    extra = np.broadcast_to(np.stack(extra)[:, :, None], (len(extra),) + frames.shape[1:])
+    return np.concatenate([frames, extra], axis=0)
 
 
 def _all_finite(a: np.ndarray) -> bool:
@@ -371,16 +418,10 @@ def features(audio: Any, sample_rate: float | None, config: EDANetConfig) -> tup
     step = K * hop
     N = a.shape[1] // step
     if N == 0:
-        need = step / config.audio_sample_rate
-        have = a.shape[1] / config.audio_sample_rate
-        raise ValueError(f"audio is too short: {have:.3f} s, but at least {need:g} s (one EDA step at "
-                         f"{config.eda_sample_rate} Hz) is needed")
+        raise too_short(a.shape[1], config.audio_sample_rate, config)
     if not config.audio_input:      # the audio-agnostic baseline hears silence, whatever is played
         a = np.zeros_like(a)
     a = a[:, :N * step]
     frames = _mfcc_frames(a, config)                # load_audio has checked the samples
     extra = _frame_features(a, config)[0] if config.frame_features else []
-    if extra:                       # one channel each, the same at every coefficient position
-        extra = np.broadcast_to(np.stack(extra)[:, :, None], (len(extra),) + frames.shape[1:])
-        frames = np.concatenate([frames, extra], axis=0)
-    return frames, N
+    return with_frame_features(frames, extra), N

@@ -13,8 +13,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .audio import (POWER_DB_AMIN, _as_array, _check_complete, _frame_features, _scaled, _unreadable,
-                    check_sample_rate)
+from .audio import (POWER_DB_AMIN, _as_array, _frame_features, _scaled, _unreadable, check_sample_rate, file_info,
+                    is_pcm16, map_channels, nonfinite, read_float32, with_frame_features)
 from .config import AUDIO_RATES, EDANetConfig
 
 __all__ = ["FeatureStream", "audio_info", "audio_blocks"]
@@ -154,20 +154,13 @@ class FeatureStream:
                     if a.shape[0] == want and a.shape[1] != want else "")
             raise ValueError(f"chunk has shape {a.shape}: {a.shape[1]} channel(s), but this stream reads {want} "
                              f"(channels={want}); push (samples, channels) arrays{hint}")
-        bad = ~np.isfinite(a)
-        if bad.any():
-            n_nan = int(np.isnan(a).sum())
-            first = int(np.argmax(bad.any(axis=1)))
-            raise ValueError(f"chunk contains non-finite samples ({n_nan} NaN, {int(bad.sum()) - n_nan} inf; first "
+        data = a.T                      # (channels, n), the view load_audio takes of (n, channels) audio
+        if not np.isfinite(data).all():
+            n_nan, n_inf, first = nonfinite(data)
+            raise ValueError(f"chunk contains non-finite samples ({n_nan} NaN, {n_inf} inf; first "
                              f"at sample {first} of the chunk, {self._n_in + first} of the stream); clean the audio "
                              f"before pushing it (the stream is unchanged)")
-        data = a.T                      # (channels, n), the view load_audio takes of (n, channels) audio
-        need = self._config.in_channels
-        if need == 1:
-            if want > 1:
-                data = data.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
-        elif want == 1:
-            data = np.repeat(data, need, axis=0)
+        data = map_channels(data, self._config.in_channels, "the stream")
         return np.ascontiguousarray(data, dtype=np.float32)
 
     def _release(self, y: np.ndarray, final: int) -> np.ndarray:
@@ -213,29 +206,14 @@ class FeatureStream:
             return frames
         # the block's first onset sub-window rises from the previous block's last
         extra, self._onset_before = _frame_features(block, cfg, self._onset_before)
-        extra = np.broadcast_to(np.stack(extra)[:, :, None], (len(extra),) + frames.shape[1:])
-        return np.concatenate([frames, extra], axis=0)
+        return with_frame_features(frames, extra)
 
 
 def audio_info(path: str | Path) -> tuple[float, int, int]:
     """``(sample_rate, channels, frames)`` of an audio file, from its header: the checks of
     :func:`edanet.audio.load_audio` on a file (missing, a directory, unreadable, a rate outside
     1-384 kHz, a truncated WAV/AIFF) before any sample is read."""
-    import soundfile as sf
-
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"audio file not found: {str(path)!r}")
-    if path.is_dir():
-        raise ValueError(f"audio path {str(path)!r} is a directory, not an audio file")
-    try:
-        info = sf.info(str(path))
-    except MemoryError:
-        raise
-    except Exception as e:  # soundfile.LibsndfileError, RuntimeError, TypeError on odd files
-        raise _unreadable(path, e) from None
-    sr = check_sample_rate(info.samplerate, f"audio file {str(path)!r}: its header's sample rate", AUDIO_RATES)
-    _check_complete(path, sr, info.frames)
+    info, sr = file_info(Path(path).expanduser())
     return sr, int(info.channels), int(info.frames)
 
 
@@ -247,11 +225,13 @@ def audio_blocks(path: str | Path, block_frames: int = 65536) -> Iterator[np.nda
     if isinstance(block_frames, bool) or not isinstance(block_frames, (int, np.integer)) or block_frames < 1:
         raise ValueError(f"block_frames must be a positive integer, got {block_frames!r}")
     path = Path(path).expanduser()
-    audio_info(path)
-    return _blocks(path, int(block_frames))
+    info, _ = file_info(path)
+    return read_blocks(path, int(block_frames), is_pcm16(info))
 
 
-def _blocks(path: Path, block_frames: int) -> Iterator[np.ndarray]:
+def read_blocks(path: Path, block_frames: int, pcm16: bool = False) -> Iterator[np.ndarray]:
+    """:func:`audio_blocks` of a file already checked (:func:`edanet.audio.file_info`), read as
+    :func:`edanet.audio.read_float32` reads it (``pcm16``: as int16, scaled)."""
     import soundfile as sf
 
     try:
@@ -263,7 +243,7 @@ def _blocks(path: Path, block_frames: int) -> Iterator[np.ndarray]:
     with f:
         while True:
             try:
-                data = f.read(block_frames, dtype="float32", always_2d=True)
+                data = read_float32(lambda dtype: f.read(block_frames, dtype=dtype, always_2d=True), pcm16)
             except MemoryError:
                 raise
             except Exception as e:

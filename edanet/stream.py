@@ -41,13 +41,11 @@ class EDAStream:
         if sample_rate is None:
             raise ValueError("sample_rate is required: the rate (Hz) of the audio you will push")
         self.generator = generator_for(model, backend, device, dtype)
-        self.model = self.generator.model
-        cfg = self.config = self.model.config
+        cfg = self.config
         check_sampling(num_samples, temperature)
         check_seed(seed)
         self.codec, self._scale = output_scale(cfg, int(num_samples), initial_eda_us, eda_range_us)
         self.features = FeatureStream(cfg, sample_rate, channels=channels)
-        self.engine = self.generator.engine
         self.num_samples = int(num_samples)
         self.temperature = float(temperature)
         self.seed = fresh_seed() if seed is None else int(seed)
@@ -60,8 +58,16 @@ class EDAStream:
         self._closed = False
 
     @property
+    def config(self):
+        return self.generator.config
+
+    @property
+    def engine(self):
+        return self.generator.engine
+
+    @property
     def backend(self) -> str:
-        return self.engine.name
+        return self.generator.backend
 
     @property
     def steps(self) -> int:
@@ -116,21 +122,19 @@ def generate_file(path, *, generator=None, sample_rate=None, on_block=None, **kw
     times, seconds_read)`` is called after each block with the values ``(num_samples, k)`` and
     times ``(k,)`` it completed and the audio seconds read so far; the returned ``GeneratedEDA``
     holds them all (4 values a second: small). ``sample_rate``, if given, must be the file's."""
-    from .feature_stream import audio_blocks, audio_info
+    from pathlib import Path
+
+    from .audio import check_file_rate, file_info, is_pcm16, too_short
+    from .feature_stream import read_blocks
     from .generation import GeneratedEDA
 
-    sr, channels, _ = audio_info(path)
-    if sample_rate is not None:
-        from .audio import check_sample_rate
-        from .config import AUDIO_RATES
-        given = check_sample_rate(sample_rate, "sample_rate", AUDIO_RATES)
-        if abs(given - sr) > 1e-6 * sr:
-            raise ValueError(f"sample_rate={sample_rate!r} was given but audio file {str(path)!r} is at {sr:g} Hz; "
-                             "leave sample_rate out for files")
-    stream = EDAStream(generator, sr, channels=channels, **kwargs)
+    path = Path(path).expanduser()
+    info, sr = file_info(path)                   # the header, read and checked once
+    check_file_rate(sample_rate, sr, f"audio file {str(path)!r}")
+    stream = EDAStream(generator, sr, channels=int(info.channels), **kwargs)
     block = max(1, int(BLOCK_SECONDS * sr))
     parts, classes, read = [], [], 0
-    for chunk in audio_blocks(path, block_frames=block):
+    for chunk in read_blocks(path, block, is_pcm16(info)):
         read += chunk.shape[0]
         parts.append(stream.push(chunk))
         classes.append(stream.classes)
@@ -141,9 +145,6 @@ def generate_file(path, *, generator=None, sample_rate=None, on_block=None, **kw
     if on_block is not None and parts[-1].shape[1]:
         on_block(parts[-1], stream.times, read / sr)
     if stream.steps == 0:
-        cfg = stream.config
-        need = cfg.spectral_frames_per_eda_step * cfg.mfcc_hop_size / cfg.audio_sample_rate
-        raise ValueError(f"audio is too short: {read / sr:.3f} s, but at least {need:g} s (one EDA step at "
-                         f"{cfg.eda_sample_rate} Hz) is needed")
-    return GeneratedEDA(values=np.concatenate(parts, axis=1), classes=np.concatenate(classes, axis=1), sample_rate=stream.eda_sample_rate, backend=stream.backend,
-                        seed=stream.seed)
+        raise too_short(read, sr, stream.config)
+    return GeneratedEDA(values=np.concatenate(parts, axis=1), classes=np.concatenate(classes, axis=1),
+                        sample_rate=stream.eda_sample_rate, backend=stream.backend, seed=stream.seed)
