@@ -117,15 +117,15 @@ def main(argv=None) -> int:
         import platform
         res["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "python": platform.python_version()}
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out + ".json").write_text(json.dumps(res, indent=1))
+        from edanet.io import atomic_write
+        atomic_write(a.out + ".json", json.dumps(res, indent=1))
         md = ["| what | figure |", "|---|---|",
               f"| 0.25 s push, median ({pu['backend']}, 1 thread) | {pu['median_ms']:.2f} ms |",
               f"| 0.25 s push, p99 / max | {pu['p99_ms']:.2f} / {pu['max_ms']:.2f} ms |",
               f"| features' share of a push | {100 * pu['features_share']:.0f}% |"]
         md += [f"| `edanet generate` {f['audio_s'] / 60:.0f} min WAV | {f['wall_s']:.1f} s wall, peak RSS "
                f"{f['peak_rss_mb']:.0f} MB |" for f in res["files"]]
-        Path(a.out + ".md").write_text("\n".join(md) + "\n")
+        atomic_write(a.out + ".md", "\n".join(md) + "\n")
     return 0
 
 

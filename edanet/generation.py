@@ -104,12 +104,12 @@ class Generator:
     def generate(self, audio, sample_rate=None, *, temperature: float = 1.0, seed: int | None = None,
                  num_samples: int = 1, initial_eda_us=None, eda_range_us=None) -> GeneratedEDA:
         """``edanet.generate`` of ``audio`` with this model and engine (see there)."""
-        from .audio import features          # imports torch.fft and soxr: only when generating
-
         if isinstance(audio, (str, os.PathLike)):
             from .stream import generate_file
             return generate_file(audio, generator=self, sample_rate=sample_rate, temperature=temperature, seed=seed,
                                  num_samples=num_samples, initial_eda_us=initial_eda_us, eda_range_us=eda_range_us)
+        from .audio import features          # imports torch.fft and soxr: only when generating
+
         cfg = self.config
         check_sampling(num_samples, temperature)
         check_seed(seed)

@@ -126,13 +126,13 @@ class EDACSVWriter:
             raise ValueError(f"unknown EDA CSV format {fmt!r}; use 'e4' or 'time'")
         self.path, self.rate, self.S, self.fmt, self.start = path, float(sample_rate), int(num_samples), fmt, start_time
         self.rows = 0
-        self._ctx = self._file = None
+        self._stack = self._file = None
 
     def __enter__(self) -> "EDACSVWriter":
-        self._ctx = atomic_path(self.path)
-        tmp = self._ctx.__enter__()
-        try:
-            self._file = open(tmp, "w", encoding="utf-8", newline="")
+        # the file closes before atomic_path's exit commits it (or removes it after an error)
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(self.path))
+            self._file = stack.enter_context(open(tmp, "w", encoding="utf-8", newline=""))
             S = self.S
             if self.fmt == "e4":
                 self._put(_row([self.start] * S) + _row([self.rate] * S))
@@ -140,9 +140,7 @@ class EDACSVWriter:
                 self._put("time,eda\n")
             else:
                 self._put("time,eda," + ",".join(f"sample_{i}" for i in range(S)) + "\n")
-        except BaseException:
-            self.__exit__(*__import__("sys").exc_info())
-            raise
+            self._stack = stack.pop_all()
         return self
 
     def _put(self, text: str) -> None:
@@ -169,22 +167,15 @@ class EDACSVWriter:
         self.rows += v.shape[1]
 
     def __exit__(self, *exc) -> None:
-        ctx, self._ctx = self._ctx, None
-        if ctx is None:
+        stack, self._stack = self._stack, None
+        if stack is None:
             return
         try:
-            if self._file is not None:
-                self._file.close()
+            stack.__exit__(*exc)
         except OSError as e:
-            if exc[0] is None:
-                exc = (type(e), e, e.__traceback__)
-        if exc[0] is None:
-            try:
-                ctx.__exit__(None, None, None)
-            except OSError as e:
-                raise _os_error(e, self.path) or e from None
-        else:
-            ctx.__exit__(*exc)
+            if e is exc[1]:
+                raise
+            raise (_os_error(e, self.path) or e) from None
 
 
 def write_eda_csv(path: str | os.PathLike, values_us, sample_rate: float, *, fmt: str = "e4",

@@ -117,6 +117,9 @@ class Engine:
             raise ValueError(f"batch must be an integer >= 0, got {batch!r}")
         check_memory(f"{self.name} history of {batch} sequence(s)",
                      {"history": self.spec.history_bytes(batch, self.dtype)}, self.device)
+        return self._fresh_state(batch)
+
+    def _fresh_state(self, batch: int) -> GenerationState:
         classes = torch.full((batch,), self.spec.start_class, dtype=torch.long, device=self.device)
         return GenerationState(self.name, batch, 0, classes, self._new_history(batch), id(self))
 
@@ -153,8 +156,8 @@ class Engine:
             raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
         if temperature < torch.finfo(torch.float32).tiny:
             temperature = 0.0    # dividing by it in fp32 would give inf/NaN; its limit is the argmax
-        if state is None:
-            state = self.start(frames.shape[0])
+        if state is None:               # _check_frames has checked the history's memory
+            state = self._fresh_state(frames.shape[0])
         out = self._generate(frames, uniforms.to(self.device, torch.float32), float(temperature), state)
         if n:
             state.classes = out[:, -1].clone()
