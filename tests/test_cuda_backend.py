@@ -39,7 +39,6 @@ from conftest import PARITY_SPECS, make_case
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_GPU = torch.cuda.is_available()
-DT_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2, torch.int64: 3, torch.uint8: 4, torch.int32: 5}
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-2}
 # A generated sample may differ from the reference's only where a logit error of this size
 # (relative to the logit scale) could flip it. float32 logits are off by ~1e-6.
@@ -121,7 +120,7 @@ class EmuRuntime:
         c_dils = (ctypes.c_longlong * len(dilations))(*[int(d) for d in dilations])
         ptrs = (ctypes.c_void_p * 11)(*[t.data_ptr() if t.numel() else None for t in tensors])
         numels = (ctypes.c_longlong * 11)(*[t.numel() for t in tensors])
-        dtypes = (ctypes.c_int * 11)(*[DT_CODES.get(t.dtype, -1) for t in tensors])
+        dtypes = (ctypes.c_char_p * 11)(*[str(t.dtype).removeprefix("torch.").encode() for t in tensors])
         err = ctypes.create_string_buffer(4096)
         rc = self.lib.fg_emu_run(len(keys), c_keys, c_vals, len(dilations), c_dils, ctypes.c_double(temperature),
                                  ptrs, numels, dtypes, ctypes.c_double(self.timeout_s), err, len(err))
@@ -423,6 +422,10 @@ def test_prepare_rejects_bad_launches(emu):
     expect("buffer frames must be float32, got bfloat16", ts=ts[:3] + [ts[3].bfloat16()] + ts[4:])
     expect(r"buffer ring holds \d+ elements, the launch needs \d+", ts=ts[:8] + [ts[8][:-1]] + ts[9:])
     expect("buffer classes must be int64", ts=ts[:5] + [ts[5].int()] + ts[6:])
+    expect("down weights must be float32, bfloat16 or float16 .*got int32", ts=ts[:1] + [ts[1].int()] + ts[2:])
+    # the compute dtype is down's: bfloat16 weights with float32 frames are a mismatch
+    ib, db, tb = _raw_args(spec, torch.bfloat16)
+    expect("buffer frames must be bfloat16, got float32", ints=ib, dils=db, ts=tb[:3] + [tb[3].float()] + tb[4:])
     expect("segment head1_w .* lies outside", ints={**ints, "off_h1w": ints["core_bytes"]})
     odd = PARITY_SPECS["odd"]
     i2, d2, t2 = _raw_args(odd, torch.bfloat16)

@@ -157,7 +157,7 @@ static std::string prepare(const std::map<std::string, long long>& ints, const s
   // Buffers "hold" every element the launch could want: only fg_prepare's arithmetic is tested
   // (nothing is dereferenced), so size checks cannot hide an overflow before them.
   alignas(16) static unsigned char blob[64];
-  const int dt = (int)(ints.count("dtype") ? ints.at("dtype") : 0);
+  const int dt = FG_F32;  // the compute dtype comes from the down buffer's
   const int dtypes[FG_B_COUNT] = {FG_U8, dt, FG_F32, dt, FG_F32, FG_I64, FG_I64, FG_F32, dt, FG_F32, FG_I32};
   FgBuf bufs[FG_B_COUNT];
   for (int i = 0; i < FG_B_COUNT; ++i) bufs[i] = FgBuf{blob, LLONG_MAX, dtypes[i]};

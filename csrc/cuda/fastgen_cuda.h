@@ -12,6 +12,7 @@
 
 #include <climits>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <map>
 #include <sstream>
@@ -34,7 +35,9 @@
 
 namespace fastgen_cuda {
 
-enum FgDType { FG_F32 = 0, FG_BF16 = 1, FG_F16 = 2, FG_I64 = 3, FG_U8 = 4, FG_I32 = 5 };
+// The only place these codes are written: Python names dtypes (fg_dtype_code), C++ takes them
+// from the tensors (binding.cpp).
+enum FgDType { FG_F32 = 0, FG_BF16 = 1, FG_F16 = 2, FG_I64 = 3, FG_U8 = 4, FG_I32 = 5, FG_DTYPE_COUNT };
 enum FgMode { FG_MODE_GENERATE = 0, FG_MODE_TEACHER = 1 };
 
 // Buffers, in this order, in every run call.
@@ -192,6 +195,13 @@ inline const char* fg_dtype_name(int dtype) {
   }
 }
 
+// The code of a dtype named as torch names it ("float32", ...); -1 for any other name.
+inline int fg_dtype_code(const char* name) {
+  for (int c = 0; c < FG_DTYPE_COUNT; ++c)
+    if (std::strcmp(fg_dtype_name(c), name) == 0) return c;
+  return -1;
+}
+
 inline const char* fg_buf_name(int id) {
   static const char* names[FG_B_COUNT] = {"core", "down", "cond_table", "frames", "uniforms", "classes",
                                           "samples", "logits", "ring", "partials", "flags"};
@@ -228,7 +238,7 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
       {"S", "sequences per block", 1, INT_MAX}, {"G", "sequence groups", 1, INT_MAX},
       {"threads", "threads", LLONG_MIN, LLONG_MAX}, {"batch", "batch", LLONG_MIN, LLONG_MAX},
       {"steps", "steps", LLONG_MIN, LLONG_MAX}, {"mode", "mode", LLONG_MIN, LLONG_MAX},
-      {"dtype", "dtype", LLONG_MIN, LLONG_MAX}, {"mma", "mma", 0, 1}, {"down_resident", "down_resident", 0, 1},
+      {"mma", "mma", 0, 1}, {"down_resident", "down_resident", 0, 1},
       {"smem_bytes", "shared memory per block", 0, FG_MAX_SMEM},
       {"spin_timeout_ms", "spin timeout (ms)", 1, FG_MAX_SPIN_TIMEOUT_MS},
       {"step0", "the first step's index", 0, 1LL << 40},
@@ -269,8 +279,11 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
     return err.str();
   }
   if (v["mode"] != FG_MODE_GENERATE && v["mode"] != FG_MODE_TEACHER) { err << "unknown mode " << v["mode"]; return err.str(); }
-  if (v["dtype"] != FG_F32 && v["dtype"] != FG_BF16 && v["dtype"] != FG_F16) {
-    err << "unsupported dtype code " << v["dtype"]; return err.str();
+  // The compute dtype is the one the down weights carry; frames and ring must match it (below).
+  const int dtype = bufs[FG_B_DOWN].dtype;
+  if (dtype != FG_F32 && dtype != FG_BF16 && dtype != FG_F16) {
+    err << "down weights must be float32, bfloat16 or float16 (the compute dtype), got " << fg_dtype_name(dtype);
+    return err.str();
   }
   // every value is now within int range
   p->Cin = (int)v["Cin"]; p->F = (int)v["F"]; p->K = (int)v["K"]; p->Cr = (int)v["Cr"];
@@ -278,7 +291,7 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
   p->Qc = (int)v["Qc"]; p->L = (int)v["L"]; p->start_class = (int)v["start_class"];
   p->nf = (int)v["nf"]; p->Fb = (int)v["Fb"]; p->S = (int)v["S"]; p->G = (int)v["G"];
   p->threads = (int)v["threads"]; p->batch = (int)v["batch"]; p->steps = (int)v["steps"];
-  p->mode = (int)v["mode"]; p->dtype = (int)v["dtype"]; p->mma = (int)v["mma"];
+  p->mode = (int)v["mode"]; p->dtype = dtype; p->mma = (int)v["mma"];
   p->down_resident = (int)v["down_resident"];
   p->step0 = v["step0"];
   const long long smem_plan = v["smem_bytes"];

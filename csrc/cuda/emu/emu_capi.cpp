@@ -31,15 +31,15 @@ std::string run_emulated(const FgParams& p) {
 extern "C" {
 
 // keys: nkeys NUL-terminated names; vals: their values. bufs: FG_B_COUNT pointers, numels and
-// dtype codes. Returns 0 on success, 1 on a validation error, 2 on an emulated-launch failure.
+// dtype names as torch spells them ("float32", ...). Returns 0 on success, 1 on a validation error, 2 on an emulated-launch failure.
 int fg_emu_run(int nkeys, const char* const* keys, const long long* vals, int ndil, const long long* dils,
-               double temperature, void* const* ptrs, const long long* numels, const int* dtypes, double timeout_s,
+               double temperature, void* const* ptrs, const long long* numels, const char* const* dtypes, double timeout_s,
                char* err, int errlen) {
   std::map<std::string, long long> ints;
   for (int i = 0; i < nkeys; ++i) ints[keys[i]] = vals[i];
   std::vector<long long> dv(dils, dils + ndil);
   FgBuf bufs[FG_B_COUNT];
-  for (int i = 0; i < FG_B_COUNT; ++i) bufs[i] = FgBuf{ptrs[i], numels[i], dtypes[i]};
+  for (int i = 0; i < FG_B_COUNT; ++i) bufs[i] = FgBuf{ptrs[i], numels[i], fg_dtype_code(dtypes[i])};
   FgParams p;
   std::string msg = fg_prepare(ints, dv, temperature, bufs, &p);
   if (!msg.empty()) { put_error(msg, err, errlen); return 1; }

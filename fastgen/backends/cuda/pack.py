@@ -12,7 +12,7 @@ from ...spec import NetworkSpec, check_weights
 
 MAX_LAYERS = 128        # FG_MAX_LAYERS in csrc/cuda/fastgen_cuda.h
 MAX_THREADS = 256       # FG_MAX_THREADS
-DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}   # FgDType codes
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)   # the kernel takes its dtype from down_w's
 MODE_GENERATE, MODE_TEACHER = 0, 1
 
 

@@ -10,7 +10,7 @@ import torch
 from ... import devices
 from ...spec import NetworkSpec
 
-from .pack import DTYPES, MAX_LAYERS, MAX_THREADS, CoreLayout, _align16, _esize, core_layout, select_path
+from .pack import MAX_LAYERS, MAX_THREADS, CoreLayout, _align16, _esize, core_layout, select_path
 
 # A block that waits for another longer than this reports the wait and traps (a broken
 # invariant must not hang the GPU). compute-sanitizer slows blocks down by 100x or more: give
@@ -218,7 +218,7 @@ def launch_ints(spec: NetworkSpec, plan: LaunchPlan, layout: CoreLayout, batch: 
         "Co": spec.out_channels, "Q": spec.num_classes, "Qc": spec.cond_classes, "L": spec.num_layers,
         "start_class": spec.start_class,
         "nf": plan.f_splits, "Fb": plan.f_per_block, "S": plan.seqs_per_block, "G": groups,
-        "threads": plan.threads, "batch": batch, "steps": steps, "mode": mode, "dtype": DTYPES[plan.dtype],
+        "threads": plan.threads, "batch": batch, "steps": steps, "mode": mode,
         "mma": int(plan.path == "mma"), "smem_bytes": plan.smem_bytes, "down_resident": int(plan.down_resident),
         "core_bytes": layout.total, "core_resident": plan.core_resident,
         "off_in_w": o["in_w"], "off_in_b": o["in_b"], "off_down_b": o["down_b"], "off_h1w": o["h1w"],
