@@ -61,13 +61,13 @@ def export_to_fastgen(model: EDANet) -> tuple[NetworkSpec, dict[str, torch.Tenso
     def stack(fn):
         return torch.stack([fn(layer) for layer in L])
 
-    def residual(layer, part):
-        # the last layer has no residual projection (its output feeds nothing): zeros in the spec
-        if layer.residual is None:
-            ref = L[0].skip.weight
-            shape = (cfg.residual_channels, cfg.hidden_channels) if part == "w" else (cfg.residual_channels,)
+    def stack_res(part):
+        # the last layer has no residual projection (its output feeds only the skip sum)
+        ref = L[0].skip.weight
+        if len(L) == 1:
+            shape = (0, cfg.residual_channels, cfg.hidden_channels) if part == "weight" else (0, cfg.residual_channels)
             return torch.zeros(shape, dtype=ref.dtype, device=ref.device)
-        return layer.residual.weight if part == "w" else layer.residual.bias
+        return torch.stack([getattr(layer.residual, part) for layer in L[:-1]])
 
     K, Fn, Co, Q = cfg.spectral_frames_per_eda_step, cfg.num_mfccs, cfg.out_channels, cfg.quantization_bins
     w = {
@@ -76,12 +76,12 @@ def export_to_fastgen(model: EDANet) -> tuple[NetworkSpec, dict[str, torch.Tenso
         "dil_w0": stack(lambda l: l.tap_past.weight), "dil_w1": stack(lambda l: l.tap_now.weight),
         "dil_b": stack(lambda l: l.tap_past.bias),
         "cond_w": stack(lambda l: l.cond.weight), "cond_b": stack(lambda l: l.cond.bias),
-        "res_w": stack(lambda l: residual(l, "w")), "res_b": stack(lambda l: residual(l, "b")),
+        "res_w": stack_res("weight"), "res_b": stack_res("bias"),
         "skip_w": stack(lambda l: l.skip.weight), "skip_b": stack(lambda l: l.skip.bias),
         "head1_w": model.head1.weight, "head1_b": model.head1.bias,
         "head2_w": model.head2.weight, "head2_b": model.head2.bias,
-        # (Q, K*F*C_o) in (k, f, c) order -> fastgen's (Q, C_o, K, F)
-        "down_w": model.downsample.weight.reshape(Q, K, Fn, Co).permute(0, 3, 1, 2),
+        # (Q, K*F*C_o) in (k, f, c) order -> fastgen's (K, F, C_o, Q)
+        "down_w": model.downsample.weight.reshape(Q, K, Fn, Co).permute(1, 2, 3, 0),
         "down_b": model.downsample.bias,
     }
     dtype = torch.float64 if model.head1.weight.dtype == torch.float64 else torch.float32

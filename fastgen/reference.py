@@ -35,7 +35,8 @@ def forward(spec: NetworkSpec, w: dict[str, torch.Tensor], frames: torch.Tensor,
         a = a + c.transpose(1, 2).repeat_interleave(K, dim=2)[..., None]
         z = torch.tanh(a[:, :Ch]) * torch.sigmoid(a[:, Ch:])
         skip = skip + torch.einsum("oc,bctf->botf", w["skip_w"][l], z) + w["skip_b"][l][None, :, None, None]
-        x = x + torch.einsum("oc,bctf->botf", w["res_w"][l], z) + w["res_b"][l][None, :, None, None]
+        if l + 1 < len(spec.dilations):         # the last layer has no residual projection
+            x = x + torch.einsum("oc,bctf->botf", w["res_w"][l], z) + w["res_b"][l][None, :, None, None]
     h = torch.relu(skip)
     h = torch.einsum("oc,bctf->botf", w["head1_w"], h) + w["head1_b"][None, :, None, None]
     h = torch.einsum("oc,bctf->botf", w["head2_w"], torch.relu(h)) + w["head2_b"][None, :, None, None]
@@ -43,7 +44,7 @@ def forward(spec: NetworkSpec, w: dict[str, torch.Tensor], frames: torch.Tensor,
     # GPU by default, matmuls do not, and the reference must stay fp32 (or fp64) everywhere.
     n = T // K
     hk = h[:, :, :n * K].reshape(B, h.shape[1], n, K, Fn)
-    return torch.einsum("qckf,bcnkf->bnq", w["down_w"], hk) + w["down_b"]
+    return torch.einsum("kfcq,bcnkf->bnq", w["down_w"], hk) + w["down_b"]
 
 
 def sample(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float) -> torch.Tensor:

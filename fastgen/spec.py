@@ -220,11 +220,13 @@ def _shapes(L, Cin, Cr, Ch, Cs, Co, Q, Qc, E, K, Fn) -> dict[str, tuple[int, ...
         "dil_w1": (L, Ch2, Cr),      # multiplies x[t]
         "dil_b": (L, Ch2),
         "cond_w": (L, Ch2, E), "cond_b": (L, Ch2),
-        "res_w": (L, Cr, Ch), "res_b": (L, Cr),
+        "res_w": (L - 1, Cr, Ch),    # the last layer has none: its output feeds only the skip sum
+        "res_b": (L - 1, Cr),
         "skip_w": (L, Cs, Ch), "skip_b": (L, Cs),
         "head1_w": (Co, Cs), "head1_b": (Co,),
         "head2_w": (Co, Co), "head2_b": (Co,),
-        "down_w": (Q, Co, K, Fn), "down_b": (Q,),
+        "down_w": (K, Fn, Co, Q),    # a step's (k, f, c) values -> Q logits, as the engines read it
+        "down_b": (Q,),
     }
 
 
@@ -272,7 +274,7 @@ def random_weights(spec: NetworkSpec, seed: int = 0, dtype=torch.float32, scale:
         elif name.endswith("_b"):
             fan_in = 4
         elif name == "down_w":
-            fan_in = shape[1] * shape[2] * shape[3]
+            fan_in = shape[0] * shape[1] * shape[2]
         else:
             fan_in = shape[-1] * (2 if name.startswith("dil_w") else 1)
         out[name] = (torch.randn(shape, generator=g, dtype=torch.float64) * scale / fan_in ** 0.5).to(dtype)

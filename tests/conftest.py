@@ -22,11 +22,13 @@ def _spec(Cin, F, K, Cr, Ch, Cs, Co, Q, E, dil):
                                cond_classes=Q + 1, cond_channels=E, dilations=tuple(dil), start_class=Q)
 
 
-# Round sizes; odd sizes with two stacks and dilations both below and above K; K=1; C_in=2.
+# Round sizes; odd sizes with two stacks and dilations both below and above K; K=1; C_in=2;
+# a single layer (whose residual projection the spec omits).
 PARITY_SPECS = {
     "round": _spec(1, 8, 4, 16, 16, 32, 32, 64, 16, (1, 2, 4, 8, 16)),
     "odd": _spec(1, 5, 3, 12, 20, 24, 7, 11, 6, (1, 2, 4, 8, 1, 2, 4, 8)),
     "k1_stereo": _spec(2, 3, 1, 8, 8, 8, 8, 16, 4, (1, 2, 4, 1, 2, 4)),
+    "one_layer": _spec(1, 4, 2, 8, 8, 16, 8, 16, 4, (3,)),     # no residual projection at all
 }
 
 

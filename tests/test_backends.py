@@ -22,6 +22,7 @@ def _rel(a, b):
     # an input projection per coefficient and an onset channel (exported block-diagonally)
     {"per_coefficient_input": True, "frame_features": ("loudness", "onset_strength")},
     {"per_coefficient_input": True, "in_channels": 2, "num_mfccs": 3, "quantization_bins": 9},
+    {"context_size_in_seconds": 0.01},                              # one layer: no residual at all
 ])
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-5)])

@@ -68,8 +68,8 @@ std::string plan_layout(PackedWeights& p) {
   p.n_dil_w = checked_product({p.L, 2 * p.Crp, 2 * p.Chp});
   p.n_cond_table = checked_product({p.L, p.Qc, 2 * p.Chp});
   p.n_skip_w = checked_product({p.L, p.Chp, p.Csp});
-  p.n_res_w = checked_product({p.L, p.Chp, p.Crp});
-  p.n_res_b = checked_product({p.L, p.Crp});
+  p.n_res_w = checked_product({p.L - 1, p.Chp, p.Crp});  // none for the last layer
+  p.n_res_b = checked_product({p.L - 1, p.Crp});
   p.n_head1_w = checked_product({p.Csp, p.Cop});
   p.n_head2_w = checked_product({p.Cop, p.Cop});
   p.n_down_w = checked_product({rows, p.Qp});

@@ -75,9 +75,9 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
   p->Ch = dw->second.size(1) / 2;
   p->Cs = sw->second.size(1);
   p->Co = hw->second.size(0);
-  p->Q = ow->second.size(0);
-  p->K = ow->second.size(2);
-  p->F = ow->second.size(3);
+  p->K = ow->second.size(0);
+  p->F = ow->second.size(1);
+  p->Q = ow->second.size(3);
   p->dilations = dilations;
   p->flops = flops_per_step;
   // Sizes, dilations and every buffer size derived from them, checked before any allocation.
@@ -90,11 +90,11 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
   // Shapes of fastgen.spec.weight_shapes, checked here too (the Python side does as well).
   const at::Tensor in_w = weight(w, "in_w", {Cr, Cin}), in_b = weight(w, "in_b", {Cr});
   const at::Tensor dil_w0 = weight(w, "dil_w0", {L, 2 * Ch, Cr}), dil_w1 = weight(w, "dil_w1", {L, 2 * Ch, Cr});
-  const at::Tensor res_w = weight(w, "res_w", {L, Cr, Ch}), res_b = weight(w, "res_b", {L, Cr});
+  const at::Tensor res_w = weight(w, "res_w", {L - 1, Cr, Ch}), res_b = weight(w, "res_b", {L - 1, Cr});
   const at::Tensor skip_w = weight(w, "skip_w", {L, Cs, Ch});
   const at::Tensor head1_w = weight(w, "head1_w", {Co, Cs}), head1_b = weight(w, "head1_b", {Co});
   const at::Tensor head2_w = weight(w, "head2_w", {Co, Co}), head2_b = weight(w, "head2_b", {Co});
-  const at::Tensor down_w = weight(w, "down_w", {Q, Co, K, F}), down_b = weight(w, "down_b", {Q});
+  const at::Tensor down_w = weight(w, "down_w", {K, F, Co, Q}), down_b = weight(w, "down_b", {Q});
   // Checked, not read: folded by fastgen/packing.py (the rule every backend shares) into the
   // conditioning table over classes (cond_emb @ cond_w^T + cond_b + dil_b) and the skip biases
   // summed over layers, which are read.
@@ -154,6 +154,7 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
     for (int64_t l = 0; l < L; ++l) {
       pack_panels(p->skip_w.data() + l * Chp * Csp, Chp, Cs, Csp,
                   [&](int64_t o, int64_t i) { return i < Ch ? sw_[l][o][i] : 0.0; });
+      if (l + 1 == L) continue;  // the last layer has no residual
       pack_panels(p->res_w.data() + l * Chp * Crp, Chp, Cr, Crp,
                   [&](int64_t o, int64_t i) { return i < Ch ? rw[l][o][i] : 0.0; });
       for (int64_t o = 0; o < Cr; ++o) p->res_b.data()[l * Crp + o] = (float)rb[l][o];
@@ -179,7 +180,7 @@ std::shared_ptr<PackedWeights> pack(const std::map<std::string, at::Tensor>& w,
     auto db = down_b.accessor<double, 1>();
     pack_panels(p->down_w.data(), K * F * Cop, Q, Qp, [&](int64_t q, int64_t i) {
       const int64_t pos = i / Cop, c = i % Cop;
-      return c < Co ? dw_[q][c][pos / F][pos % F] : 0.0;
+      return c < Co ? dw_[pos / F][pos % F][c][q] : 0.0;
     });
     for (int64_t q = 0; q < Q; ++q) p->down_b.data()[q] = (float)db[q];
   }

@@ -67,8 +67,8 @@ struct PackedWeights {
   AlignedBuffer dil_w;       // L x panels of (2*Crp) x 16, filter/gate interleaved
   AlignedBuffer cond_table;  // L x Qc x 2*Chp, same interleaved order, biases folded in
   AlignedBuffer skip_w;      // L x panels of Chp -> Csp
-  AlignedBuffer res_w;       // L x panels of Chp -> Crp
-  AlignedBuffer res_b;       // L x Crp
+  AlignedBuffer res_w;       // (L - 1) x panels of Chp -> Crp (the last layer has none)
+  AlignedBuffer res_b;       // (L - 1) x Crp
   AlignedBuffer skip_b;      // Csp: the sum of every layer's skip bias
   AlignedBuffer head1_w, head1_b;  // panels Csp -> Cop, (Cop)
   AlignedBuffer head2_w, head2_b;  // panels Cop -> Cop, (Cop)

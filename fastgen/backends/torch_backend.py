@@ -27,8 +27,8 @@ class TorchEngine(Engine):
         # per-layer table over classes (a row lookup per step instead of a matmul).
         self.dil_w = torch.cat([w["dil_w0"], w["dil_w1"]], dim=2)              # (L, 2Ch, 2Cr)
         self.cond_table = cond_table(weights).to(self.device, dtype)              # (L, Qc, 2Ch)
-        # The (K, F) output conv as one matrix over a step's (k, f, c) values: (Q, K*F*C_o).
-        self.down_w = w["down_w"].permute(0, 2, 3, 1).reshape(spec.num_classes, -1).T.contiguous()
+        # The (K, F) output conv as one matrix over a step's (k, f, c) values: (K*F*C_o, Q).
+        self.down_w = w["down_w"].reshape(-1, spec.num_classes)
         self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda"
         self._L = L
 
@@ -48,7 +48,8 @@ class TorchEngine(Engine):
             z = torch.tanh(a[..., :Ch]) * torch.sigmoid(a[..., Ch:])
             sk = z @ w["skip_w"][l].T + w["skip_b"][l]
             skip = sk if skip is None else skip + sk
-            x = x + z @ w["res_w"][l].T + w["res_b"][l]
+            if l + 1 < self._L:                                                # none after the last
+                x = x + z @ w["res_w"][l].T + w["res_b"][l]
         h = torch.relu(torch.relu(skip) @ w["head1_w"].T + w["head1_b"]) @ w["head2_w"].T + w["head2_b"]
         # h: (B, K*F, Co) -> logits over the (K, F) group.
         return h.reshape(h.shape[0], -1) @ self.down_w + w["down_b"]

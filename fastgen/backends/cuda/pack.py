@@ -132,15 +132,19 @@ def pack_weights(spec: NetworkSpec, weights: dict, dtype: torch.dtype = torch.fl
     put(o["h2b"], w["head2_b"].to(f32))
     put(o["h1w"], _pack_matrix(w["head1_w"].to(dtype), path))
     put(o["h2w"], _pack_matrix(w["head2_w"].to(dtype), path))
-    for l in range(spec.num_layers):
+    L, Cr, Ch = spec.num_layers, spec.residual_channels, spec.hidden_channels
+    for l in range(L):
         base = o["layers"] + l * lay.layer_stride
         wdil = torch.cat([w["dil_w0"][l], w["dil_w1"][l]], dim=1)            # (2Ch, 2Cr): [past | cur]
-        wsr = torch.cat([w["skip_w"][l], w["res_w"][l]], dim=0)              # (Cs+Cr, Ch): [skip; res]
-        bsr = torch.cat([w["skip_b"][l], w["res_b"][l]])
+        # (Cs+Cr, Ch): [skip; res]; the last layer has no residual, the kernel never reads its rows
+        res_w = w["res_w"][l] if l + 1 < L else torch.zeros(Cr, Ch, dtype=torch.float64)
+        res_b = w["res_b"][l] if l + 1 < L else torch.zeros(Cr, dtype=torch.float64)
+        wsr = torch.cat([w["skip_w"][l], res_w], dim=0)
+        bsr = torch.cat([w["skip_b"][l], res_b])
         put(base + lay.layer_offsets["wdil"], _pack_matrix(wdil.to(dtype), path))
         put(base + lay.layer_offsets["wsr"], _pack_matrix(wsr.to(dtype), path))
         put(base + lay.layer_offsets["bsr"], bsr.to(f32))
-    down = w["down_w"].permute(3, 2, 1, 0).contiguous().reshape(-1).to(dtype)   # [F][K][Co][Q]
+    down = w["down_w"].transpose(0, 1).contiguous().reshape(-1).to(dtype)       # [F][K][Co][Q]: F-split blocks
     cond = cond_table(w)                                                         # (L, Qc, 2Ch), float64
     return PackedWeights(core, down, cond.to(f32).reshape(-1).contiguous(), lay, dtype, path)
 
@@ -177,7 +181,8 @@ def unpack_weights(spec: NetworkSpec, packed: PackedWeights) -> dict:
         per["skip_w"].append(wsr[:Cs]); per["res_w"].append(wsr[Cs:])
         per["skip_b"].append(bsr[:Cs]); per["res_b"].append(bsr[Cs:])
     out.update({k: torch.stack(v) for k, v in per.items()})
+    out["res_w"], out["res_b"] = out["res_w"][:-1], out["res_b"][:-1]         # the last layer's: unread
     K, Fn = spec.frames_per_step, spec.num_features
-    out["down_w"] = packed.down.cpu().to(torch.float64).reshape(Fn, K, Co, Q).permute(3, 2, 1, 0)
+    out["down_w"] = packed.down.cpu().to(torch.float64).reshape(Fn, K, Co, Q).transpose(0, 1)
     out["cond_table"] = packed.cond_table.cpu().to(torch.float64).reshape(spec.num_layers, spec.cond_classes, 2 * Ch)
     return out

@@ -192,8 +192,9 @@ def _group_step(b0, B, j, j0, temperature,
             sg = tl.where(ag >= 0, sg, eg * sg)
             z = (th * sg).to(DT).to(OPD)
             skip = tl.dot(z, tl.load(w_skip_ptr + l * (CH * CS) + w_hs).to(OPD), skip, input_precision=PREC)
-            x = tl.dot(z, tl.load(w_res_ptr + l * (CH * CR) + w_hr).to(OPD), x, input_precision=PREC)
-            x += tl.load(b_res_ptr + l * CR + offs_cr)[None, :]
+            if l + 1 < L:     # the last layer's output feeds only the skip sum
+                x = tl.dot(z, tl.load(w_res_ptr + l * (CH * CR) + w_hr).to(OPD), x, input_precision=PREC)
+                x += tl.load(b_res_ptr + l * CR + offs_cr)[None, :]
 
         # -- head --------------------------------------------------------------------------
         hs = tl.maximum(skip, 0.0).to(DT).to(OPD)

@@ -57,15 +57,15 @@ def pack_weights(spec, weights: dict, device, dtype) -> tuple[list[torch.Tensor]
     cond[:, :, 0, :Ch] = table[..., :Ch]
     cond[:, :, 1, :Ch] = table[..., Ch:]
     w_skip = z(L, CH, CS); w_skip[:, :Ch, :Cs] = w["skip_w"].transpose(1, 2)
-    w_res = z(L, CH, CR); w_res[:, :Ch, :Cr] = w["res_w"].transpose(1, 2)
-    b_res = z(L, CR); b_res[:, :Cr] = w["res_b"]
+    w_res = z(L, CH, CR); w_res[:L - 1, :Ch, :Cr] = w["res_w"].transpose(1, 2)   # last: unread
+    b_res = z(L, CR); b_res[:L - 1, :Cr] = w["res_b"]
     b_skip = z(CS); b_skip[:Cs] = summed_skip_bias(w)
     w_h1 = z(CS, CO); w_h1[:Cs, :Co] = w["head1_w"].T
     b_h1 = z(CO); b_h1[:Co] = w["head1_b"]
     w_h2 = z(CO, CO); w_h2[:Co, :Co] = w["head2_w"].T
     b_h2 = z(CO); b_h2[:Co] = w["head2_b"]
     w_down = z(PP, CO, QP)      # row p*CO + o with p = k*F + f
-    w_down[:P, :Co, :Q] = w["down_w"].permute(2, 3, 1, 0).reshape(P, Co, Q)
+    w_down[:P, :Co, :Q] = w["down_w"].reshape(P, Co, Q)
     w_down = w_down.reshape(PP * CO, QP)
     b_down = z(QP); b_down[:Q] = w["down_b"]
 
