@@ -46,3 +46,10 @@ def make_case(spec, batch, steps, seed=0, dtype=torch.float32):
 @pytest.fixture(params=sorted(PARITY_SPECS))
 def parity_spec(request):
     return PARITY_SPECS[request.param]
+
+
+@pytest.fixture(scope="session")
+def emu():
+    """The CUDA kernel's CPU emulator (tests/cuda_emu.py), built once per session."""
+    from cuda_emu import build_emu
+    return build_emu()

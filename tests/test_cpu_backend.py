@@ -1,4 +1,5 @@
-"""The fused C++ CPU backend (``cpu``) against the reference backend."""
+"""The fused C++ CPU backend (``cpu``): the conformance suite (tests/conformance.py), its thread
+splits, and its native argument checks."""
 import contextlib
 
 import pytest
@@ -8,13 +9,18 @@ import fastgen
 from fastgen.backends import cpu as cpu_backend
 
 from conftest import PARITY_SPECS, make_case
+from conformance import *  # noqa: F401,F403 (the conformance suite, on the engine below)
+from conformance import EngineCase, engine_fixture
 from fastgen.packing import folded
 
 pytestmark = pytest.mark.skipif(cpu_backend.unavailable_reason() is not None,
                                 reason=f"cpu backend not built: {cpu_backend.unavailable_reason()}")
 
 STEPS = 20
-TEMPERATURES = (1.0, 0.5, 2.0, 0.0)
+
+CPU = EngineCase("cpu", lambda s, w: fastgen.create("cpu", s, w, num_threads=2))
+engine_case = engine_fixture([CPU])
+state_case = engine_fixture([CPU], name="state_case")
 
 
 @contextlib.contextmanager
@@ -43,14 +49,6 @@ def _assert_logits_close(got, ref):
     assert got.dtype == torch.float32 and got.shape == ref.shape
     err = (got.double() - ref).abs().max().item()
     assert err <= 1e-4 * ref.abs().max().item(), f"max abs error {err:.3g} vs max |logit| {ref.abs().max().item():.3g}"
-
-
-@pytest.mark.parametrize("batch", [1, 3])
-def test_teacher_forced_matches_reference(parity_spec, batch):
-    weights, frames, classes, _ = make_case(parity_spec, batch, STEPS, seed=1)
-    ref = _ref_teacher_forced(parity_spec, weights, frames, classes)
-    got = fastgen.create("cpu", parity_spec, weights, num_threads=2).teacher_forced(frames, classes)
-    _assert_logits_close(got, ref)
 
 
 @pytest.mark.parametrize("num_threads,split", [(1, True), (2, True), (4, True), (4, False), (3, None)])
@@ -84,19 +82,6 @@ def test_split_then_one_thread_per_sequence(num_threads):
         assert torch.equal(_C.generate(packed, frames[:b], uniforms[:b], 1.0, spec.start_class, num_threads, -2), want)
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_samples_match_reference(parity_spec, batch):
-    weights, frames, _, uniforms = make_case(parity_spec, batch, STEPS, seed=3)
-    eng = fastgen.create("cpu", parity_spec, weights, num_threads=2)
-    for temperature in TEMPERATURES:
-        got = eng.generate(frames, uniforms, temperature)
-        want = _ref_generate(parity_spec, weights, frames, uniforms, temperature)
-        assert got.dtype == torch.long and got.shape == (batch, STEPS)
-        assert torch.equal(got, want), f"temperature {temperature}: {got.tolist()} != {want.tolist()}"
-        if temperature == 1.0:
-            assert got.unique().numel() > 1, "constant sequence: the sampling check would mean little"
-
-
 def test_num_samples_replicated_frames():
     spec = PARITY_SPECS["round"]
     weights, frames, _, _ = make_case(spec, 1, STEPS, seed=4)
@@ -106,24 +91,6 @@ def test_num_samples_replicated_frames():
     want = _ref_generate(spec, weights, frames, uniforms, 1.0)
     assert torch.equal(got, want)
     assert len({tuple(r) for r in got.tolist()}) > 1, "rows with different uniforms should differ"
-
-
-def test_argmax_lowest_index_on_ties():
-    spec = PARITY_SPECS["k1_stereo"]
-    weights, frames, _, uniforms = make_case(spec, 2, 6, seed=6)
-    weights = dict(weights)
-    weights["down_w"] = torch.zeros_like(weights["down_w"])
-    weights["down_b"] = torch.tensor([0.0, 1.0, 3.0, 3.0] + [3.0] * (spec.num_classes - 4))
-    got = fastgen.create("cpu", spec, weights).generate(frames, uniforms, 0.0)
-    assert (got == 2).all()
-
-
-def test_zero_steps():
-    spec = PARITY_SPECS["round"]
-    weights, frames, classes, uniforms = make_case(spec, 2, 0)
-    eng = fastgen.create("cpu", spec, weights)
-    assert eng.generate(frames, uniforms).shape == (2, 0)
-    assert eng.teacher_forced(frames, classes).shape == (2, 0, spec.num_classes)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])

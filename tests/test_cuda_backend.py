@@ -19,151 +19,39 @@ CDF step (a near-tie).
 """
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import importlib
-import os
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 import fastgen
-from fastgen import reference as ref
 from fastgen.backends import BackendUnavailable
 from fastgen.backends import cuda as cb
 from conftest import PARITY_SPECS, make_case
+from conformance import *  # noqa: F401,F403 (the conformance suite, on the engines below)
+from conformance import TOL, EngineCase, check_generate, check_teacher_forced, engine_fixture
+from cuda_emu import build_emu, emu_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_GPU = torch.cuda.is_available()
-TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-2}
-# A generated sample may differ from the reference's only where a logit error of this size
-# (relative to the logit scale) could flip it. float32 logits are off by ~1e-6.
-SAMPLE_MARGIN = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-2}
 ALL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
 
-
-# ------------------------------------------------------------------------------------------
-# helpers
-# ------------------------------------------------------------------------------------------
-def ref_logits(spec, weights, frames, classes):
-    """float64 whole-sequence reference logits of a class sequence."""
-    w64 = {k: v.detach().cpu().double() for k, v in weights.items()}
-    cond = ref.shift_conditioning(classes.cpu(), spec.start_class)
-    return ref.forward(spec, w64, frames.detach().cpu().double(), cond)
-
-
-def rel_err(got, want):
-    return ((got.detach().cpu().double() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
-
-
-def check_teacher_forced(engine, spec, weights, frames, classes, tol):
-    got = engine.teacher_forced(frames, classes)
-    assert got.dtype == torch.float32 and tuple(got.shape) == (frames.shape[0], classes.shape[1], spec.num_classes)
-    want = ref_logits(spec, weights, frames, classes)
-    err = rel_err(got, want)
-    assert err <= tol, f"teacher-forced logits off by {err:.3g} (relative to max |logit|), tolerance {tol}"
-    return err
-
-
-def near_tie(logits, u, temperature, idx, margin):
-    """Whether a sample of float64 ``logits`` (Q,) is within ``margin`` (relative to the logit
-    scale) of flipping between ``idx`` and a neighbour."""
-    scale = logits.abs().max().item()
-    if temperature == 0:
-        top = logits.topk(2).values
-        return (top[0] - top[1]).item() <= 2 * margin * scale
-    # perturbing every logit by <= margin*scale moves each CDF ratio by <= exp(2*margin*scale/T) - 1
-    e = torch.exp((logits - logits.max()) / temperature)
-    c = torch.cumsum(e, 0) / e.sum()
-    slack = (torch.exp(torch.tensor(2 * margin * scale / temperature, dtype=torch.float64)) - 1).item()
-    lo, hi = (c[idx - 1].item() if idx > 0 else 0.0), c[idx].item()
-    return abs(u - lo) <= slack + 1e-12 or abs(hi - u) <= slack + 1e-12
-
-
-def check_generate(engine, spec, weights, frames, uniforms, temperature):
-    tol = SAMPLE_MARGIN[engine.dtype]
-    got = engine.generate(frames, uniforms, temperature).cpu()
-    assert got.dtype == torch.long and tuple(got.shape) == tuple(uniforms.shape)
-    assert got.min() >= 0 and got.max() < spec.num_classes
-    want_logits = ref_logits(spec, weights, frames, got)        # the engine's own sequence
-    want = ref.sample(want_logits, uniforms.double(), temperature)
-    bad = (got != want).nonzero().tolist()
-    for b, j in bad:
-        assert near_tie(want_logits[b, j], uniforms[b, j].item(), temperature, int(want[b, j]), tol), (
-            f"sample ({b}, {j}) is {int(got[b, j])}, the reference gives {int(want[b, j])} (not a near-tie)")
-    return len(bad)
-
-
-# ------------------------------------------------------------------------------------------
-# The CPU emulator of the kernel
-# ------------------------------------------------------------------------------------------
-class EmuRuntime:
-    """``fastgen._cuda``'s ``run`` with the kernel emulated on the CPU (csrc/cuda/emu)."""
-
-    def __init__(self, lib_path, timeout_s=120.0):
-        self.lib = ctypes.CDLL(str(lib_path))
-        self.lib.fg_emu_run.restype = ctypes.c_int
-        self.lib.fg_emu_smem_bytes.restype = ctypes.c_longlong
-        self.timeout_s = timeout_s
-
-    def run(self, ints, dilations, temperature, *tensors):
-        assert len(tensors) == 11
-        for t in tensors:
-            assert t.device.type == "cpu" and (t.numel() == 0 or t.is_contiguous())
-        keys = list(ints)
-        c_keys = (ctypes.c_char_p * len(keys))(*[k.encode() for k in keys])
-        c_vals = (ctypes.c_longlong * len(keys))(*[int(ints[k]) for k in keys])
-        c_dils = (ctypes.c_longlong * len(dilations))(*[int(d) for d in dilations])
-        ptrs = (ctypes.c_void_p * 11)(*[t.data_ptr() if t.numel() else None for t in tensors])
-        numels = (ctypes.c_longlong * 11)(*[t.numel() for t in tensors])
-        dtypes = (ctypes.c_char_p * 11)(*[str(t.dtype).removeprefix("torch.").encode() for t in tensors])
-        err = ctypes.create_string_buffer(4096)
-        rc = self.lib.fg_emu_run(len(keys), c_keys, c_vals, len(dilations), c_dils, ctypes.c_double(temperature),
-                                 ptrs, numels, dtypes, ctypes.c_double(self.timeout_s), err, len(err))
-        if rc == 1:
-            raise ValueError("fastgen cuda: " + err.value.decode())
-        if rc != 0:
-            raise RuntimeError("fastgen cuda (emulated): " + err.value.decode())
-
-    def smem_bytes(self, *args):
-        return self.lib.fg_emu_smem_bytes(*[ctypes.c_longlong(a) if i == 11 else ctypes.c_int(a)
-                                            for i, a in enumerate(args)])
-
-
-def build_emu(cuda_dir: Path = ROOT / "csrc" / "cuda") -> "EmuRuntime":
-    """The emulator built from ``cuda_dir`` (a copy of csrc/cuda, for a mutant), cached by the
-    hash of its sources; skips the test where there is no C++ compiler."""
-    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
-    if cxx is None:
-        pytest.skip("no C++ compiler to build the kernel emulator")
-    h = hashlib.sha256()
-    for p in sorted([*cuda_dir.glob("*.h"), *cuda_dir.glob("*.cuh"), *(cuda_dir / "emu").glob("*")]):
-        h.update(p.name.encode() + p.read_bytes())
-    out_dir = Path(tempfile.gettempdir()) / "fastgen_cuda_emu"
-    out_dir.mkdir(exist_ok=True)
-    lib = out_dir / f"libfastgen_cuda_emu_{h.hexdigest()[:16]}.so"
-    if not lib.exists():
-        tmp = lib.with_suffix(f".{os.getpid()}.tmp")
-        cmd = [cxx, "-std=c++17", "-O2", "-fno-strict-aliasing", "-pthread", "-shared", "-fPIC", "-Wall", "-Wextra",
-               "-Wno-unknown-pragmas", "-Werror", "-o", str(tmp), str(cuda_dir / "emu" / "emu_capi.cpp")]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        assert r.returncode == 0, f"building the emulator failed:\n{' '.join(cmd)}\n{r.stderr[-6000:]}"
-        os.replace(tmp, lib)
-    return EmuRuntime(lib)
-
-
-@pytest.fixture(scope="session")
-def emu():
-    return build_emu()
-
-
-def emu_engine(emu, spec, weights, dtype, smem=200_000, sms=4, **kw):
-    kw.setdefault("threads", 64)
-    return cb.CudaEngine(spec, weights, device="cpu", dtype=dtype, _runtime=emu, _device_limits=(smem, sms), **kw)
+# The conformance suite runs on the kernel emulated on the CPU, in every dtype, and on a GPU
+# where there is one.
+EMULATED = [EngineCase(f"emulator-{_NAMES[dt]}", lambda s, w, dt=dt: emu_engine(build_emu(), s, w, dt), dt, exact=False)
+            for dt in ALL_DTYPES]
+# a 2-block position split: the followers read the leader's samples
+FSPLIT = EngineCase("emulator-fsplit-bf16", lambda s, w: emu_engine(build_emu(), s, w, torch.bfloat16, f_splits=2,
+                                                                   path="fma"), torch.bfloat16, exact=False)
+ON_GPU = [pytest.param(EngineCase(f"gpu-{_NAMES[dt]}", lambda s, w, dt=dt: fastgen.create("cuda", s, w, device="cuda",
+                                                                                        dtype=dt), dt, exact=False),
+                       marks=[gpu, pytest.mark.gpu]) for dt in ALL_DTYPES]
+engine_case = engine_fixture(EMULATED + [FSPLIT] + ON_GPU)
+state_case = engine_fixture([EMULATED[0], FSPLIT] + ON_GPU[:1], name="state_case")
 
 
 # ------------------------------------------------------------------------------------------
@@ -471,17 +359,6 @@ def test_a_wait_that_never_ends_traps_after_the_spin_timeout(tmp_path):
 # ------------------------------------------------------------------------------------------
 # The kernel, emulated on the CPU
 # ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", ALL_DTYPES)
-@pytest.mark.parametrize("batch", [1, 3])
-def test_emulated_parity(emu, parity_spec, batch, dtype):
-    spec = parity_spec
-    w, frames, classes, uniforms = make_case(spec, batch, 5, seed=batch)
-    eng = emu_engine(emu, spec, w, dtype)
-    check_teacher_forced(eng, spec, w, frames, classes, TOL[dtype])
-    for temperature in (1.0, 0.0):
-        check_generate(eng, spec, w, frames, uniforms, temperature)
-
-
 @pytest.mark.parametrize("dtype,path", [(torch.float32, "fma"), (torch.bfloat16, "mma"), (torch.float16, "fma")])
 def test_emulated_batch_64(emu, dtype, path):
     spec = PARITY_SPECS["round"]
@@ -589,13 +466,10 @@ def test_emulated_edge_cases(emu):
 # ------------------------------------------------------------------------------------------
 # On a GPU
 # ------------------------------------------------------------------------------------------
-gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
-
-
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
-@pytest.mark.parametrize("batch", [1, 3, 64])
+@pytest.mark.parametrize("batch", [64])      # batch 1 and 3: the conformance suite (above)
 def test_gpu_parity(parity_spec, batch, dtype):
     spec = parity_spec
     w, frames, classes, uniforms = make_case(spec, batch, 24, seed=batch)

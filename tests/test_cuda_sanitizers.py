@@ -29,27 +29,27 @@ CUDA_SRC = ROOT / "csrc" / "cuda"
 SCRIPT = r"""
 import json, sys, torch
 sys.path[:0] = [sys.argv[2], sys.argv[3]]
-import test_cuda_backend as t
+import conftest, conformance, cuda_emu
 import fastgen
 from fastgen.backends import cuda as cb
 torch.set_num_threads(1)   # torch's OpenMP regions are invisible to TSan: keep them out
-rt = t.EmuRuntime(sys.argv[1], timeout_s=600)
+rt = cuda_emu.EmuRuntime(sys.argv[1], timeout_s=600)
 dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 for case in json.loads(sys.argv[4]):
-    spec = t.PARITY_SPECS[case["spec"]] if isinstance(case["spec"], str) else fastgen.NetworkSpec(**case["spec"])
+    spec = conftest.PARITY_SPECS[case["spec"]] if isinstance(case["spec"], str) else fastgen.NetworkSpec(**case["spec"])
     dtype, batch, opts = dt[case["dtype"]], case["batch"], dict(case["opts"])
     smem, sms = 200_000, 8
     if opts.pop("weights", None) == "partial":   # half of the weight blob resident, the rest from global
         probe = cb.plan_launch(spec, batch, smem, sms, dtype=dtype, threads=opts["threads"],
                                f_splits=opts.get("f_splits"))
         smem = probe.activation_bytes + probe.core_bytes // 2
-    w, frames, classes, uniforms = t.make_case(spec, batch, 2, seed=1)
+    w, frames, classes, uniforms = conftest.make_case(spec, batch, 2, seed=1)
     eng = cb.CudaEngine(spec, w, device="cpu", dtype=dtype, _runtime=rt, _device_limits=(smem, sms), **opts)
     if case.get("partial"):
         p = eng.plan(batch)
         assert 0 < p.core_resident < p.core_bytes, p
-    t.check_teacher_forced(eng, spec, w, frames, classes, t.TOL[dtype])
-    t.check_generate(eng, spec, w, frames, uniforms, 1.0)
+    conformance.check_teacher_forced(eng, spec, w, frames, classes, conformance.TOL[dtype])
+    conformance.check_generate(eng, spec, w, frames, uniforms, 1.0)
 print("SANITIZED-RUN-OK")
 """
 

@@ -1,7 +1,7 @@
 """The bundled default model on every backend: the backends' parity bars at the model's real sizes
 (its classes, its input channels, its dilations), on the features of the bundled example clip.
 
-The CUDA kernel runs through the CPU emulator of tests/test_cuda_backend.py and Triton through
+The CUDA kernel runs through the CPU emulator (tests/cuda_emu.py) and Triton through
 its interpreter (conftest.py), so every backend is checked here without a GPU."""
 from pathlib import Path
 
@@ -12,7 +12,8 @@ import edanet
 import fastgen
 from edanet.audio import features
 from edanet.export import engine_frames, export_to_fastgen
-from test_cuda_backend import check_generate, check_teacher_forced, emu, emu_engine  # noqa: F401 (fixture)
+from conformance import check_generate, check_teacher_forced
+from cuda_emu import emu_engine
 
 EXAMPLE = Path(edanet.__file__).parent / "assets" / "example.wav"
 STEPS = 10

@@ -1,14 +1,19 @@
-"""Parity of the Triton backends (``triton``: one launch per step; ``triton_persistent``: one
-launch per sequence) with the float64 reference engine.
+"""The Triton backends (``triton``: one launch per step; ``triton_persistent``: one launch per
+sequence): the conformance suite (tests/conformance.py) in float32, float16 and bfloat16, and
+their launch configurations (sequences per program, row chunks, the grid at large batch, the
+torch.library registration).
 
 Without a GPU the kernels run on CPU tensors through Triton's interpreter (conftest sets
 TRITON_INTERPRET=1), which is slow: shapes and step counts here are tiny.
 
-Sampling: under the interpreter, samples must equal the reference's exactly. On a GPU, exp and
-divide are approximate and the cumsum runs in parallel, so a sample may differ from the
+Sampling: under the interpreter, float32 samples must equal the reference's exactly. On a GPU,
+exp and divide are approximate and the cumsum runs in parallel, so a sample may differ from the
 float64 reference (on the engine's own sequence, with the same uniforms) where the uniform lies
-within rounding of a CDF boundary, and nowhere else: the near-tie rule of
-tests/test_cuda_backend.py.
+within rounding of a CDF boundary, and nowhere else (the suite's near-tie rule).
+
+bfloat16 under the interpreter needs the kernels' interpreter-only upcast before tl.dot (the
+interpreter's dot multiplies the raw uint16 storage of bf16); everything else (bf16 ring
+buffers, weights, casts) is exercised as on a GPU.
 """
 import functools
 
@@ -17,7 +22,8 @@ import torch
 
 import fastgen
 from conftest import PARITY_SPECS, make_case
-from fastgen import reference
+from conformance import *  # noqa: F401,F403 (the conformance suite, on the engines below)
+from conformance import EngineCase, check_generate, engine_fixture
 
 pytest.importorskip("triton")
 from fastgen.backends.triton import engine as triton_backend  # noqa: E402
@@ -29,6 +35,13 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 VARIANTS = ("triton", "triton_persistent")
 SPECS = sorted(PARITY_SPECS)
 STEPS = 8
+EXACT = DEVICE == "cpu"       # the interpreter computes as the reference does
+
+ENGINES = [EngineCase(f"{v}-{name}", lambda s, w, v=v, dt=dt: fastgen.create(v, s, w, device=DEVICE, dtype=dt), dt,
+                      exact=EXACT and dt == torch.float32)
+           for v in VARIANTS for name, dt in (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16))]
+engine_case = engine_fixture(ENGINES)
+state_case = engine_fixture([e for e in ENGINES if e.dtype == torch.float32], name="state_case")   # the interpreter is slow
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -58,12 +71,6 @@ def _reference_logits(spec_name, batch, dtype=torch.float64, steps=STEPS):
 
 
 @functools.lru_cache(maxsize=None)
-def _reference_samples(spec_name, batch, temperature, steps=STEPS):
-    _, frames, _, uniforms = _case(spec_name, batch, steps)
-    return _reference_engine(spec_name, batch).generate(frames, uniforms, temperature).cpu()
-
-
-@functools.lru_cache(maxsize=None)
 def _engine(variant, spec_name, batch, dtype=torch.float32):
     weights = _case(spec_name, batch)[0]
     return fastgen.create(variant, PARITY_SPECS[spec_name], weights, device=DEVICE, dtype=dtype)
@@ -73,43 +80,6 @@ def _rel_err(a, ref):
     return ((a.double().cpu() - ref.double().cpu()).abs().max() / ref.double().abs().max()).item()
 
 
-# -- sampling parity ---------------------------------------------------------------------------
-# How far (relative to the logit scale) a GPU's logits may be from float64 where a sample may
-# flip: fp32 logits are off by ~1e-6. The interpreter is exact: no slack there.
-SAMPLE_MARGIN = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-2}
-
-
-def near_tie(logits, u, temperature, idx, margin):
-    """Whether a sample of float64 ``logits`` (Q,) is within ``margin`` (relative to the logit
-    scale) of flipping between ``idx`` and a neighbour (as in tests/test_cuda_backend.py)."""
-    scale = logits.abs().max().item()
-    if temperature == 0:
-        top = logits.topk(2).values
-        return (top[0] - top[1]).item() <= 2 * margin * scale
-    # perturbing every logit by <= margin*scale moves each CDF ratio by <= exp(2*margin*scale/T) - 1
-    e = torch.exp((logits - logits.max()) / temperature)
-    c = torch.cumsum(e, 0) / e.sum()
-    slack = (torch.exp(torch.tensor(2 * margin * scale / temperature, dtype=torch.float64)) - 1).item()
-    lo, hi = (c[idx - 1].item() if idx > 0 else 0.0), c[idx].item()
-    return abs(u - lo) <= slack + 1e-12 or abs(hi - u) <= slack + 1e-12
-
-
-def assert_samples_match(out, spec, weights, frames, uniforms, temperature, ref_samples, dtype=torch.float32):
-    """``out`` (B, n) are the reference's samples: exactly under the interpreter; on a GPU, the
-    float64 reference's samples of ``out``'s own sequence except at near-ties."""
-    out = out.cpu()
-    assert out.dtype == torch.long and out.shape == uniforms.shape
-    if DEVICE == "cpu":
-        assert torch.equal(out, ref_samples), f"samples:\n{out}\nvs reference\n{ref_samples}"
-        return
-    w64 = {k: v.detach().cpu().double() for k, v in weights.items()}
-    logits = reference.forward(spec, w64, frames.cpu().double(), reference.shift_conditioning(out, spec.start_class))
-    want = reference.sample(logits, uniforms.cpu().double(), temperature)
-    for b, j in (out != want).nonzero().tolist():
-        assert near_tie(logits[b, j], uniforms[b, j].item(), temperature, int(want[b, j]), SAMPLE_MARGIN[dtype]), (
-            f"sample ({b}, {j}) is {int(out[b, j])}, the reference gives {int(want[b, j])} (not a near-tie)")
-
-
 def test_available_and_registered():
     assert triton_backend.unavailable_reason() is None
     assert {"triton", "triton_persistent"} <= set(fastgen.available(DEVICE))
@@ -117,92 +87,11 @@ def test_available_and_registered():
     assert hasattr(torch.ops.fastgen, "triton_persistent")
 
 
-# -- fp32: teacher-forced logits within 1e-4 of float64 ----------------------------------------
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("spec_name", SPECS)
-def test_teacher_forced_fp32(variant, spec_name):
-    _, frames, classes, _ = _case(spec_name, 2)
-    ref = _reference_logits(spec_name, 2)
-    out = _engine(variant, spec_name, 2).teacher_forced(frames, classes)
-    assert out.shape == ref.shape and out.dtype == torch.float32
-    err = _rel_err(out, ref)
-    assert err <= 1e-4, f"{variant}/{spec_name}: relative error {err:.3g}"
-
-
 def test_step_and_persistent_agree():
     _, frames, classes, _ = _case("odd", 2)
     a = _engine("triton", "odd", 2).teacher_forced(frames, classes)
     b = _engine("triton_persistent", "odd", 2).teacher_forced(frames, classes)
     assert _rel_err(a, b) <= 1e-6
-
-
-# -- sampling: identical sequences for the same uniforms ---------------------------------------
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("spec_name", SPECS)
-@pytest.mark.parametrize("batch,temperature", [(1, 1.0), (2, 0.7)])
-def test_generate_matches_reference(variant, spec_name, batch, temperature):
-    weights, frames, _, uniforms = _case(spec_name, batch)
-    ref = _reference_samples(spec_name, batch, temperature)
-    out = _engine(variant, spec_name, batch).generate(frames, uniforms, temperature).cpu()
-    assert out.shape == (batch, STEPS)
-    assert_samples_match(out, PARITY_SPECS[spec_name], weights, frames, uniforms, temperature, ref)
-    assert out.unique().numel() > 1, "sampled sequence is constant: the test would prove little"
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_generate_greedy(variant):
-    spec_name = "odd"
-    weights, frames, _, uniforms = _case(spec_name, 2)
-    ref = _reference_samples(spec_name, 2, 0.0)
-    out = _engine(variant, spec_name, 2).generate(frames, uniforms, 0.0).cpu()
-    assert_samples_match(out, PARITY_SPECS[spec_name], weights, frames, uniforms, 0.0, ref)
-
-
-def test_near_tie_flags_only_uniforms_at_a_cdf_boundary():
-    logits = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
-    c = torch.cumsum(torch.exp(logits - 2.0), 0) / torch.exp(logits - 2.0).sum()
-    edge = c[0].item()                                  # the boundary between classes 0 and 1
-    assert near_tie(logits, edge + 1e-7, 1.0, 1, 1e-5)
-    assert not near_tie(logits, edge + 1e-2, 1.0, 1, 1e-5)
-    assert not near_tie(logits, edge + 1e-7, 1.0, 1, 0.0)  # no margin: only the boundary itself
-    assert near_tie(torch.tensor([1.0, 1.0 + 1e-6, -3.0], dtype=torch.float64), 0.5, 0.0, 1, 1e-5)
-    assert not near_tie(logits, 0.5, 0.0, 2, 1e-5)
-
-
-def test_sampling_parity_demands_exact_samples_under_the_interpreter():
-    if DEVICE != "cpu":
-        pytest.skip("the interpreter's exact rule")
-    weights, frames, _, uniforms = _case("odd", 1)
-    ref = _reference_samples("odd", 1, 1.0)
-    flipped = ref.clone()
-    flipped[0, -1] = (flipped[0, -1] + 1) % PARITY_SPECS["odd"].num_classes
-    with pytest.raises(AssertionError):
-        assert_samples_match(flipped, PARITY_SPECS["odd"], weights, frames, uniforms, 1.0, ref)
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_zero_steps(variant):
-    spec = PARITY_SPECS["k1_stereo"]
-    eng = _engine(variant, "k1_stereo", 1)
-    frames = torch.zeros(1, spec.in_channels, 0, spec.num_features)
-    assert eng.generate(frames, torch.zeros(1, 0)).shape == (1, 0)
-    assert eng.teacher_forced(frames, torch.zeros(1, 0, dtype=torch.long)).shape == (1, 0, spec.num_classes)
-
-
-# -- half precision: 2e-2 of the fp32 reference ----------------------------------------------
-# fp16 runs under the interpreter as it is; bf16 needs the kernels' interpreter-only upcast
-# before tl.dot (the interpreter's dot multiplies the raw uint16 storage of bf16), everything
-# else (bf16 ring buffers, weights, casts) is exercised as on a GPU.
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("spec_name", SPECS)
-def test_teacher_forced_half(variant, spec_name, dtype):
-    _, frames, classes, _ = _case(spec_name, 2)
-    ref = _reference_logits(spec_name, 2, torch.float32)
-    out = _engine(variant, spec_name, 2, dtype).teacher_forced(frames, classes)
-    assert out.dtype == torch.float32
-    err = _rel_err(out, ref)
-    assert err <= 2e-2, f"{variant}/{spec_name}/{dtype}: relative error {err:.3g}"
 
 
 # -- several sequences per program (the large-batch tiling), some of them masked off --------
@@ -216,9 +105,7 @@ def test_sequences_per_program(variant, seqs, rows):
     assert eng._config(batch)[:2] == [seqs, rows]
     err = _rel_err(eng.teacher_forced(frames, classes), _reference_logits(spec_name, batch, steps=steps))
     assert err <= 1e-4, f"relative error {err:.3g}"
-    out = eng.generate(frames, uniforms, 0.7).cpu()
-    assert_samples_match(out, PARITY_SPECS[spec_name], weights, frames, uniforms, 0.7,
-                         _reference_samples(spec_name, batch, 0.7, steps=steps))
+    check_generate(eng, PARITY_SPECS[spec_name], weights, frames, uniforms, 0.7, exact=EXACT)
 
 
 # -- row chunks: a sequence's positions split over tiles (PP > TILE_M) -------------------------
@@ -241,8 +128,7 @@ def test_row_chunks(variant, spec_name, seqs):
     assert eng._config(batch)[1] == 16 and spec.positions_per_step > 16
     err = _rel_err(eng.teacher_forced(frames, classes), ref.teacher_forced(frames, classes))
     assert err <= 1e-4, f"relative error {err:.3g}"
-    assert_samples_match(eng.generate(frames, uniforms, 0.8), spec, weights, frames, uniforms, 0.8,
-                         ref.generate(frames, uniforms, 0.8).cpu())
+    check_generate(eng, spec, weights, frames, uniforms, 0.8, exact=EXACT)
 
 
 def test_tile_rows_are_clamped_to_a_power_of_two():
