@@ -87,25 +87,23 @@ def _p2(n: int, lo: int = 16) -> int:
 # Kernels
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _group_step(b0, B, j, j0, temperature,
-                cls_ptr, cls_stride,
-                u_ptr, u_stride, out_ptr, out_stride, lg_ptr, lg_stride,
-                frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
-                W, L,
-                CIN: tl.constexpr, F: tl.constexpr, K: tl.constexpr, Q: tl.constexpr,
-                QC: tl.constexpr, START: tl.constexpr, RING: tl.constexpr,
-                PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
-                CO: tl.constexpr, QP: tl.constexpr,
-                BLOCK_B: tl.constexpr, TILE_M: tl.constexpr, SPAN: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
-                DOWN_DOT: tl.constexpr, WRITE_LOGITS: tl.constexpr, SAMPLE: tl.constexpr,
-                GREEDY: tl.constexpr, OPD: tl.constexpr, PREC: tl.constexpr):
+def _group_step(b0, B, j, j0, temperature, io, frames, ring_ptr, scratch_ptr, W, L,
+                N: tl.constexpr, C: tl.constexpr, MODE: tl.constexpr):
     """Step (group) ``j`` of this launch's frames, step ``j0 + j`` of the generation, of
     sequences ``b0 .. b0 + BLOCK_B - 1`` (those < B). The history rings are indexed by the
     generation's frame index, so a launch continues the rings an earlier one left.
 
-    Sequence s is conditioned on class ``cls_ptr[s * cls_stride]``; writes logits to ``lg_ptr[s * lg_stride + q]`` (``WRITE_LOGITS``) and the
-    class sampled with uniform ``u_ptr[s * u_stride]`` to ``out_ptr[s * out_stride]``
-    (``SAMPLE``).
+    The arguments come in groups (tuples):
+
+    - ``io = (cls_ptr, cls_stride, u_ptr, u_stride, out_ptr, out_stride, lg_ptr, lg_stride)``:
+      sequence s is conditioned on class ``cls_ptr[s * cls_stride]``; the step writes logits to
+      ``lg_ptr[s * lg_stride + q]`` (``WRITE_LOGITS``) and the class sampled with uniform
+      ``u_ptr[s * u_stride]`` to ``out_ptr[s * out_stride]`` (``SAMPLE``);
+    - ``frames = (frames_ptr, s_fb, s_fc, s_ft, s_ff)``: the frames and their strides;
+    - ``W``: the packed weights (``ops.PACKED_FIELDS`` order) and ``L`` the layer count;
+    - ``N`` (constexpr): the network's sizes, ``DIMS_FIELDS`` order;
+    - ``C`` (constexpr): the launch configuration, ``CONFIG_FIELDS`` order, then ``OPD, PREC``;
+    - ``MODE`` (constexpr): ``(WRITE_LOGITS, SAMPLE, GREEDY)``.
 
     ``DT`` is the engine dtype (weights, ring buffers, matmul operands); ``OPD`` the dtype the
     operands reach ``tl.dot`` in: ``DT`` (the ``.to(OPD)`` are no-ops) except under the
@@ -114,8 +112,34 @@ def _group_step(b0, B, j, j0, temperature,
     product fits fp32; accumulation is fp32 either way). ``PREC`` is "ieee" for fp32 operands
     ("tf32x3" if asked for), Triton's default otherwise (where it is unused). Helpers such as tanh and sigmoid are
     written inline: every jit-function call costs the interpreter milliseconds."""
+    cls_ptr, cls_stride, u_ptr, u_stride, out_ptr, out_stride, lg_ptr, lg_stride = io
+    frames_ptr, s_fb, s_fc, s_ft, s_ff = frames
     (w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr, b_skip_ptr,
      w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr, dil_ptr, roff_ptr) = W
+    CIN: tl.constexpr = N[0]
+    F: tl.constexpr = N[1]
+    K: tl.constexpr = N[2]
+    Q: tl.constexpr = N[3]
+    QC: tl.constexpr = N[4]
+    START: tl.constexpr = N[5]
+    RING: tl.constexpr = N[6]
+    PP: tl.constexpr = N[7]
+    CR: tl.constexpr = N[8]
+    CH: tl.constexpr = N[9]
+    CS: tl.constexpr = N[10]
+    CO: tl.constexpr = N[11]
+    QP: tl.constexpr = N[12]
+    BLOCK_B: tl.constexpr = C[0]
+    TILE_M: tl.constexpr = C[1]
+    SPAN: tl.constexpr = C[2]
+    BLOCK_R: tl.constexpr = C[3]
+    R_END: tl.constexpr = C[4]
+    DOWN_DOT: tl.constexpr = C[5]
+    OPD: tl.constexpr = C[6]
+    PREC: tl.constexpr = C[7]
+    WRITE_LOGITS: tl.constexpr = MODE[0]
+    SAMPLE: tl.constexpr = MODE[1]
+    GREEDY: tl.constexpr = MODE[2]
     DT = w_dil_ptr.dtype.element_ty
     P: tl.constexpr = K * F
     SEQS: tl.constexpr = TILE_M // SPAN                        # sequences per tile
@@ -192,9 +216,10 @@ def _group_step(b0, B, j, j0, temperature,
             sg = tl.where(ag >= 0, sg, eg * sg)
             z = (th * sg).to(DT).to(OPD)
             skip = tl.dot(z, tl.load(w_skip_ptr + l * (CH * CS) + w_hs).to(OPD), skip, input_precision=PREC)
-            if l + 1 < L:     # the last layer's output feeds only the skip sum
-                x = tl.dot(z, tl.load(w_res_ptr + l * (CH * CR) + w_hr).to(OPD), x, input_precision=PREC)
-                x += tl.load(b_res_ptr + l * CR + offs_cr)[None, :]
+            # The last layer's residual is packed as zeros and multiplied: skipping it behind a
+            # branch costs registers (spills in 16-bit at sm_80/sm_90, tests/test_triton_compile.py).
+            x = tl.dot(z, tl.load(w_res_ptr + l * (CH * CR) + w_hr).to(OPD), x, input_precision=PREC)
+            x += tl.load(b_res_ptr + l * CR + offs_cr)[None, :]
 
         # -- head --------------------------------------------------------------------------
         hs = tl.maximum(skip, 0.0).to(DT).to(OPD)
@@ -256,11 +281,10 @@ def _step_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, j, j0,
                  DOWN_DOT: tl.constexpr, WRITE_LOGITS: tl.constexpr, SAMPLE: tl.constexpr,
                  GREEDY: tl.constexpr, OPD: tl.constexpr, PREC: tl.constexpr):
     b0 = tl.program_id(0).to(tl.int64) * BLOCK_B
-    _group_step(b0, B, j, j0, temperature, cls_ptr, 1, u_ptr, 1, out_ptr, 1, lg_ptr, Q,
-                frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
-                W, L,
-                CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, TILE_M, SPAN, BLOCK_R, R_END,
-                DOWN_DOT, WRITE_LOGITS, SAMPLE, GREEDY, OPD, PREC)
+    _group_step(b0, B, j, j0, temperature, (cls_ptr, 1, u_ptr, 1, out_ptr, 1, lg_ptr, Q),
+                (frames_ptr, s_fb, s_fc, s_ft, s_ff), ring_ptr, scratch_ptr, W, L,
+                (CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP),
+                (BLOCK_B, TILE_M, SPAN, BLOCK_R, R_END, DOWN_DOT, OPD, PREC), (WRITE_LOGITS, SAMPLE, GREEDY))
 
 
 @triton.jit(do_not_specialize=["n", "j0"])
@@ -279,22 +303,18 @@ def _persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n, j0,
     j is conditioned on ``cls (B, n)[:, j]`` and ``lg (B, n, Q)`` receives the logits. ``j0``:
     the generation's index of the first step (the rings continue from it)."""
     b0 = tl.program_id(0).to(tl.int64) * BLOCK_B
+    frames = (frames_ptr, s_fb, s_fc, s_ft, s_ff)
+    N: tl.constexpr = (CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP)
+    C: tl.constexpr = (BLOCK_B, TILE_M, SPAN, BLOCK_R, R_END, DOWN_DOT, OPD, PREC)
     for j in range(n):
         if TEACHER:
-            _group_step(b0, B, j, j0, temperature, cls_ptr + j, n, u_ptr + j, n, out_ptr + j, n,
-                        lg_ptr + j * Q, n * Q,
-                        frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
-                        W, L,
-                        CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, TILE_M, SPAN, BLOCK_R,
-                        R_END, DOWN_DOT, True, False, False, OPD, PREC)
+            _group_step(b0, B, j, j0, temperature, (cls_ptr + j, n, u_ptr + j, n, out_ptr + j, n, lg_ptr + j * Q, n * Q),
+                        frames, ring_ptr, scratch_ptr, W, L, N, C, (True, False, False))
         else:
             # Column j (the class of step j - 1) was written by this program before the last barrier.
-            _group_step(b0, B, j, j0, temperature, out_ptr + j, n + 1, u_ptr + j, n, out_ptr + j + 1, n + 1,
-                        lg_ptr, 0,
-                        frames_ptr, s_fb, s_fc, s_ft, s_ff, ring_ptr, scratch_ptr,
-                        W, L,
-                        CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP, BLOCK_B, TILE_M, SPAN, BLOCK_R,
-                        R_END, DOWN_DOT, False, True, GREEDY, OPD, PREC)
+            _group_step(b0, B, j, j0, temperature,
+                        (out_ptr + j, n + 1, u_ptr + j, n, out_ptr + j + 1, n + 1, lg_ptr, 0),
+                        frames, ring_ptr, scratch_ptr, W, L, N, C, (False, True, GREEDY))
         # The next step overwrites ring slots and scratch rows this one read, and reads the
         # classes this one wrote.
         tl.debug_barrier()

@@ -57,7 +57,7 @@ def pack_weights(spec, weights: dict, device, dtype) -> tuple[list[torch.Tensor]
     cond[:, :, 0, :Ch] = table[..., :Ch]
     cond[:, :, 1, :Ch] = table[..., Ch:]
     w_skip = z(L, CH, CS); w_skip[:, :Ch, :Cs] = w["skip_w"].transpose(1, 2)
-    w_res = z(L, CH, CR); w_res[:L - 1, :Ch, :Cr] = w["res_w"].transpose(1, 2)   # last: unread
+    w_res = z(L, CH, CR); w_res[:L - 1, :Ch, :Cr] = w["res_w"].transpose(1, 2)   # last: zeros
     b_res = z(L, CR); b_res[:L - 1, :Cr] = w["res_b"]
     b_skip = z(CS); b_skip[:Cs] = summed_skip_bias(w)
     w_h1 = z(CS, CO); w_h1[:Cs, :Co] = w["head1_w"].T
