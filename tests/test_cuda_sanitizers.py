@@ -133,7 +133,7 @@ def mutant(tmp_path, old, new):
     return src
 
 
-FENCE = "fg_sync();\n\n      // (4) skip and residual"
+FENCE = "fg_sync();\n\n    // (4) skip and residual"
 STORE = "* nsteps + j) * Q + q] = part[r];"
 MUTANTS = {
     # the barrier between the gate writing Z (shared memory) and the skip/residual GEMM reading it

@@ -64,42 +64,75 @@
 namespace fastgen_cuda {
 
 // ---------------------------------------------------------------------------------------------
-// The kernel.
+// One block's view of the launch: its rows, its shared-memory regions and its weight pointers,
+// set up once; a step's phases are the member functions, called by the kernel below in order
+// (as nv-wavenet splits its persistent kernel into per-layer device functions). Everything is
+// force-inlined: the split is for the reader, the generated code is one function.
 // ---------------------------------------------------------------------------------------------
 template <class T, bool MMA>
-FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GRID_CONSTANT FgParams p) {
-  static_assert(!MMA || sizeof(T) == 2, "the tensor-core path is for 16-bit types");
-  FG_DECLARE_SMEM(smem);
-  const int tid = (int)threadIdx.x, nthr = (int)blockDim.x;
-  const int lane = tid & 31, warp = tid >> 5, nwarps = nthr >> 5;
-  const int fs = (int)blockIdx.x, grp = (int)blockIdx.y;
-  const int K = p.K, F = p.F, Cr = p.Cr, Ch = p.Ch, Cs = p.Cs, Co = p.Co, Q = p.Q, L = p.L;
-  const int f0 = fs * p.Fb, Fc = fg_imin(p.Fb, F - f0);
-  const int s0 = grp * p.S, Sc = fg_imin(p.S, p.batch - s0);
-  const int KF = K * Fc;                 // rows per sequence
-  const int M = Sc * KF;                 // rows of this block
-  const int Mp = MMA ? (M + 15) & ~15 : M;
-  const bool leader = fs == 0;
-  const int nsteps = p.steps;
-  const long long Tn = (long long)nsteps * K;
-  const long long sstride = (long long)nsteps + 1;  // samples per sequence (generate mode)
-  const int ldA = p.ldA, ldZ = p.ldZ;
-  constexpr long long es = (long long)sizeof(T);
-  const FgRowSplit rsr = fg_row_split(Cr, lane, warp, nwarps), rss = fg_row_split(Cs, lane, warp, nwarps);
+struct FgBlock {
+  static constexpr long long es = (long long)sizeof(T);
+  const FgParams& p;
+  const int tid, nthr, lane, warp, nwarps, fs, grp;
+  const int K, F, Cr, Ch, Cs, Co, Q, L;
+  const int f0, Fc, s0, Sc;
+  const int KF;             // rows per sequence
+  const int M, Mp;          // rows of this block (Mp: padded to the mma tile)
+  const bool leader;
+  const int nsteps;
+  const long long Tn;       // frames per sequence in this launch
+  const long long sstride;  // samples per sequence (generate mode)
+  const FgRowSplit rsr, rss;
 
-  unsigned char* core_s = smem + p.sm_core;
-  T* down_s = reinterpret_cast<T*>(smem + p.sm_down);
-  float* xs = reinterpret_cast<float*>(smem + p.sm_x);     // M x Cr   residual stream
-  float* sk = reinterpret_cast<float*>(smem + p.sm_skip);  // M x Cs   skip sum
-  float* hs = reinterpret_cast<float*>(smem + p.sm_h);     // M x Co   head output (in sk's region)
-  T* As = reinterpret_cast<T*>(smem + p.sm_a);             // Mp x ldA GEMM operand
-  T* Zs = reinterpret_cast<T*>(smem + p.sm_z);             // Mp x ldZ GEMM operand
-  float* red = reinterpret_cast<float*>(smem + p.sm_red);  // threads  GEMV scratch
-  float* part = reinterpret_cast<float*>(smem + p.sm_part);// S x Q    partial logits / logits
-  int* cls = reinterpret_cast<int*>(smem + p.sm_cls);      // S        conditioning classes
+  unsigned char* core_s;
+  T* down_s;
+  float* xs;    // M x Cr   residual stream
+  float* sk;    // M x Cs   skip sum
+  float* hs;    // M x Co   head output (in sk's region)
+  T* As;        // Mp x ldA GEMM operand
+  T* Zs;        // Mp x ldZ GEMM operand
+  float* red;   // threads  GEMV scratch
+  float* part;  // S x Q    partial logits / logits
+  int* cls;     // S        conditioning classes
+  const float *in_w, *in_b, *down_b, *h1b, *h2b;
+  const T *h1w, *h2w, *Wd;
+  unsigned* gflags;  // [0] done, [fs] partial of block fs
 
-  // -- once: resident weights into shared memory, operands zeroed (padding rows stay zero)
-  {
+  FG_DEVICE FgBlock(const FgParams& p_, unsigned char* smem)
+      : p(p_), tid((int)threadIdx.x), nthr((int)blockDim.x), lane(tid & 31), warp(tid >> 5), nwarps(nthr >> 5),
+        fs((int)blockIdx.x), grp((int)blockIdx.y), K(p.K), F(p.F), Cr(p.Cr), Ch(p.Ch), Cs(p.Cs), Co(p.Co),
+        Q(p.Q), L(p.L), f0(fs * p.Fb), Fc(fg_imin(p.Fb, F - f0)), s0(grp * p.S), Sc(fg_imin(p.S, p.batch - s0)),
+        KF(K * Fc), M(Sc * KF), Mp(MMA ? (M + 15) & ~15 : M), leader(fs == 0), nsteps(p.steps),
+        Tn((long long)nsteps * K), sstride((long long)nsteps + 1), rsr(fg_row_split(Cr, lane, warp, nwarps)),
+        rss(fg_row_split(Cs, lane, warp, nwarps)) {
+    core_s = smem + p.sm_core;
+    down_s = reinterpret_cast<T*>(smem + p.sm_down);
+    xs = reinterpret_cast<float*>(smem + p.sm_x);
+    sk = reinterpret_cast<float*>(smem + p.sm_skip);
+    hs = reinterpret_cast<float*>(smem + p.sm_h);
+    As = reinterpret_cast<T*>(smem + p.sm_a);
+    Zs = reinterpret_cast<T*>(smem + p.sm_z);
+    red = reinterpret_cast<float*>(smem + p.sm_red);
+    part = reinterpret_cast<float*>(smem + p.sm_part);
+    cls = reinterpret_cast<int*>(smem + p.sm_cls);
+    in_w = reinterpret_cast<const float*>(wseg(p.off_in_w, 4LL * Cr * p.Cin));
+    in_b = reinterpret_cast<const float*>(wseg(p.off_in_b, 4LL * Cr));
+    down_b = reinterpret_cast<const float*>(wseg(p.off_down_b, 4LL * Q));
+    h1w = reinterpret_cast<const T*>(wseg(p.off_h1w, es * Co * Cs));
+    h1b = reinterpret_cast<const float*>(wseg(p.off_h1b, 4LL * Co));
+    h2w = reinterpret_cast<const T*>(wseg(p.off_h2w, es * Co * Co));
+    h2b = reinterpret_cast<const float*>(wseg(p.off_h2b, 4LL * Co));
+    Wd = p.down_resident ? down_s : static_cast<const T*>(p.down) + (long long)f0 * K * Co * Q;
+    gflags = p.flags + (long long)grp * (p.nf + 1);
+  }
+
+  // A weight segment from shared memory when it lies in the resident prefix, else global.
+  FG_DEVICE const unsigned char* wseg(long long off, long long bytes) const {
+    return off + bytes <= p.core_resident ? core_s + off : p.core + off;
+  }
+
+  // Once: resident weights into shared memory, operands zeroed (padding rows stay zero).
+  FG_DEVICE void load_resident() {
     const uint4* src = reinterpret_cast<const uint4*>(p.core);
     uint4* dst = reinterpret_cast<uint4*>(core_s);
     for (long long i = tid; i < p.core_resident / 16; i += nthr) dst[i] = src[i];
@@ -108,29 +141,12 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
       const long long nd = (long long)Fc * K * Co * Q;
       for (long long i = tid; i < nd; i += nthr) down_s[i] = dsrc[i];
     }
-    for (int i = tid; i < Mp * ldA; i += nthr) As[i] = fg_zero<T>();
-    for (int i = tid; i < Mp * ldZ; i += nthr) Zs[i] = fg_zero<T>();
+    for (int i = tid; i < Mp * p.ldA; i += nthr) As[i] = fg_zero<T>();
+    for (int i = tid; i < Mp * p.ldZ; i += nthr) Zs[i] = fg_zero<T>();
   }
-  // A weight segment from shared memory when it lies in the resident prefix, else global.
-  auto wseg = [&](long long off, long long bytes) -> const unsigned char* {
-    return off + bytes <= p.core_resident ? core_s + off : p.core + off;
-  };
-  const float* in_w = reinterpret_cast<const float*>(wseg(p.off_in_w, 4LL * Cr * p.Cin));
-  const float* in_b = reinterpret_cast<const float*>(wseg(p.off_in_b, 4LL * Cr));
-  const float* down_b = reinterpret_cast<const float*>(wseg(p.off_down_b, 4LL * Q));
-  const T* h1w = reinterpret_cast<const T*>(wseg(p.off_h1w, es * Co * Cs));
-  const float* h1b = reinterpret_cast<const float*>(wseg(p.off_h1b, 4LL * Co));
-  const T* h2w = reinterpret_cast<const T*>(wseg(p.off_h2w, es * Co * Co));
-  const float* h2b = reinterpret_cast<const float*>(wseg(p.off_h2b, 4LL * Co));
-  const T* Wd = p.down_resident ? down_s : static_cast<const T*>(p.down) + (long long)f0 * K * Co * Q;
-  unsigned* gflags = p.flags + (long long)grp * (p.nf + 1);  // [0] done, [fs] partial of block fs
-  fg_sync();
 
-  for (int j = 0; j < nsteps; ++j) {
-    const long long tj = (long long)j * K;                // this launch's first frame of the step
-    const long long t0 = (p.step0 + j) * K;               // ... its index in the generation (rings)
-
-    // (1) input projection x = W_in frame + b_in (fp32)
+  // (1) input projection x = W_in frame + b_in (fp32) of step j's frames (tj: its first).
+  FG_DEVICE void input_projection(long long tj) {
     for (int m = rsr.r0; rsr.on && m < M; m += rsr.rstep) {
       const int s = m / KF, r = m - s * KF, k = r / Fc, fl = r - k * Fc;
       const T* fr = static_cast<const T*>(p.frames) + ((long long)(s0 + s) * p.Cin * Tn + tj + k) * F + f0 + fl;
@@ -140,83 +156,89 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
         xs[m * Cr + c] = acc;
       }
     }
-    // conditioning class of each sequence for this step (published by the barrier below)
-    if (tid == 0) {
-      for (int s = 0; s < Sc; ++s) {
-        const long long b = s0 + s;
-        int c;
-        if (p.mode == FG_MODE_TEACHER) c = j == 0 ? p.start_class : (int)p.classes[b * nsteps + j - 1];
-        else if (j == 0) c = (int)p.samples[b * sstride];  // the host's, before the launch
-        else if (leader) c = cls[s];  // sampled by this block at the end of step j-1
-        else {
-          if (s == 0) { fg_wait_geq(gflags, (unsigned)j, "the leader's sample", p.spin_timeout_ns); fg_fence(); }
-          c = (int)fg_ldcg(p.samples + b * sstride + j);
-        }
-        cls[s] = c;
+  }
+
+  // The conditioning class of each sequence for step j (published by the caller's barrier).
+  FG_DEVICE void step_classes(int j) {
+    if (tid != 0) return;
+    for (int s = 0; s < Sc; ++s) {
+      const long long b = s0 + s;
+      int c;
+      if (p.mode == FG_MODE_TEACHER) c = j == 0 ? p.start_class : (int)p.classes[b * nsteps + j - 1];
+      else if (j == 0) c = (int)p.samples[b * sstride];  // the host's, before the launch
+      else if (leader) c = cls[s];  // sampled by this block at the end of step j-1
+      else {
+        if (s == 0) { fg_wait_geq(gflags, (unsigned)j, "the leader's sample", p.spin_timeout_ns); fg_fence(); }
+        c = (int)fg_ldcg(p.samples + b * sstride + j);
+      }
+      cls[s] = c;
+    }
+  }
+
+  // (2) A = [x(t-d) | x(t)] and the history write of x(t), for layer l of the step whose
+  // first frame has index t0 in the generation.
+  FG_DEVICE void layer_operands(int l, long long t0) {
+    const int d = p.dil[l], R = d + K;
+    const int slot0 = (int)(t0 % R);  // ring slot of frame t0 (one 64-bit remainder per layer)
+    for (int m = rsr.r0; rsr.on && m < M; m += rsr.rstep) {
+      const int s = m / KF, r = m - s * KF, k = r / Fc, fl = r - k * Fc;
+      T* ring = static_cast<T*>(p.ring) + (long long)(s0 + s) * p.ring_stride + p.ring_off[l]
+                + (long long)(f0 + fl) * Cr;
+      int cur_slot = slot0 + k;  // k < K <= R: one wrap at most, and the same for t - d
+      if (cur_slot >= R) cur_slot -= R;
+      int past_slot = cur_slot - d;
+      if (past_slot < 0) past_slot += R;
+      const bool before = t0 + k < d, same_step = k >= d;
+      T* past_ring = ring + (long long)past_slot * F * Cr;
+      T* cur_ring = ring + (long long)cur_slot * F * Cr;
+      for (int c = rsr.c0; c < Cr; c += 32) {
+        const T cur = fg_from_float<T>(xs[m * Cr + c]);
+        T past;
+        if (before) past = fg_zero<T>();                                       // before the sequence
+        else if (same_step) past = fg_from_float<T>(xs[(m - d * Fc) * Cr + c]);  // same step
+        else past = past_ring[c];                                              // earlier step
+        As[m * p.ldA + c] = past;
+        As[m * p.ldA + Cr + c] = cur;
+        cur_ring[c] = cur;  // slots of frames t0..t0+K-1: never read above
       }
     }
+  }
+
+  // (3) dilated conv (both taps) + conditioning + gate -> Z, then (4) skip and residual in one
+  // GEMM (the last layer's residual is never used), each after a barrier.
+  FG_DEVICE void layer_gemms(int l) {
+    const long long lbase = p.off_layers + (long long)l * p.layer_stride;
+    const T* wdil = reinterpret_cast<const T*>(wseg(lbase + p.loff_wdil, es * 4 * Ch * Cr));
+    const T* wsr = reinterpret_cast<const T*>(wseg(lbase + p.loff_wsr, es * (Cs + Cr) * Ch));
+    const float* bsr = reinterpret_cast<const float*>(wseg(lbase + p.loff_bsr, 4LL * (Cs + Cr)));
+    const float* cond_l = p.cond + (long long)l * p.Qc * 2 * Ch;
+    const int ldZ = p.ldZ;
+    fg_gemm_pair<T, MMA>(As, p.ldA, Mp, M, 2 * Cr, wdil, Ch, [&](int m, int n, float af, float ag) {
+      // one sequence per block (the common case): no division per element
+      const float* crow = cond_l + (long long)cls[Sc == 1 ? 0 : m / KF] * (2 * Ch);
+      af += fg_ldg(crow + n);
+      ag += fg_ldg(crow + Ch + n);
+      Zs[m * ldZ + n] = fg_from_float<T>(fg_tanh(af) * fg_sigmoid(ag));
+    });
     fg_sync();
 
-    for (int l = 0; l < L; ++l) {
-      const int d = p.dil[l], R = d + K;
-      const int slot0 = (int)(t0 % R);  // ring slot of frame t0 (one 64-bit remainder per layer)
-      // (2) A = [x(t-d) | x(t)] and the history write of x(t)
-      for (int m = rsr.r0; rsr.on && m < M; m += rsr.rstep) {
-        const int s = m / KF, r = m - s * KF, k = r / Fc, fl = r - k * Fc;
-        T* ring = static_cast<T*>(p.ring) + (long long)(s0 + s) * p.ring_stride + p.ring_off[l]
-                  + (long long)(f0 + fl) * Cr;
-        int cur_slot = slot0 + k;  // k < K <= R: one wrap at most, and the same for t - d
-        if (cur_slot >= R) cur_slot -= R;
-        int past_slot = cur_slot - d;
-        if (past_slot < 0) past_slot += R;
-        const bool before = t0 + k < d, same_step = k >= d;
-        T* past_ring = ring + (long long)past_slot * F * Cr;
-        T* cur_ring = ring + (long long)cur_slot * F * Cr;
-        for (int c = rsr.c0; c < Cr; c += 32) {
-          const T cur = fg_from_float<T>(xs[m * Cr + c]);
-          T past;
-          if (before) past = fg_zero<T>();                                       // before the sequence
-          else if (same_step) past = fg_from_float<T>(xs[(m - d * Fc) * Cr + c]);  // same step
-          else past = past_ring[c];                                              // earlier step
-          As[m * ldA + c] = past;
-          As[m * ldA + Cr + c] = cur;
-          cur_ring[c] = cur;  // slots of frames t0..t0+K-1: never read above
-        }
+    // (4) skip and residual
+    const int Nsr = Cs + (l + 1 < L ? Cr : 0);
+    const bool first = l == 0;
+    fg_gemm<T, MMA>(Zs, ldZ, Mp, M, Ch, wsr, Cs + Cr, Nsr, [&](int m, int n, float acc) {
+      const float v = acc + bsr[n];
+      if (n < Cs) {
+        float* sp = sk + m * Cs + n;
+        *sp = first ? v : *sp + v;
+      } else {
+        xs[m * Cr + (n - Cs)] += v;
       }
-      fg_sync();
+    });
+  }
 
-      const long long lbase = p.off_layers + (long long)l * p.layer_stride;
-      const T* wdil = reinterpret_cast<const T*>(wseg(lbase + p.loff_wdil, es * 4 * Ch * Cr));
-      const T* wsr = reinterpret_cast<const T*>(wseg(lbase + p.loff_wsr, es * (Cs + Cr) * Ch));
-      const float* bsr = reinterpret_cast<const float*>(wseg(lbase + p.loff_bsr, 4LL * (Cs + Cr)));
-      const float* cond_l = p.cond + (long long)l * p.Qc * 2 * Ch;
-
-      // (3) dilated conv (both taps) + conditioning + gate -> Z
-      fg_gemm_pair<T, MMA>(As, ldA, Mp, M, 2 * Cr, wdil, Ch, [&](int m, int n, float af, float ag) {
-        // one sequence per block (the common case): no division per element
-        const float* crow = cond_l + (long long)cls[Sc == 1 ? 0 : m / KF] * (2 * Ch);
-        af += fg_ldg(crow + n);
-        ag += fg_ldg(crow + Ch + n);
-        Zs[m * ldZ + n] = fg_from_float<T>(fg_tanh(af) * fg_sigmoid(ag));
-      });
-      fg_sync();
-
-      // (4) skip and residual in one GEMM (the last layer's residual is never used)
-      const int Nsr = Cs + (l + 1 < L ? Cr : 0);
-      const bool first = l == 0;
-      fg_gemm<T, MMA>(Zs, ldZ, Mp, M, Ch, wsr, Cs + Cr, Nsr, [&](int m, int n, float acc) {
-        const float v = acc + bsr[n];
-        if (n < Cs) {
-          float* sp = sk + m * Cs + n;
-          *sp = first ? v : *sp + v;
-        } else {
-          xs[m * Cr + (n - Cs)] += v;
-        }
-      });
-      fg_sync();
-    }
-
-    // (5) head: h = W_h2 relu(W_h1 relu(skip) + b_h1) + b_h2
+  // (5) head: h = W_h2 relu(W_h1 relu(skip) + b_h1) + b_h2
+  FG_DEVICE void head() {
+    const int ldA = p.ldA, ldZ = p.ldZ;
     for (int m = rss.r0; rss.on && m < M; m += rss.rstep)
       for (int c = rss.c0; c < Cs; c += 32) As[m * ldA + c] = fg_from_float<T>(fmaxf(sk[m * Cs + c], 0.f));
     fg_sync();
@@ -225,90 +247,124 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
     });
     fg_sync();
     fg_gemm<T, MMA>(Zs, ldZ, Mp, M, Co, h2w, Co, Co, [&](int m, int n, float acc) { hs[m * Co + n] = acc + h2b[n]; });
-    fg_sync();
+  }
 
-    // (6) this block's share of the downsampling: part[s][q] = sum_{fl,k,c} Wd[fl][k][c][q] h.
-    // A thread owns one q (and a chunk of the (fl, k) pairs) for up to FG_SMAX sequences at
-    // once, so each weight (streamed from L2 when down_w is not resident) is read once per
-    // FG_SMAX sequences of the block instead of once per sequence.
+  // (6) this block's share of the downsampling: part[s][q] = sum_{fl,k,c} Wd[fl][k][c][q] h.
+  // A thread owns one q (and a chunk of the (fl, k) pairs) for up to FG_SMAX sequences at
+  // once, so each weight (streamed from L2 when down_w is not resident) is read once per
+  // FG_SMAX sequences of the block instead of once per sequence.
+  FG_DEVICE void downsample() {
     const int items = Sc * Q;
-    {
-      const int pairs = KF;  // (fl, k) pairs, each Co long
-      int nsplit = items >= nthr ? 1 : nthr / items;  // nsplit * items <= nthr: red holds the partials
-      if (nsplit > pairs) nsplit = pairs;
-      const int chunk = (pairs + nsplit - 1) / nsplit;
-      const int ngroups = (Sc + FG_SMAX - 1) / FG_SMAX;  // tasks: (sequence group, split, q)
-      for (int task = tid; task < ngroups * nsplit * Q; task += nthr) {
-        const int gq = task / Q, q = task - gq * Q, sg = gq / nsplit, sp = gq - sg * nsplit;
-        const int e0 = sp * chunk, e1 = fg_imin(pairs, e0 + chunk);
-        const int sa = sg * FG_SMAX, ns = fg_imin(FG_SMAX, Sc - sa);
-        float acc[FG_SMAX] = {};
-        for (int e = e0; e < e1; ++e) {
-          const int fl = e / K, k = e - fl * K;
-          const float* hrow = hs + ((long long)sa * KF + k * Fc + fl) * Co;
-          const T* w = Wd + (long long)e * Co * Q + q;
-          for (int c = 0; c < Co; ++c) {
-            const float wv = fg_to_float(w[(long long)c * Q]);
+    const int pairs = KF;  // (fl, k) pairs, each Co long
+    int nsplit = items >= nthr ? 1 : nthr / items;  // nsplit * items <= nthr: red holds the partials
+    if (nsplit > pairs) nsplit = pairs;
+    const int chunk = (pairs + nsplit - 1) / nsplit;
+    const int ngroups = (Sc + FG_SMAX - 1) / FG_SMAX;  // tasks: (sequence group, split, q)
+    for (int task = tid; task < ngroups * nsplit * Q; task += nthr) {
+      const int gq = task / Q, q = task - gq * Q, sg = gq / nsplit, sp = gq - sg * nsplit;
+      const int e0 = sp * chunk, e1 = fg_imin(pairs, e0 + chunk);
+      const int sa = sg * FG_SMAX, ns = fg_imin(FG_SMAX, Sc - sa);
+      float acc[FG_SMAX] = {};
+      for (int e = e0; e < e1; ++e) {
+        const int fl = e / K, k = e - fl * K;
+        const float* hrow = hs + ((long long)sa * KF + k * Fc + fl) * Co;
+        const T* w = Wd + (long long)e * Co * Q + q;
+        for (int c = 0; c < Co; ++c) {
+          const float wv = fg_to_float(w[(long long)c * Q]);
 #pragma unroll
-            for (int s = 0; s < FG_SMAX; ++s)
-              if (s < ns) acc[s] = fmaf(hrow[(long long)s * KF * Co + c], wv, acc[s]);
-          }
-        }
-#pragma unroll
-        for (int s = 0; s < FG_SMAX; ++s)
-          if (s < ns) (nsplit <= 1 ? part : red + sp * items)[(sa + s) * Q + q] = acc[s];
-      }
-      if (nsplit > 1) {
-        fg_sync();
-        for (int r = tid; r < items; r += nthr) {
-          float acc = 0.f;
-          for (int sp = 0; sp < nsplit; ++sp) acc += red[sp * items + r];
-          part[r] = acc;
+          for (int s = 0; s < FG_SMAX; ++s)
+            if (s < ns) acc[s] = fmaf(hrow[(long long)s * KF * Co + c], wv, acc[s]);
         }
       }
-      fg_sync();
+#pragma unroll
+      for (int s = 0; s < FG_SMAX; ++s)
+        if (s < ns) (nsplit <= 1 ? part : red + sp * items)[(sa + s) * Q + q] = acc[s];
     }
-
-    // (7) cross-block reduction, logits / sampling, hand-off
-    if (!leader) {
-      if (tid == 0 && j > 0) { fg_wait_geq(gflags, (unsigned)j, "the leader to consume partials", p.spin_timeout_ns); fg_fence(); }
+    if (nsplit > 1) {
       fg_sync();
-      float* gp = p.partials + ((long long)grp * p.nf + fs) * p.S * Q;
-      for (int r = tid; r < items; r += nthr) gp[r] = part[r];
-      fg_sync();
-      if (tid == 0) { fg_fence(); fg_store_release(gflags + fs, (unsigned)(j + 1)); }
-    } else {
-      if (p.nf > 1) {
-        if (tid == 0) {
-          for (int f2 = 1; f2 < p.nf; ++f2) fg_wait_geq(gflags + f2, (unsigned)(j + 1), "partial logits", p.spin_timeout_ns);
-          fg_fence();
-        }
-        fg_sync();
-      }
       for (int r = tid; r < items; r += nthr) {
-        float acc = part[r];
-        for (int f2 = 1; f2 < p.nf; ++f2) acc += fg_ldcg(p.partials + ((long long)grp * p.nf + f2) * p.S * Q + r);
-        part[r] = acc + down_b[r % Q];
+        float acc = 0.f;
+        for (int sp = 0; sp < nsplit; ++sp) acc += red[sp * items + r];
+        part[r] = acc;
       }
-      fg_sync();
-      if (p.mode == FG_MODE_TEACHER) {
-        for (int r = tid; r < items; r += nthr) {
-          const int s = r / Q, q = r - s * Q;
-          p.logits[((long long)(s0 + s) * nsteps + j) * Q + q] = part[r];
-        }
-      } else {
-        for (int s = warp; s < Sc; s += nwarps) {
-          const long long b = s0 + s;
-          const int smp = fg_sample_warp(part + s * Q, Q, p.uniforms[b * nsteps + j], p.temperature, lane);
-          if (lane == 0) {
-            cls[s] = smp;
-            p.samples[b * sstride + j + 1] = smp;
-          }
-        }
-      }
-      fg_sync();
-      if (p.nf > 1 && tid == 0) { fg_fence(); fg_store_release(gflags, (unsigned)(j + 1)); }
     }
+  }
+
+  // (7) a follower hands its partial logits of step j to the leader.
+  FG_DEVICE void send_partials(int j) {
+    const int items = Sc * Q;
+    if (tid == 0 && j > 0) { fg_wait_geq(gflags, (unsigned)j, "the leader to consume partials", p.spin_timeout_ns); fg_fence(); }
+    fg_sync();
+    float* gp = p.partials + ((long long)grp * p.nf + fs) * p.S * Q;
+    for (int r = tid; r < items; r += nthr) gp[r] = part[r];
+    fg_sync();
+    if (tid == 0) { fg_fence(); fg_store_release(gflags + fs, (unsigned)(j + 1)); }
+  }
+
+  // (7) the leader sums the partial logits of step j in block order, then writes the
+  // teacher-forced logits or samples, and releases the followers.
+  FG_DEVICE void reduce_and_sample(int j) {
+    const int items = Sc * Q;
+    if (p.nf > 1) {
+      if (tid == 0) {
+        for (int f2 = 1; f2 < p.nf; ++f2) fg_wait_geq(gflags + f2, (unsigned)(j + 1), "partial logits", p.spin_timeout_ns);
+        fg_fence();
+      }
+      fg_sync();
+    }
+    for (int r = tid; r < items; r += nthr) {
+      float acc = part[r];
+      for (int f2 = 1; f2 < p.nf; ++f2) acc += fg_ldcg(p.partials + ((long long)grp * p.nf + f2) * p.S * Q + r);
+      part[r] = acc + down_b[r % Q];
+    }
+    fg_sync();
+    if (p.mode == FG_MODE_TEACHER) {
+      for (int r = tid; r < items; r += nthr) {
+        const int s = r / Q, q = r - s * Q;
+        p.logits[((long long)(s0 + s) * nsteps + j) * Q + q] = part[r];
+      }
+    } else {
+      for (int s = warp; s < Sc; s += nwarps) {
+        const long long b = s0 + s;
+        const int smp = fg_sample_warp(part + s * Q, Q, p.uniforms[b * nsteps + j], p.temperature, lane);
+        if (lane == 0) {
+          cls[s] = smp;
+          p.samples[b * sstride + j + 1] = smp;
+        }
+      }
+    }
+    fg_sync();
+    if (p.nf > 1 && tid == 0) { fg_fence(); fg_store_release(gflags, (unsigned)(j + 1)); }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// The kernel: the phases of every step, with the barriers between them.
+// ---------------------------------------------------------------------------------------------
+template <class T, bool MMA>
+FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GRID_CONSTANT FgParams p) {
+  static_assert(!MMA || sizeof(T) == 2, "the tensor-core path is for 16-bit types");
+  FG_DECLARE_SMEM(smem);
+  FgBlock<T, MMA> blk(p, smem);
+  blk.load_resident();
+  fg_sync();
+  for (int j = 0; j < p.steps; ++j) {
+    const long long t0 = (p.step0 + j) * p.K;   // the step's first frame in the generation (rings)
+    blk.input_projection((long long)j * p.K);
+    blk.step_classes(j);
+    fg_sync();
+    for (int l = 0; l < p.L; ++l) {
+      blk.layer_operands(l, t0);
+      fg_sync();
+      blk.layer_gemms(l);
+      fg_sync();
+    }
+    blk.head();
+    fg_sync();
+    blk.downsample();
+    fg_sync();
+    if (blk.leader) blk.reduce_and_sample(j);
+    else blk.send_partials(j);
   }
 }
 
