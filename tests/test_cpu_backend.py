@@ -74,12 +74,13 @@ def test_split_then_one_thread_per_sequence(num_threads):
     weights, frames, classes, uniforms = make_case(spec, 2, STEPS, seed=8)
     ref = _ref_teacher_forced(spec, weights, frames, classes)
     eng = fastgen.create("cpu", spec, weights)
-    _C, packed = cpu_backend._C, eng._packed
+    ops, packed = torch.ops.fastgen, eng._packed
     for b in (1, 2):
-        got = _C.teacher_forced(packed, frames[:b], classes[:b], spec.start_class, num_threads, -2)
+        got = ops.cpu_teacher_forced(packed, frames[:b], classes[:b], spec.start_class, num_threads, -2)
         _assert_logits_close(got, ref[:b])
         want = _ref_generate(spec, weights, frames[:b], uniforms[:b], 1.0)
-        assert torch.equal(_C.generate(packed, frames[:b], uniforms[:b], 1.0, spec.start_class, num_threads, -2), want)
+        assert torch.equal(ops.cpu_generate(packed, frames[:b], uniforms[:b], 1.0, spec.start_class, num_threads, -2),
+                           want)
 
 
 def test_num_samples_replicated_frames():
@@ -119,17 +120,18 @@ def test_wrong_shapes_raise():
 def test_native_argument_checks():
     spec = PARITY_SPECS["round"]
     weights, frames, classes, uniforms = make_case(spec, 2, 4)
-    packed = cpu_backend._C.pack(folded(weights), list(spec.dilations), spec.flops_per_step())
+    ops = torch.ops.fastgen
+    packed = ops.cpu_pack(folded(weights), list(spec.dilations), spec.flops_per_step())
     with pytest.raises(RuntimeError, match="float32"):
-        cpu_backend._C.generate(packed, frames.double(), uniforms, 1.0, spec.start_class)
+        ops.cpu_generate(packed, frames.double(), uniforms, 1.0, spec.start_class)
     with pytest.raises(RuntimeError, match="uniforms"):
-        cpu_backend._C.generate(packed, frames, uniforms[:, :2], 1.0, spec.start_class)
+        ops.cpu_generate(packed, frames, uniforms[:, :2], 1.0, spec.start_class)
     with pytest.raises(RuntimeError, match="start_class"):
-        cpu_backend._C.teacher_forced(packed, frames, classes, spec.cond_classes)
+        ops.cpu_teacher_forced(packed, frames, classes, spec.cond_classes)
     with pytest.raises(RuntimeError, match="classes must lie"):
-        cpu_backend._C.teacher_forced(packed, frames, classes + 1000, spec.start_class)
+        ops.cpu_teacher_forced(packed, frames, classes + 1000, spec.start_class)
     with pytest.raises(RuntimeError, match="dilations"):
-        cpu_backend._C.pack(folded(weights), [1, 2], spec.flops_per_step())
+        ops.cpu_pack(folded(weights), [1, 2], spec.flops_per_step())
 
 
 def test_packed_once_at_construction():
@@ -153,3 +155,48 @@ def test_registry():
     assert cpu_backend.unavailable_reason() is None
     with pytest.raises(ValueError, match="CPU"):
         cpu_backend.CpuEngine(PARITY_SPECS["round"], fastgen.random_weights(PARITY_SPECS["round"]), device="meta")
+
+
+# -- the ops in the torch dispatcher (as the Triton ones) ----------------------------------------
+def _op_case(batch=2, steps=3):
+    spec = PARITY_SPECS["odd"]
+    weights, frames, classes, uniforms = make_case(spec, batch, steps, seed=9)
+    eng = fastgen.create("cpu", spec, weights)
+    return spec, eng, frames, classes, uniforms
+
+
+def test_ops_are_registered_with_the_dispatcher():
+    spec, eng, *_ = _op_case()
+    packed = eng._packed
+    assert isinstance(packed, torch.ScriptObject) and "CpuPacked" in str(packed._type())
+    assert packed.num_classes() == spec.num_classes and packed.cond_classes() == spec.cond_classes
+    assert packed.ring_stride() > 0 and packed.nbytes() > 0
+    for name in ("cpu_pack", "cpu_generate", "cpu_teacher_forced"):
+        assert hasattr(torch.ops.fastgen, name)
+    # rings are declared as written in place (so functionalization copies them back)
+    assert torch.ops.fastgen.cpu_generate.default._schema.arguments[7].alias_info.is_write
+
+
+def test_opcheck_cpu_ops():
+    # (opcheck's schema check cannot walk a TorchScript object argument: the schema's aliasing is
+    # asserted in test_ops_are_registered_with_the_dispatcher instead)
+    spec, eng, frames, classes, uniforms = _op_case()
+    rings = torch.zeros(2, eng._packed.ring_stride())
+    torch.library.opcheck(torch.ops.fastgen.cpu_generate.default,
+                          (eng._packed, frames, uniforms, 1.0, spec.start_class, 1, 0, rings, 0, None),
+                          test_utils=("test_faketensor",))
+    torch.library.opcheck(torch.ops.fastgen.cpu_teacher_forced.default,
+                          (eng._packed, frames, classes, spec.start_class, 1, 0),
+                          test_utils=("test_faketensor",))
+
+
+def test_torch_compile_traces_the_cpu_ops():
+    spec, eng, frames, classes, uniforms = _op_case()
+
+    def run(frames, uniforms, classes):
+        return (torch.ops.fastgen.cpu_generate(eng._packed, frames, uniforms, 1.0, spec.start_class),
+                torch.ops.fastgen.cpu_teacher_forced(eng._packed, frames, classes, spec.start_class))
+
+    compiled = torch.compile(run, backend="aot_eager", fullgraph=True)
+    got, want = compiled(frames, uniforms, classes), run(frames, uniforms, classes)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import types
 from pathlib import Path
 
 import pytest
@@ -337,7 +338,8 @@ def _cpu_ext():
     from fastgen.backends import cpu as cpu_backend
     if cpu_backend.unavailable_reason():
         pytest.skip(cpu_backend.unavailable_reason())
-    return cpu_backend._C
+    ops = torch.ops.fastgen
+    return types.SimpleNamespace(pack=ops.cpu_pack, generate=ops.cpu_generate, teacher_forced=ops.cpu_teacher_forced)
 
 
 def test_extension_refuses_a_huge_dilation_before_allocating():

@@ -1,7 +1,6 @@
-// fastgen._C: Python bindings of the fused C++ CPU backend.
+// fastgen._C: the fused C++ CPU backend. Loading it registers the torch.ops.fastgen.cpu_* ops
+// (ops.cpp); the module itself only says how it was built.
 #include <torch/extension.h>
-
-#include "cpu/wavenet_cpu.h"
 
 #ifndef FASTGEN_BUILD_INFO
 #define FASTGEN_BUILD_INFO "{}"
@@ -11,5 +10,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fastgen fused CPU backend";
   m.def("build_info", []() { return std::string(FASTGEN_BUILD_INFO); },
         "JSON describing how this module was built");
-  fastgen::cpu::register_bindings(m);
 }

@@ -1,5 +1,5 @@
-// fastgen fused CPU backend: packing, argument checks and the Python bindings (see wavenet_cpu.h;
-// the kernels and the loop are in wavenet_kernels.cpp).
+// fastgen fused CPU backend: packing and argument checks (see wavenet_cpu.h; the kernels and the
+// loop are in wavenet_kernels.cpp, the torch.ops registration in ops.cpp).
 #include "cpu/wavenet_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -241,11 +241,7 @@ at::Tensor generate(const PackedWeights& pw, const at::Tensor& frames_in, const 
   job.temperature = temperature;
   job.samples = out.data_ptr<int64_t>();
   job.start_class = start_class;
-  const int nt = resolve_threads(num_threads);
-  {
-    pybind11::gil_scoped_release nogil;
-    run_job(job, nt, (int)split);
-  }
+  run_job(job, resolve_threads(num_threads), (int)split);  // torch.ops calls run without the GIL
   return out;
 }
 
@@ -276,44 +272,8 @@ at::Tensor teacher_forced(const PackedWeights& pw, const at::Tensor& frames_in, 
   job.classes = classes.data_ptr<int64_t>();
   job.logits_out = out.data_ptr<float>();
   job.start_class = start_class;
-  const int nt = resolve_threads(num_threads);
-  {
-    pybind11::gil_scoped_release nogil;
-    run_job(job, nt, (int)split);
-  }
+  run_job(job, resolve_threads(num_threads), (int)split);  // torch.ops calls run without the GIL
   return out;
-}
-
-void register_bindings(pybind11::module_& m) {
-  namespace py = pybind11;
-  py::class_<PackedWeights, std::shared_ptr<PackedWeights>>(m, "PackedWeights",
-                                                            "Weights packed for the fused CPU engine (opaque)")
-      .def_property_readonly("nbytes", &PackedWeights::nbytes)
-      .def_property_readonly("flops_per_step", &PackedWeights::flops_per_step)
-      .def_property_readonly("num_classes", [](const PackedWeights& p) { return p.Q; })
-      .def_property_readonly("cond_classes", [](const PackedWeights& p) { return p.Qc; })
-      .def_property_readonly("frames_per_step", [](const PackedWeights& p) { return p.K; })
-      .def_property_readonly("num_features", [](const PackedWeights& p) { return p.F; })
-      .def_property_readonly("dilations", [](const PackedWeights& p) { return p.dilations; })
-      .def_property_readonly("ring_stride", [](const PackedWeights& p) { return p.ring_stride; })
-      .def("__repr__", &PackedWeights::repr);
-  m.def("pack", &pack, py::arg("weights"), py::arg("dilations"), py::arg("flops_per_step"),
-        "Pack a fastgen weight dict (fastgen.spec.weight_shapes, with fastgen.packing.folded's tensors) for the "
-        "fused CPU engine; flops_per_step (NetworkSpec.flops_per_step) sizes the automatic position split");
-  m.def("generate", &generate, py::arg("packed"), py::arg("frames"), py::arg("uniforms"),
-        py::arg("temperature"), py::arg("start_class"), py::arg("num_threads") = 0, py::arg("split") = -1,
-        py::arg("rings") = py::none(), py::arg("step0") = 0, py::arg("first_class") = py::none(),
-        "Sample classes int64 (B, n) for frames float32 (B, C_in, n*K, F) with uniforms float32 (B, n); "
-        "rings (B, ring_stride) float32 (updated in place), step0 and first_class (B,) int64 continue a "
-        "generation (default: fresh rings, step 0, start_class). "
-        "temperature 0 is argmax. num_threads <= 0 uses torch.get_num_threads(). split: with fewer sequences "
-        "than threads, split each sequence's positions across threads: 1 always, 0 never, -1 (auto) where a "
-        "step has enough work and while the threads do not wait long for each other; -2 (for tests) "
-        "splits, then stops splitting after a few steps.");
-  m.def("teacher_forced", &teacher_forced, py::arg("packed"), py::arg("frames"), py::arg("classes"),
-        py::arg("start_class"), py::arg("num_threads") = 0, py::arg("split") = -1,
-        "Logits float32 (B, n, Q) for frames float32 (B, C_in, n*K, F) and classes int64 (B, n); step j "
-        "is conditioned on classes[:, j-1] (start_class for j = 0). num_threads and split as for generate.");
 }
 
 }  // namespace cpu

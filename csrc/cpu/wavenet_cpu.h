@@ -13,7 +13,7 @@
 // Generation keeps one ring buffer per layer and sequence of (dilation + K) frames.
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <map>
 #include <optional>
@@ -46,9 +46,6 @@ at::Tensor generate(const PackedWeights& pw, const at::Tensor& frames, const at:
 // conditioned on classes[:, j-1] (start_class for j = 0).
 at::Tensor teacher_forced(const PackedWeights& pw, const at::Tensor& frames, const at::Tensor& classes,
                           int64_t start_class, int64_t num_threads, int64_t split);
-
-// Adds PackedWeights, pack, generate and teacher_forced to the extension module.
-void register_bindings(pybind11::module_& m);
 
 }  // namespace cpu
 }  // namespace fastgen

@@ -1,4 +1,7 @@
-"""Backend ``cpu``: the fused C++ engine (``fastgen._C``, sources in ``csrc/cpu``).
+"""Backend ``cpu``: the fused C++ engine (``fastgen._C``, sources in ``csrc/cpu``), called through
+the torch dispatcher as the Triton engines are: ``torch.ops.fastgen.cpu_pack``, ``cpu_generate``
+and ``cpu_teacher_forced`` (their fake versions, for torch.compile and FakeTensor tracing, are
+registered here).
 
 The whole generation loop runs in native code with the GIL released: each step computes every
 layer (dilated conv on ring-buffered history, conditioning row, gate, residual and skip) on the
@@ -29,9 +32,44 @@ def unavailable_reason() -> str | None:
     """None when the native CPU engine can be used, else why not (and how to build it)."""
     if _C is None:
         return f"the native extension fastgen._C is not built ({_IMPORT_ERROR}); run  {BUILD_HINT}"
-    if not all(hasattr(_C, f) for f in ("pack", "generate", "teacher_forced")):
+    if not all(hasattr(torch.ops.fastgen, f) for f in ("cpu_pack", "cpu_generate", "cpu_teacher_forced")):
         return f"the native extension fastgen._C is out of date (no fused CPU engine in it); rebuild with  {BUILD_HINT}"
     return None
+
+
+if unavailable_reason() is None:
+    @torch._library.register_fake_class("fastgen::CpuPacked")
+    class _FakeCpuPacked:
+        """The packed weights as tracing sees them: their sizes (``__obj_flatten__`` in csrc/cpu/ops.cpp)."""
+
+        def __init__(self, num_classes, cond_classes, ring_stride, nbytes):
+            self._sizes = dict(num_classes=num_classes, cond_classes=cond_classes, ring_stride=ring_stride,
+                               nbytes=nbytes)
+
+        @classmethod
+        def __obj_unflatten__(cls, flat):
+            return cls(**dict(flat))
+
+        def num_classes(self):
+            return self._sizes["num_classes"]
+
+        def cond_classes(self):
+            return self._sizes["cond_classes"]
+
+        def ring_stride(self):
+            return self._sizes["ring_stride"]
+
+        def nbytes(self):
+            return self._sizes["nbytes"]
+
+    @torch.library.register_fake("fastgen::cpu_generate")
+    def _(packed, frames, uniforms, temperature, start_class, num_threads=0, split=-1, rings=None, step0=0,
+          first_class=None):
+        return frames.new_empty((frames.shape[0], uniforms.shape[1]), dtype=torch.long)
+
+    @torch.library.register_fake("fastgen::cpu_teacher_forced")
+    def _(packed, frames, classes, start_class, num_threads=0, split=-1):
+        return frames.new_empty((frames.shape[0], classes.shape[1], packed.num_classes()))
 
 
 class CpuEngine(Engine):
@@ -57,21 +95,21 @@ class CpuEngine(Engine):
         self.num_threads = 0 if num_threads is None else int(num_threads)
         self.split = -1 if split_positions is None else int(bool(split_positions))
         # Packed once, here: a copy in the native layout (later changes to `weights` are not seen).
-        self._packed = _C.pack(folded({k: v.detach().to("cpu") for k, v in weights.items()}), list(spec.dilations),
-                               float(spec.flops_per_step()))
+        self._packed = torch.ops.fastgen.cpu_pack(folded({k: v.detach().to("cpu") for k, v in weights.items()}),
+                                                  list(spec.dilations), float(spec.flops_per_step()))
 
     @property
     def packed_nbytes(self) -> int:
-        return self._packed.nbytes
+        return self._packed.nbytes()
 
     def _new_history(self, batch):
-        return torch.zeros((batch, self._packed.ring_stride), dtype=torch.float32)
+        return torch.zeros((batch, self._packed.ring_stride()), dtype=torch.float32)
 
     def _generate(self, frames, uniforms, temperature, state):
-        return _C.generate(self._packed, frames, uniforms.contiguous(), float(temperature),
-                           self.spec.start_class, self.num_threads, self.split,
-                           state.history, state.steps, state.classes)
+        return torch.ops.fastgen.cpu_generate(self._packed, frames, uniforms.contiguous(), float(temperature),
+                                              self.spec.start_class, self.num_threads, self.split,
+                                              state.history, state.steps, state.classes)
 
     def _teacher_forced(self, frames, classes):
-        return _C.teacher_forced(self._packed, frames, classes.contiguous(), self.spec.start_class,
-                                 self.num_threads, self.split)
+        return torch.ops.fastgen.cpu_teacher_forced(self._packed, frames, classes.contiguous(),
+                                                    self.spec.start_class, self.num_threads, self.split)
