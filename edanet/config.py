@@ -257,7 +257,7 @@ class EDANetConfig:
 
     @property
     def parameter_counts(self) -> dict[str, int]:
-        """Parameters of ``EDANet(config)`` by part (their sum is ``EDANet.num_parameters()``),
+        """Parameters of ``EDANet(config)`` by part (their sum is the model's parameter count),
         computed from the sizes alone."""
         C, Fn, Q, E = self.feature_channels, self.num_mfccs, self.quantization_bins, self.cond_channels
         Cr, Ch, Cs, Co = self.residual_channels, self.hidden_channels, self.skip_channels, self.out_channels

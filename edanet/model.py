@@ -114,6 +114,3 @@ class EDANet(nn.Module):
         top = cfg.quantization_bins + (1 if conditioned else 0)
         if eda.numel() and (int(eda.min()) < 0 or int(eda.max()) >= top):
             raise ValueError(f"eda classes must lie in [0, {top})")
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())

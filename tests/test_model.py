@@ -78,3 +78,12 @@ def test_bad_inputs_are_explained():
         m(x, e.double())
     with pytest.raises(ValueError, match="shape"):
         m(x[..., :3], e)
+
+
+@pytest.mark.parametrize("over", [{}, {"per_coefficient_input": True, "frame_features": ("loudness",)},
+                                  {"residual_channels": 12, "hidden_channels": 20, "skip_channels": 24,
+                                   "out_channels": 7, "quantization_bins": 11}])
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_parameter_counts_add_up_to_the_model(preset, over):
+    cfg = EDANetConfig.from_preset(preset, **over)
+    assert sum(cfg.parameter_counts.values()) == sum(p.numel() for p in EDANet(cfg).parameters())

@@ -41,7 +41,6 @@ at::Tensor teacher_forced_op(const Packed& p, const at::Tensor& frames, const at
 TORCH_LIBRARY_FRAGMENT(fastgen, m) {
   m.class_<CpuPacked>("CpuPacked")
       .def("nbytes", [](const Packed& p) { return (int64_t)p->w->nbytes(); })
-      .def("flops_per_step", [](const Packed& p) { return p->w->flops_per_step(); })
       .def("num_classes", [](const Packed& p) { return p->w->Q; })
       .def("cond_classes", [](const Packed& p) { return p->w->Qc; })
       .def("ring_stride", [](const Packed& p) { return p->w->ring_stride; })
