@@ -200,3 +200,11 @@ def test_torch_compile_traces_the_cpu_ops():
     compiled = torch.compile(run, backend="aot_eager", fullgraph=True)
     got, want = compiled(frames, uniforms, classes), run(frames, uniforms, classes)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_unbuilt_extension_is_backend_unavailable(monkeypatch):
+    # the one "cannot run here" exception, whichever way the engine is made
+    monkeypatch.setattr(cpu_backend, "unavailable_reason", lambda: "fastgen._C is not built (test)")
+    spec = PARITY_SPECS["round"]
+    with pytest.raises(fastgen.BackendUnavailable, match="backend 'cpu' is not available: fastgen._C is not built"):
+        cpu_backend.CpuEngine(spec, fastgen.random_weights(spec))

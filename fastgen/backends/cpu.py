@@ -16,7 +16,7 @@ import torch
 
 from ..engine import Engine
 from ..packing import folded
-from . import BUILD_HINT
+from . import BUILD_HINT, BackendUnavailable
 
 try:  # the extension is optional: the registry reports why it cannot be used
     from .. import _C
@@ -88,7 +88,7 @@ class CpuEngine(Engine):
             raise ValueError(f"backend 'cpu' runs on the CPU only, got device {device!r}")
         reason = unavailable_reason()
         if reason:
-            raise RuntimeError(f"backend 'cpu' is not available: {reason}")
+            raise BackendUnavailable(f"backend 'cpu' is not available: {reason}")
         super().__init__(spec, weights, device, dtype)
         if num_threads is not None and int(num_threads) < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")

@@ -89,16 +89,17 @@ class CudaEngine(Engine):
         if _runtime is None:
             if self.device.type != "cuda":
                 raise ValueError(f"the cuda backend runs on CUDA devices, got device {self.device}")
+            from .. import BackendUnavailable
             reason = unavailable_reason()
             if reason:
-                raise RuntimeError(reason)
+                raise BackendUnavailable(reason)
             from ... import _cuda
             _runtime = _cuda
             if self.device.index is None:
                 self.device = torch.device("cuda", torch.cuda.current_device())
             major, minor = torch.cuda.get_device_capability(self.device)
             if not devices.supported(major, minor):
-                raise RuntimeError(f"the cuda backend is built for compute capability "
+                raise BackendUnavailable(f"the cuda backend is built for compute capability "
                                    f"{devices.capability_name(*devices.MIN_CAPABILITY)}+ (sm_80, sm_90); "
                                    f"{torch.cuda.get_device_name(self.device)} is {major}.{minor}")
         self._runtime = _runtime
