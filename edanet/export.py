@@ -63,11 +63,10 @@ def export_to_fastgen(model: EDANet) -> tuple[NetworkSpec, dict[str, torch.Tenso
 
     def stack_res(part):
         # the last layer has no residual projection (its output feeds only the skip sum)
-        ref = L[0].skip.weight
-        if len(L) == 1:
-            shape = (0, cfg.residual_channels, cfg.hidden_channels) if part == "weight" else (0, cfg.residual_channels)
-            return torch.zeros(shape, dtype=ref.dtype, device=ref.device)
-        return torch.stack([getattr(layer.residual, part) for layer in L[:-1]])
+        if len(L) > 1:
+            return torch.stack([getattr(layer.residual, part) for layer in L[:-1]])
+        shape = (0, cfg.residual_channels, cfg.hidden_channels) if part == "weight" else (0, cfg.residual_channels)
+        return L[0].skip.weight.new_zeros(shape)
 
     K, Fn, Co, Q = cfg.spectral_frames_per_eda_step, cfg.num_mfccs, cfg.out_channels, cfg.quantization_bins
     w = {

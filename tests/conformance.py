@@ -75,7 +75,9 @@ def ref_logits(spec, weights, frames, classes):
 
 
 def rel_err(got, want):
-    return ((got.detach().cpu().double() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+    """max |got - want| / max |want|, in float64 on the CPU."""
+    got, want = got.detach().cpu().double(), want.detach().cpu().double()
+    return ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
 
 
 def near_tie(logits, u, temperature, idx, margin):

@@ -6,7 +6,7 @@ import torch
 import fastgen
 from conftest import PARITY_SPECS, make_case
 from conformance import *  # noqa: F401,F403 (the conformance suite, on the engines below)
-from conformance import EngineCase, check_generate, engine_fixture, near_tie
+from conformance import EngineCase, check_generate, engine_fixture, near_tie, rel_err
 from edanet import EDANet, EDANetConfig, export_to_fastgen
 from edanet.export import engine_frames
 from fastgen import reference as ref
@@ -15,10 +15,6 @@ from fastgen import reference as ref
 ENGINES = [EngineCase(name, lambda s, w, name=name: fastgen.create(name, s, w)) for name in ("reference", "torch")]
 engine_case = engine_fixture(ENGINES)
 state_case = engine_fixture(ENGINES, name="state_case")
-
-
-def _rel(a, b):
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
 @pytest.mark.parametrize("over", [
@@ -47,7 +43,7 @@ def test_teacher_forced_matches_model(over, backend, dtype, tol):
         want = model(x, e).transpose(1, 2)
     got = fastgen.create(backend, spec, w, dtype=dtype).teacher_forced(engine_frames(x, cfg), e)
     assert got.shape == want.shape
-    assert _rel(got, want) <= tol
+    assert rel_err(got, want) <= tol
 
 
 def test_scattered_frames_layout():

@@ -23,7 +23,7 @@ import torch
 import fastgen
 from conftest import PARITY_SPECS, make_case
 from conformance import *  # noqa: F401,F403 (the conformance suite, on the engines below)
-from conformance import EngineCase, check_generate, engine_fixture
+from conformance import EngineCase, check_generate, engine_fixture, rel_err
 
 pytest.importorskip("triton")
 from fastgen.backends.triton import engine as triton_backend  # noqa: E402
@@ -76,10 +76,6 @@ def _engine(variant, spec_name, batch, dtype=torch.float32):
     return fastgen.create(variant, PARITY_SPECS[spec_name], weights, device=DEVICE, dtype=dtype)
 
 
-def _rel_err(a, ref):
-    return ((a.double().cpu() - ref.double().cpu()).abs().max() / ref.double().abs().max()).item()
-
-
 def test_available_and_registered():
     assert triton_backend.unavailable_reason() is None
     assert {"triton", "triton_persistent"} <= set(fastgen.available(DEVICE))
@@ -91,7 +87,7 @@ def test_step_and_persistent_agree():
     _, frames, classes, _ = _case("odd", 2)
     a = _engine("triton", "odd", 2).teacher_forced(frames, classes)
     b = _engine("triton_persistent", "odd", 2).teacher_forced(frames, classes)
-    assert _rel_err(a, b) <= 1e-6
+    assert rel_err(a, b) <= 1e-6
 
 
 # -- several sequences per program (the large-batch tiling), some of them masked off --------
@@ -103,7 +99,7 @@ def test_sequences_per_program(variant, seqs, rows):
     eng = fastgen.create(variant, PARITY_SPECS[spec_name], weights, device=DEVICE,
                          seqs_per_program=seqs, tile_rows=rows)
     assert eng._config(batch)[:2] == [seqs, rows]
-    err = _rel_err(eng.teacher_forced(frames, classes), _reference_logits(spec_name, batch, steps=steps))
+    err = rel_err(eng.teacher_forced(frames, classes), _reference_logits(spec_name, batch, steps=steps))
     assert err <= 1e-4, f"relative error {err:.3g}"
     check_generate(eng, PARITY_SPECS[spec_name], weights, frames, uniforms, 0.7, exact=EXACT)
 
@@ -126,7 +122,7 @@ def test_row_chunks(variant, spec_name, seqs):
     ref = fastgen.create("reference", spec, weights, dtype=torch.float64)
     eng = fastgen.create(variant, spec, weights, device=DEVICE, seqs_per_program=seqs, tile_rows=16)
     assert eng._config(batch)[1] == 16 and spec.positions_per_step > 16
-    err = _rel_err(eng.teacher_forced(frames, classes), ref.teacher_forced(frames, classes))
+    err = rel_err(eng.teacher_forced(frames, classes), ref.teacher_forced(frames, classes))
     assert err <= 1e-4, f"relative error {err:.3g}"
     check_generate(eng, spec, weights, frames, uniforms, 0.8, exact=EXACT)
 

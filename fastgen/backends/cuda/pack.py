@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...packing import cond_table
+from ...packing import cond_table, residual_per_layer
 from ...spec import NetworkSpec, check_weights
 
 MAX_LAYERS = 128        # FG_MAX_LAYERS in csrc/cuda/fastgen_cuda.h
@@ -132,15 +132,12 @@ def pack_weights(spec: NetworkSpec, weights: dict, dtype: torch.dtype = torch.fl
     put(o["h2b"], w["head2_b"].to(f32))
     put(o["h1w"], _pack_matrix(w["head1_w"].to(dtype), path))
     put(o["h2w"], _pack_matrix(w["head2_w"].to(dtype), path))
-    L, Cr, Ch = spec.num_layers, spec.residual_channels, spec.hidden_channels
-    for l in range(L):
+    res_w, res_b = residual_per_layer(w)          # the last layer's zeros: the kernel never reads them
+    for l in range(spec.num_layers):
         base = o["layers"] + l * lay.layer_stride
         wdil = torch.cat([w["dil_w0"][l], w["dil_w1"][l]], dim=1)            # (2Ch, 2Cr): [past | cur]
-        # (Cs+Cr, Ch): [skip; res]; the last layer has no residual, the kernel never reads its rows
-        res_w = w["res_w"][l] if l + 1 < L else torch.zeros(Cr, Ch, dtype=torch.float64)
-        res_b = w["res_b"][l] if l + 1 < L else torch.zeros(Cr, dtype=torch.float64)
-        wsr = torch.cat([w["skip_w"][l], res_w], dim=0)
-        bsr = torch.cat([w["skip_b"][l], res_b])
+        wsr = torch.cat([w["skip_w"][l], res_w[l]], dim=0)                   # (Cs+Cr, Ch): [skip; res]
+        bsr = torch.cat([w["skip_b"][l], res_b[l]])
         put(base + lay.layer_offsets["wdil"], _pack_matrix(wdil.to(dtype), path))
         put(base + lay.layer_offsets["wsr"], _pack_matrix(wsr.to(dtype), path))
         put(base + lay.layer_offsets["bsr"], bsr.to(f32))

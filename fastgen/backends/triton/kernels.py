@@ -116,6 +116,8 @@ def _group_step(b0, B, j, j0, temperature, io, frames, ring_ptr, scratch_ptr, W,
     frames_ptr, s_fb, s_fc, s_ft, s_ff = frames
     (w_in_ptr, b_in_ptr, w_dil_ptr, cond_ptr, w_skip_ptr, w_res_ptr, b_res_ptr, b_skip_ptr,
      w_h1_ptr, b_h1_ptr, w_h2_ptr, b_h2_ptr, w_down_ptr, b_down_ptr, dil_ptr, roff_ptr) = W
+    # One annotated name per value: unpacking the tuples (CIN, F, ... = N) makes them runtime
+    # values when compiled (the interpreter does not mind), and the compiler then rejects PREC.
     CIN: tl.constexpr = N[0]
     F: tl.constexpr = N[1]
     K: tl.constexpr = N[2]

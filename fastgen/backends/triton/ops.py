@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ...packing import cond_table, summed_skip_bias
+from ...packing import cond_table, residual_per_layer, summed_skip_bias
 from .kernels import (CONFIG_FIELDS, DIMS_FIELDS, SUPPORTED_DTYPES, _p2, _persistent_kernel, _step_kernel,
                       interpreting)
 
@@ -57,8 +57,9 @@ def pack_weights(spec, weights: dict, device, dtype) -> tuple[list[torch.Tensor]
     cond[:, :, 0, :Ch] = table[..., :Ch]
     cond[:, :, 1, :Ch] = table[..., Ch:]
     w_skip = z(L, CH, CS); w_skip[:, :Ch, :Cs] = w["skip_w"].transpose(1, 2)
-    w_res = z(L, CH, CR); w_res[:L - 1, :Ch, :Cr] = w["res_w"].transpose(1, 2)   # last: zeros
-    b_res = z(L, CR); b_res[:L - 1, :Cr] = w["res_b"]
+    res_w, res_b = residual_per_layer(w)                              # the last layer's: zeros
+    w_res = z(L, CH, CR); w_res[:, :Ch, :Cr] = res_w.transpose(1, 2)
+    b_res = z(L, CR); b_res[:, :Cr] = res_b
     b_skip = z(CS); b_skip[:Cs] = summed_skip_bias(w)
     w_h1 = z(CS, CO); w_h1[:Cs, :Co] = w["head1_w"].T
     b_h1 = z(CO); b_h1[:Co] = w["head1_b"]
