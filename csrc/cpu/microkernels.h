@@ -103,6 +103,8 @@ inline void gemm_block(int n0, const float* const* A0, int n1, const float* cons
     const vf b = bias ? vload(bias + v * VW) : vf{};
     for (int r = 0; r < R; ++r) acc[r][v] = Init ? b + vload(Init[r] + out_col + v * VW) : b;
   }
+  // The two segments' loops are written out: one loop over an array of both measured 4% slower
+  // per step on the bundled model (batch 2, one thread).
   for (int i = 0; i < n0; ++i, W += NV * VW) {
     vf w[NV];
     for (int v = 0; v < NV; ++v) w[v] = vload(W + v * VW);
