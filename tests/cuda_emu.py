@@ -6,6 +6,7 @@ engines and tests/test_cuda_sanitizers.py (the same emulator under TSan and ASan
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -52,6 +53,7 @@ class EmuRuntime:
                                             for i, a in enumerate(args)])
 
 
+@functools.lru_cache(maxsize=None)      # the conformance engines ask for it once per engine
 def build_emu(cuda_dir: Path = ROOT / "csrc" / "cuda") -> "EmuRuntime":
     """The emulator built from ``cuda_dir`` (a copy of csrc/cuda, for a mutant), cached by the
     hash of its sources; skips the test where there is no C++ compiler."""
