@@ -32,6 +32,7 @@ import numpy as np
 
 from .config import AUDIO_RATES, EDANetConfig
 from .frame_features import _frame_features, loudness, onset_strength  # noqa: F401 (re-exported)
+from .io import check_regular_file
 
 __all__ = ["MFCC_SCALE", "POWER_DB_AMIN", "load_audio", "resample", "mfcc_frames", "mfcc_frames_reference", "loudness", "onset_strength",
            "mean_level_db", "features"]
@@ -139,10 +140,7 @@ def file_info(path: Path) -> tuple[Any, float]:
     truncated WAV/AIFF is refused."""
     import soundfile as sf
 
-    if not path.exists():
-        raise FileNotFoundError(f"audio file not found: {str(path)!r}")
-    if path.is_dir():
-        raise ValueError(f"audio path {str(path)!r} is a directory, not an audio file")
+    check_regular_file(path, "audio file")
     try:
         info = sf.info(str(path))
     except MemoryError:
@@ -185,7 +183,14 @@ def _read_file(path: Path) -> tuple[np.ndarray, float, bool]:
 
 def _as_array(audio: Any) -> np.ndarray:
     if type(audio).__module__.startswith("torch"):
-        audio = audio.detach().cpu().numpy()
+        if getattr(audio, "is_meta", False):
+            raise ValueError("audio is a torch tensor on the 'meta' device, which holds shapes but no samples; "
+                             "pass a tensor with data (on the CPU or a GPU)")
+        try:
+            audio = audio.detach().cpu().numpy()
+        except (RuntimeError, TypeError, NotImplementedError) as e:    # sparse, quantized, ...
+            raise ValueError(f"audio tensor cannot be read as samples ({type(e).__name__}: {e}); pass a dense "
+                             "float or integer tensor") from None
     try:
         a = np.asarray(audio)
     except Exception as e:
@@ -258,10 +263,8 @@ def load_audio(audio: Any, sample_rate: float | None = None, *, target_rate: flo
 
     if data.size == 0:
         raise ValueError(f"{where} is empty (shape {tuple(data.shape)}): no samples to process")
-    if not finite and not _all_finite(data):
-        n_nan, n_inf, first = nonfinite(data)
-        raise ValueError(f"{where} contains non-finite samples ({n_nan} NaN, {n_inf} inf; first at sample "
-                         f"{first}); clean the audio before passing it")
+    if not finite:
+        check_samples(data, where)
     data = map_channels(data, channels, where)
 
     if abs(sr - target) > 1e-9 * target:
@@ -317,10 +320,33 @@ def with_frame_features(frames: np.ndarray, extra: list) -> np.ndarray:
     return np.concatenate([frames, extra], axis=0)
 
 
-def _all_finite(a: np.ndarray) -> bool:
-    """``np.isfinite(a).all()`` of ``(C, n)`` samples, a cache-sized chunk at a time (no boolean
-    array the size of the audio)."""
-    return all(np.isfinite(a[:, i:i + _CHUNK]).all() for i in range(0, a.shape[1], _CHUNK))
+#: The largest sample magnitude taken as audio: 1e10 times full scale (+-1). Float files of
+#: unnormalised integer PCM (up to 2**31) pass; far beyond it (about 1e17) the power spectrum
+#: overflows float32 and the features would be inf.
+MAX_SAMPLE = 1e10
+
+
+def check_samples(data: np.ndarray, where: str, *, start: int = 0, chunk_of: int | None = None,
+                  fix: str = "clean the audio before passing it") -> None:
+    """ValueError naming ``where`` when ``(C, n)`` samples hold NaN or inf or a magnitude beyond
+    :data:`MAX_SAMPLE`; checked a cache-sized chunk at a time (no array the size of the audio).
+    The first bad sample is named by its index plus ``start`` (where ``data`` starts in a file
+    read in blocks); ``chunk_of``: ``data`` is a pushed chunk starting there in a stream."""
+    def at(first: int) -> str:
+        if chunk_of is not None:
+            return f"first at sample {first} of the chunk, {chunk_of + first} of the stream"
+        return f"first at sample {start + first}"
+
+    for i in range(0, data.shape[1], _CHUNK):
+        c = data[:, i:i + _CHUNK]
+        if not np.isfinite(c).all():
+            n_nan, n_inf, first = nonfinite(data)
+            raise ValueError(f"{where} contains non-finite samples ({n_nan} NaN, {n_inf} inf; {at(first)}); {fix}")
+        if c.size and float(np.abs(c).max()) > MAX_SAMPLE:
+            first = int(np.argmax((np.abs(data) > MAX_SAMPLE).any(axis=0)))
+            raise ValueError(f"{where} has samples of magnitude up to {float(np.abs(data).max()):.3g} "
+                             f"({at(first)}), over {MAX_SAMPLE:g} times full scale (+-1), which no recorder "
+                             f"writes: scale the audio to +-1 ({fix})")
 
 
 def resample(data: np.ndarray, orig_sr: float, target_sr: float) -> np.ndarray:
@@ -354,8 +380,7 @@ def mfcc_frames(audio: np.ndarray, config: EDANetConfig) -> np.ndarray:
         a = a[None, :]
     if a.ndim != 2:
         raise ValueError(f"mfcc_frames expects audio of shape (channels, samples), got {a.shape}")
-    if not _all_finite(a):
-        raise ValueError("audio contains NaN or inf samples")
+    check_samples(a, "audio")
     return _mfcc_frames(a, config)
 
 

@@ -14,7 +14,7 @@ from fastgen.spec import nonfinite
 from safetensors.torch import load_file, save_file
 
 from .config import EDANetConfig
-from .io import atomic_write
+from .io import atomic_write, check_regular_file
 from .model import EDANet
 
 __all__ = ["save_model", "load_model", "CONFIG_NAME", "WEIGHTS_NAME"]
@@ -57,11 +57,21 @@ def _is_pickle(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
+def _model_file(path: Path) -> Path:
+    """``path``, a model file that exists and is a regular file (never a FIFO that would hang the read)."""
+    try:
+        return check_regular_file(path, "model file")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"model file missing: {path} (a model folder holds {CONFIG_NAME} and "
+                                f"{WEIGHTS_NAME})") from None
+
+
 def _paths(path: Path) -> tuple[Path, Path]:
-    """(config, weights) for a model folder, its config.json or its model.safetensors."""
+    """(config, weights) for a model folder, its config.json or its model.safetensors, each
+    checked to be a regular file before anything reads it."""
     if path.is_dir():
         cfg, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
-    elif path.name == CONFIG_NAME or path.suffix == ".json":
+    elif _model_file(path).name == CONFIG_NAME or path.suffix == ".json":
         cfg, weights = path, path.parent / WEIGHTS_NAME
     elif path.suffix.lower() in PICKLE_SUFFIXES or _is_pickle(path):
         raise ValueError(f"{path}: {PICKLE_REFUSED}")
@@ -71,6 +81,7 @@ def _paths(path: Path) -> tuple[Path, Path]:
                          "(or one of those two files)")
     else:
         cfg, weights = path.parent / CONFIG_NAME, path
+    cfg, weights = _model_file(cfg), _model_file(weights)
     if _is_pickle(weights):     # e.g. torch.save(...) under the weights' name
         raise ValueError(f"{weights}: {PICKLE_REFUSED}")
     return cfg, weights
@@ -137,9 +148,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ED
     if not path.exists():
         raise FileNotFoundError(f"no model at {path}: expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME}")
     cfg_path, w_path = _paths(path)
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"model file missing: {p} (a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
     config = _read_config(cfg_path)
     state = _read_weights(w_path, device)
     model = EDANet(config)

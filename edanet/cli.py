@@ -105,6 +105,10 @@ def _stream(a) -> int:
     import numpy as np
 
     from edanet.stream import EDAStream
+    for name, role in (("stdin", "reads the raw PCM audio from"), ("stdout", "writes its time,eda lines to")):
+        if name in getattr(a, "closed_streams", ()):
+            raise ValueError(f"{name} is closed, and edanet stream {role} it: pipe audio in and read the lines out, "
+                             "e.g. sox -d -t raw -e signed -b 16 -c 1 -r 16000 - | edanet stream --sample-rate 16000")
     if a.channels < 1:
         raise ValueError(f"--channels must be >= 1, got {a.channels}")
     stream = EDAStream(a.model, a.sample_rate, channels=a.channels, seed=a.seed, num_samples=a.num_samples,
@@ -364,13 +368,39 @@ def _out_of_memory(e: RuntimeError) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e)
 
 
+_STD_STREAMS = ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w"))
+
+
+def _reopen_closed_std_streams() -> frozenset[str]:
+    """The standard streams the process started with closed (``<&-``, ``>&-``), each given
+    /dev/null in its place, so that no file opened later lands on descriptor 0, 1 or 2 and
+    ``print`` has somewhere to go; returns their names (``stream`` refuses to run without
+    its stdin and stdout)."""
+    import os
+    closed = []
+    for fd, name, mode in _STD_STREAMS:
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            closed.append(name)
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, mode, closefd=False))
+    return frozenset(closed)
+
+
 def main(argv: list[str] | None = None) -> int:
+    closed = _reopen_closed_std_streams()
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         args.rest = rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.closed_streams = closed
     errors = _user_errors()
     try:
         return args.fn(args)

@@ -12,9 +12,11 @@ clip (the network is causal, so a clip's steps never see the padding) and genera
 engine call; results come back in input order."""
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import os
+import stat
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +55,79 @@ def _glob_root(pattern: str) -> Path:
     return Path(pattern).parent
 
 
+def _walk(root: Path, depth: int | None = None) -> list[tuple[str, Path]]:
+    """``(relative posix path, path)`` of every regular file below ``root`` (at most ``depth``
+    names deep), sorted, symlinks followed: each folder and each file is taken once however
+    many links lead to it (a symlink loop ends there), by its own path where it has one below
+    ``root`` (the real tree is walked first, then what only links reach)."""
+    real_dirs: set[tuple[int, int]] = set()
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+    found: list[tuple[str, Path]] = []
+
+    def visit(folder: Path, rel: str, left: int | None, follow: bool) -> None:
+        if left == 0:
+            return
+        try:
+            st = folder.stat()
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:              # unreadable or vanished: nothing of it to take
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in (seen_dirs if follow else real_dirs):
+            return
+        (seen_dirs if follow else real_dirs).add(key)
+        for e in entries:
+            try:
+                link = e.is_symlink()
+                est = os.stat(e.path)
+            except OSError:          # a dangling link
+                continue
+            if link and not follow:
+                continue
+            sub = f"{rel}{e.name}"
+            if stat.S_ISDIR(est.st_mode):
+                if not (link and (est.st_dev, est.st_ino) in real_dirs):     # the real tree has it
+                    visit(Path(e.path), sub + "/", None if left is None else left - 1, follow)
+            elif stat.S_ISREG(est.st_mode) and (est.st_dev, est.st_ino) not in seen_files:
+                seen_files.add((est.st_dev, est.st_ino))
+                found.append((sub, Path(e.path)))
+
+    visit(root, "", depth, follow=False)
+    visit(root, "", depth, follow=True)
+    return sorted(found, key=lambda f: f[0].split("/"))
+
+
+def _matches(rel_parts: list[str], pattern_parts: list[str]) -> bool:
+    """Whether a path's parts match a glob's (``**`` any number of folders, hidden names only
+    where the pattern's part starts with a dot, as ``glob`` does)."""
+    if not pattern_parts:
+        return not rel_parts
+    head, rest = pattern_parts[0], pattern_parts[1:]
+    if head == "**":
+        return any(_matches(rel_parts[i:], rest) for i in range(len(rel_parts) + 1)
+                   if not any(p.startswith(".") for p in rel_parts[:i]))
+    if not rel_parts or (rel_parts[0].startswith(".") and not head.startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(rel_parts[0], head) and _matches(rel_parts[1:], rest)
+
+
+def _glob(pattern: str) -> tuple[Path, list[tuple[str, Path]]]:
+    """The files a glob pattern names, found by :func:`_walk` from the pattern's root (each once,
+    whatever the symlinks): ``(root, [(path relative to root, path)])``."""
+    root = _glob_root(pattern)
+    parts = list(Path(pattern).parts[len(root.parts):])
+    depth = None if "**" in parts else len(parts)          # no deeper than the pattern reaches
+    return root, [(rel, p) for rel, p in _walk(root, depth) if _matches(rel.split("/"), parts)]
+
+
 def find_clips(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Clip]:
     """The clips named by ``inputs`` (files, folders searched recursively for
     :data:`AUDIO_SUFFIXES`, glob patterns, ``**`` recursive), in the order given (a folder's
-    and a pattern's files sorted). ``FileNotFoundError`` for an input that names nothing,
-    ``ValueError`` when two clips would share a relative path (and so an output)."""
+    and a pattern's files sorted). Symlinks are followed, each folder and file once (a link
+    loop is no trap); only regular files are taken (a FIFO would hang the read).
+    ``FileNotFoundError`` for an input that names nothing, ``ValueError`` when two clips would
+    share a relative path (and so an output)."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     clips: list[Clip] = []
@@ -67,17 +137,17 @@ def find_clips(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
             continue
         p = Path(given).expanduser()
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
-            clips += [Clip(f, f.relative_to(p).as_posix()) for f in found]
+            clips += [Clip(f, rel) for rel, f in _walk(p) if f.suffix.lower() in AUDIO_SUFFIXES]
         elif p.is_file():
             clips.append(Clip(p, p.name))
         elif glob.has_magic(str(given)):
-            root = _glob_root(os.path.expanduser(str(given)))
-            found = sorted(Path(f) for f in glob.glob(os.path.expanduser(str(given)), recursive=True))
-            found = [f for f in found if f.is_file()]
+            root, found = _glob(os.path.expanduser(str(given)))
             if not found:
                 raise FileNotFoundError(f"no files match {str(given)!r}")
-            clips += [Clip(f, f.relative_to(root).as_posix()) for f in found]
+            clips += [Clip(f, rel) for rel, f in found]
+        elif p.exists():
+            raise ValueError(f"{str(given)!r} is not a regular file or a folder (a FIFO or a device?): give audio "
+                             "files or folders of them")
         else:
             raise FileNotFoundError(f"no such file or folder: {str(given)!r}")
     seen: dict[str, Path] = {}
@@ -90,7 +160,8 @@ def find_clips(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
 
 
 def _hash(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    # surrogateescape: a name that is not UTF-8 hashes as its bytes (any other name as its UTF-8)
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()[:8], "little")
 
 
 def clip_seed(seed: int, rel: str) -> int:
@@ -109,6 +180,12 @@ def default_batch_size(device: torch.device) -> int:
     return 256 if device.type == "cuda" else 16
 
 
+#: EDA steps per engine call (a minute at 4 Hz): the engine's inputs, which the per-coefficient
+#: input projection makes about ten times the features, are never made for a whole long clip.
+#: Continued generation gives the classes of one call, so the outputs do not depend on it.
+CHUNK_STEPS = 240
+
+
 @dataclass
 class _Ready:
     clip: Clip
@@ -119,9 +196,9 @@ class _Ready:
 
 
 def _featurize(clip: Clip, seed: int, cfg) -> _Ready:
-    from .audio import features
-    try:
-        frames, n = features(clip.path, None, cfg)
+    from .feature_stream import file_features
+    try:            # block by block: a worker holds a block of audio and the clip's frames, never the clip
+        frames, n = file_features(clip.path, cfg)
         return _Ready(clip, seed, frames, n)
     except (ValueError, OSError, MemoryError) as e:     # the clip's fault: recorded, the rest go on
         return _Ready(clip, seed, error=e)
@@ -162,6 +239,7 @@ def generate_many(inputs, *, model=None, backend: str = "auto", batch_size: int 
     codec, scale = output_scale(cfg, int(num_samples), initial_eda_us, None)
     engine = gen.engine
     per_batch = max(1, batch_size // num_samples)
+    gen.check_memory(per_batch * int(num_samples))   # an engine call's rows, before any clip is read
     window = 4 * per_batch           # clips sorted by length together: more, less padding
 
     with ThreadPoolExecutor(max_workers=feature_workers, thread_name_prefix="edanet-features") as pool:
@@ -200,8 +278,13 @@ def _generate_window(ready: list[_Ready], engine, cfg, codec, scale, per_batch: 
         for i, r in enumerate(batch):
             frames[i, :, : r.n * K] = torch.from_numpy(r.frames)
             uniforms[i, :, : r.n] = draw_uniforms(r.seed, num_samples, r.n)
-        rows = engine_frames(frames, cfg).repeat_interleave(num_samples, dim=0)
-        classes = engine.generate(rows, uniforms.reshape(-1, n_max), temperature).cpu().numpy().astype(np.int64)
+        uniforms = uniforms.reshape(-1, n_max)
+        classes = np.empty((len(batch) * num_samples, n_max), dtype=np.int64)
+        state = engine.start(classes.shape[0])
+        for j0 in range(0, n_max, CHUNK_STEPS):      # the engine's inputs of a chunk at a time, as for a file
+            j1 = min(n_max, j0 + CHUNK_STEPS)
+            rows = engine_frames(frames[:, :, j0 * K:j1 * K], cfg).repeat_interleave(num_samples, dim=0)
+            classes[:, j0:j1] = engine.generate(rows, uniforms[:, j0:j1], temperature, state=state).cpu().numpy()
         classes = classes.reshape(len(batch), num_samples, n_max)
         for i, r in enumerate(batch):
             c = np.ascontiguousarray(classes[i, :, : r.n])

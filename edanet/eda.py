@@ -31,6 +31,7 @@ import numpy as np
 
 from .audio import check_sample_rate
 from .config import EDA_RATES, MAX_EDA_US
+from .io import check_regular_file
 
 __all__ = ["EDARecording", "Normalization", "read_eda_csv", "rate_from_times", "validate_eda", "resample_eda",
            "load_eda"]
@@ -131,10 +132,7 @@ def _number(text: str, path: str, row: int, what: str, *, allow_negative: bool =
 
 
 def _read_lines(path: Path) -> list[str]:
-    if not path.exists():
-        raise FileNotFoundError(f"EDA file not found: {str(path)!r}")
-    if path.is_dir():
-        raise ValueError(f"{path}: is a directory, not an EDA CSV file")
+    check_regular_file(path, "EDA file")
     raw = path.read_bytes()
     if b"\x00" in raw:
         raise ValueError(f"{path}: is not a text CSV file (binary data)")

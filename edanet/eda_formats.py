@@ -27,6 +27,7 @@ import numpy as np
 
 from .audio import check_sample_rate
 from .extras import require
+from .io import check_regular_file
 from .config import EDA_RATES, MAX_EDA_US
 from .eda import (EDARecording, _cells, _check_blank, _number, _read_lines, rate_from_times, read_eda_csv,
                   validate_eda)
@@ -156,6 +157,7 @@ def _import_fastavro(path: Path):
 
 def _avro_records(path: Path) -> list:
     fastavro = _import_fastavro(path)
+    check_regular_file(path, "EDA file")
     if not path.exists():
         raise FileNotFoundError(f"EDA file not found: {str(path)!r}")
     try:

@@ -14,10 +14,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from .audio import (POWER_DB_AMIN, _as_array, _frame_features, _scaled, _unreadable, check_sample_rate, file_info,
-                    is_pcm16, map_channels, nonfinite, read_float32, with_frame_features)
+                    check_samples, is_pcm16, map_channels, read_float32, too_short, with_frame_features)
 from .config import AUDIO_RATES, EDANetConfig
 
-__all__ = ["FeatureStream", "audio_info", "audio_blocks"]
+__all__ = ["FeatureStream", "file_features", "audio_info", "audio_blocks", "BLOCK_SECONDS"]
 
 
 # the frame features a stream computes (each needs its own history carried between pushes)
@@ -43,6 +43,9 @@ class FeatureStream:
     the resampler, makes the audio the length ``features`` gives it, and returns the frames of
     the last whole steps (a partial step at the end is dropped, as ``features`` drops it).
     """
+
+    #: What the audio is called in error messages (a file's path); None: "chunk", the pushed chunks.
+    name: str | None = None
 
     def __init__(self, config: EDANetConfig, sample_rate: float, channels: int = 1):
         if not isinstance(config, EDANetConfig):
@@ -155,11 +158,11 @@ class FeatureStream:
             raise ValueError(f"chunk has shape {a.shape}: {a.shape[1]} channel(s), but this stream reads {want} "
                              f"(channels={want}); push (samples, channels) arrays{hint}")
         data = a.T                      # (channels, n), the view load_audio takes of (n, channels) audio
-        if not np.isfinite(data).all():
-            n_nan, n_inf, first = nonfinite(data)
-            raise ValueError(f"chunk contains non-finite samples ({n_nan} NaN, {n_inf} inf; first "
-                             f"at sample {first} of the chunk, {self._n_in + first} of the stream); clean the audio "
-                             f"before pushing it (the stream is unchanged)")
+        if self.name is None:
+            check_samples(data, "chunk", chunk_of=self._n_in,
+                          fix="clean the audio before pushing it (the stream is unchanged)")
+        else:
+            check_samples(data, self.name, start=self._n_in)
         data = map_channels(data, self._config.in_channels, "the stream")
         return np.ascontiguousarray(data, dtype=np.float32)
 
@@ -207,6 +210,32 @@ class FeatureStream:
         # the block's first onset sub-window rises from the previous block's last
         extra, self._onset_before = _frame_features(block, cfg, self._onset_before)
         return with_frame_features(frames, extra)
+
+
+#: Audio read per block when a file is generated block by block: a minute at 48 kHz stereo is
+#: 23 MB of float32, whatever the file's length.
+BLOCK_SECONDS = 60.0
+#: Audio read per block when only a file's features are computed (a corpus' feature workers,
+#: several at once): 10 s keeps each worker's blocks near 20 MB at 48 kHz stereo.
+FEATURE_BLOCK_SECONDS = 10.0
+
+
+def file_features(path: str | Path, config: EDANetConfig) -> tuple[np.ndarray, int]:
+    """:func:`edanet.audio.features` of an audio file (the same frames, bit for bit), computed
+    block by block (:data:`FEATURE_BLOCK_SECONDS` of audio at a time), so that only the frames, not
+    the file's samples, are ever held whole. Errors name the file."""
+    path = Path(path).expanduser()
+    info, sr = file_info(path)
+    stream = FeatureStream(config, sr, channels=int(info.channels))
+    stream.name = f"audio file {str(path)!r}"
+    parts, read = [], 0
+    for chunk in read_blocks(path, max(1, int(FEATURE_BLOCK_SECONDS * sr)), is_pcm16(info)):
+        read += chunk.shape[0]
+        parts.append(stream.push(chunk))
+    parts.append(stream.close())
+    if stream.steps == 0:
+        raise too_short(read, sr, config)
+    return np.concatenate(parts, axis=1), stream.steps
 
 
 def audio_info(path: str | Path) -> tuple[float, int, int]:

@@ -113,8 +113,10 @@ class Generator:
         cfg = self.config
         check_sampling(num_samples, temperature)
         check_seed(seed)
+        self.check_memory(num_samples)
         codec, scale = output_scale(cfg, int(num_samples), initial_eda_us, eda_range_us)
         frames, n_steps = features(audio, sample_rate, cfg)
+        self.check_memory(num_samples, n_steps)
         if seed is None:
             seed = fresh_seed()
         uniforms = draw_uniforms(seed, num_samples, n_steps)
@@ -124,11 +126,28 @@ class Generator:
         return GeneratedEDA(values=np.asarray(values, dtype=np.float64), classes=classes,
                             sample_rate=float(cfg.eda_sample_rate), backend=self.backend, seed=int(seed))
 
+    def check_memory(self, num_samples: int, steps: int = 0) -> None:
+        """ValueError, before anything is allocated, when ``num_samples`` sequences (of ``steps``
+        steps held at once) would need more memory than fastgen allows: the engine's history
+        on its device, and on the host the sampling streams, uniforms, classes and values."""
+        n = int(num_samples)
+        what = f"a generation of {n} sample(s)" + (f" x {steps} steps" if steps else "")
+        fastgen.check_memory(what, {"engine history": self.engine.spec.history_bytes(n, self.engine.dtype)},
+                             self.engine.device)
+        fastgen.check_memory(what, {"sampling streams": n * SAMPLING_STREAM_BYTES,
+                                    "uniforms, classes and values": n * int(steps) * STEP_HOST_BYTES}, "cpu")
+
     def stream(self, sample_rate: float, **kwargs):
         """An ``edanet.EDAStream`` of this model and engine (keyword arguments as there)."""
         from .stream import EDAStream
         return EDAStream(self, sample_rate, **kwargs)
 
+
+#: Host bytes of one sample's sampling stream (a numpy PCG64 Generator: about 1 kB measured).
+SAMPLING_STREAM_BYTES = 1024
+#: Host bytes per sample and step: the uniform (float64 drawn, float32 kept), the class (int64)
+#: and the µS value (float64), and the decoder's running sum.
+STEP_HOST_BYTES = 8 + 4 + 8 + 8 + 8
 
 _DEFAULT_GENERATORS: dict = {}
 

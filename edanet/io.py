@@ -9,20 +9,43 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_path", "write_eda_csv", "EDACSVWriter", "remove_stale_temp_files"]
+__all__ = ["atomic_write", "atomic_path", "write_eda_csv", "EDACSVWriter", "remove_temp_files_of", "eda_csv_text",
+           "temp_destination",
+           "check_regular_file"]
 
 # The temporary names atomic_path gives: ".NAME." + mkstemp's 8 random characters + ".tmp" + the
 # destination's suffix. A process killed mid-write (kill -9 runs no cleanup) leaves one behind.
-_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?")
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?")
 # How safetensors' (Rust) writer reports an OS error such as a full disk: "... (os error 28)"
 # (or "Os { code: 28, ... }" in older versions)
 _WRAPPED_ERRNO = re.compile(r"\(os error (\d+)\)|\bOs \{ code: (\d+)")
+
+
+def check_regular_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` (symlinks followed), checked to be a regular file before it is opened: a FIFO
+    or a device would block the open or the read forever. ``FileNotFoundError`` when missing,
+    ``ValueError`` for a folder or anything else that is not a file."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"{what} not found: {str(path)!r}") from None
+    except OSError as e:
+        raise ValueError(f"{what} {str(path)!r} cannot be read ({e.strerror or e})") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{what} {str(path)!r} is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ValueError(f"{what} {str(path)!r} is {kind}, not a regular file: reading it could wait forever; "
+                         "give a file")
+    return path
 
 
 def _umask() -> int:
@@ -95,23 +118,86 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], N
     return Path(path)
 
 
-def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files ``atomic_path`` left in ``folder`` and below when its process
-    was killed mid-write; returns them. Call it only while no other process writes there (a
-    training run does so under its run lock)."""
+def temp_destination(name: str) -> str | None:
+    """The destination file name whose temporary file ``atomic_path`` names ``name``, or None
+    when ``name`` is not such a temporary name."""
+    m = _TEMP_NAME.fullmatch(name)
+    if not m or (m["suffix"] or "") != Path(m["name"]).suffix:
+        return None
+    return m["name"]
+
+
+def remove_temp_files_of(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Delete the temporary files ``atomic_path`` left beside each of ``paths`` (destinations
+    this program writes) when its process was killed mid-write; returns them. Only those
+    destinations' temporary names are touched, never another program's files; one listing per
+    folder. Call it only while no other process of this program writes them (a training run
+    holds its run lock, a corpus run owns its outputs)."""
+    by_folder: dict[Path, set[str]] = {}
+    for p in paths:
+        p = Path(p)
+        by_folder.setdefault(p.parent, set()).add(p.name)
     removed = []
-    for p in sorted(Path(folder).rglob(".*")):
-        if _TEMP_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink():
-            try:
-                p.unlink()
-            except FileNotFoundError:
+    for folder, names in by_folder.items():
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for e in entries:
+            if temp_destination(e.name) not in names:
                 continue
-            removed.append(p)
+            if e.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(e.path)
+                except FileNotFoundError:
+                    continue
+                removed.append(Path(e.path))
     return removed
 
 
 def _row(xs) -> str:
     return ",".join(f"{x:.6f}" for x in xs) + "\n"
+
+
+def _check_fmt(fmt: str) -> None:
+    if fmt not in ("e4", "time"):
+        raise ValueError(f"unknown EDA CSV format {fmt!r}; use 'e4' or 'time'")
+
+
+def _header_text(fmt: str, num_samples: int, rate: float, start: float) -> str:
+    """An EDA CSV's header rows (see :func:`write_eda_csv`)."""
+    S = num_samples
+    if fmt == "e4":
+        return _row([start] * S) + _row([rate] * S)
+    if S == 1:
+        return "time,eda\n"
+    return "time,eda," + ",".join(f"sample_{i}" for i in range(S)) + "\n"
+
+
+def _rows_text(v: np.ndarray, fmt: str, rate: float, start: float, first_row: int) -> str:
+    """The rows of values ``(S, k)`` that start at row ``first_row`` of the file."""
+    if fmt == "e4":
+        return "".join(_row(c) for c in v.T)
+    t = start + (first_row + np.arange(v.shape[1])) / rate
+    if v.shape[0] == 1:
+        return "".join(_row((a, b)) for a, b in zip(t, v[0]))
+    return "".join(_row((a, m, *c)) for a, m, c in zip(t, np.median(v, axis=0), v.T))
+
+
+def _as_rows(values_us) -> np.ndarray:
+    v = np.asarray(values_us, dtype=np.float64)
+    v = v.reshape(1, -1) if v.ndim <= 1 else v
+    if v.ndim != 2:
+        raise ValueError(f"EDA values must be 1-D or (samples, N), got shape {v.shape}")
+    return v
+
+
+def eda_csv_text(values_us, sample_rate: float, *, fmt: str = "e4", start_time: float = 0.0) -> str:
+    """The text :func:`write_eda_csv` writes (to hash it or write it with the file's record)."""
+    _check_fmt(fmt)
+    v = _as_rows(values_us)
+    return (_header_text(fmt, v.shape[0], float(sample_rate), start_time)
+            + _rows_text(v, fmt, float(sample_rate), start_time, 0))
 
 
 class EDACSVWriter:
@@ -122,8 +208,7 @@ class EDACSVWriter:
 
     def __init__(self, path: str | os.PathLike, sample_rate: float, num_samples: int = 1, *, fmt: str = "e4",
                  start_time: float = 0.0):
-        if fmt not in ("e4", "time"):
-            raise ValueError(f"unknown EDA CSV format {fmt!r}; use 'e4' or 'time'")
+        _check_fmt(fmt)
         self.path, self.rate, self.S, self.fmt, self.start = path, float(sample_rate), int(num_samples), fmt, start_time
         self.rows = 0
         self._stack = self._file = None
@@ -133,13 +218,7 @@ class EDACSVWriter:
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(atomic_path(self.path))
             self._file = stack.enter_context(open(tmp, "w", encoding="utf-8", newline=""))
-            S = self.S
-            if self.fmt == "e4":
-                self._put(_row([self.start] * S) + _row([self.rate] * S))
-            elif S == 1:
-                self._put("time,eda\n")
-            else:
-                self._put("time,eda," + ",".join(f"sample_{i}" for i in range(S)) + "\n")
+            self._put(_header_text(self.fmt, self.S, self.rate, self.start))
             self._stack = stack.pop_all()
         return self
 
@@ -155,15 +234,7 @@ class EDACSVWriter:
         v = v.reshape(1, -1) if v.ndim <= 1 else v
         if v.ndim != 2 or v.shape[0] != self.S:
             raise ValueError(f"EDA values must be ({self.S}, k) for this file, got shape {v.shape}")
-        if self.fmt == "e4":
-            body = "".join(_row(c) for c in v.T)
-        else:
-            t = self.start + (self.rows + np.arange(v.shape[1])) / self.rate
-            if self.S == 1:
-                body = "".join(_row((a, b)) for a, b in zip(t, v[0]))
-            else:
-                body = "".join(_row((a, m, *c)) for a, m, c in zip(t, np.median(v, axis=0), v.T))
-        self._put(body)
+        self._put(_rows_text(v, self.fmt, self.rate, self.start, self.rows))
         self.rows += v.shape[1]
 
     def __exit__(self, *exc) -> None:
@@ -186,10 +257,7 @@ def write_eda_csv(path: str | os.PathLike, values_us, sample_rate: float, *, fmt
     ``values_us`` of shape ``(S, N)`` (several samples) writes S columns: in E4 form the two
     header rows repeat per column (as E4's multi-column files do), in ``time`` form the
     column ``eda`` holds the median and ``sample_0 ... sample_{S-1}`` follow."""
-    v = np.asarray(values_us, dtype=np.float64)
-    v = v.reshape(1, -1) if v.ndim <= 1 else v
-    if v.ndim != 2:
-        raise ValueError(f"EDA values must be 1-D or (samples, N), got shape {v.shape}")
+    v = _as_rows(values_us)
     with EDACSVWriter(path, sample_rate, v.shape[0], fmt=fmt, start_time=start_time) as w:
         w.write(v)
     return Path(path)

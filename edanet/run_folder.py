@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .checkpoint import save_model
-from .io import atomic_write
+from .io import atomic_write, temp_destination
 
 if TYPE_CHECKING:
     from .train import TrainConfig
@@ -119,6 +119,44 @@ class RunLock:
             return f"pid {d['pid']} on host {d['host']}, started {d['started']}"
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             return f"holder unknown: {RunLock.NAME} holds {raw[:80]!r}"
+
+
+# -- what a run folder holds -----------------------------------------------------------------------
+#: The files a run writes at the top of its folder (``edanet.train`` describes them).
+RUN_FILES = ("config.json", "model.safetensors", "train.json", "log.csv", "summary.json", "latest.json")
+#: The marker of a run folder: written when a run starts, before anything else of the run.
+RUN_MARKER = "train.json"
+
+
+def run_files(run: Path) -> list[Path]:
+    """Every file a run writes: its top-level files and those of each checkpoint folder."""
+    return [run / f for f in RUN_FILES] + [p / f for _, p in _checkpoints(run) for f in CKPT_FILES]
+
+
+def check_run_folder(run: Path, resume: bool) -> None:
+    """Refuse, before anything is written, a ``--out`` a new run must not write into: a folder
+    holding a finished or running run (that is for ``--resume``), or one holding anything but
+    a run's own files (a saved model, data, notes: training would overwrite or mix with them).
+    A new run goes into a new or empty folder, or the folder of a run that stopped before its
+    first checkpoint. ``--resume`` needs a run's checkpoint (checked when it is read)."""
+    if resume or not run.is_dir():
+        return
+    if (run / "latest.json").exists():
+        raise FileExistsError(f"{run} already holds a training run; pass --resume to continue it "
+                              "or choose another --out")
+    names = sorted(p.name for p in run.iterdir())
+    ours = set(RUN_FILES) | {"checkpoints", RunLock.NAME}
+    foreign = [n for n in names if n not in ours and temp_destination(n) not in RUN_FILES]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(f"--out {run} holds files that are not a training run's ({shown}); a run writes "
+                              "config.json, model.safetensors, log.csv and checkpoints there: train into a new or "
+                              "empty folder")
+    if RUN_MARKER not in names and (set(names) & set(RUN_FILES) or "checkpoints" in names):
+        kept = ", ".join(n for n in names if n in RUN_FILES or n == "checkpoints")
+        raise FileExistsError(f"--out {run} holds {kept} but no {RUN_MARKER}: a saved model or another program's "
+                              "files, not a training run of edanet's, and training would overwrite them; train "
+                              "into a new or empty folder")
 
 
 # -- checkpoint folders ----------------------------------------------------------------------------
@@ -230,6 +268,13 @@ def _load_checkpoint(run: Path, model, opt, sched, world: int, rank: int,
         raise ValueError(f"--resume: checkpoint {ck} was trained with another model config; "
                          f"use the same --preset/overrides or a new --out folder")
     meta = _read_state_json(ck / "state.json", earlier)
+    step = meta["step"]
+    folder_step = int(m.group(1)) if m else None
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1 or step != (folder_step or step) \
+            or pointer.get("step", step) != step:
+        raise ValueError(f"--resume: {ck / 'state.json'} says step {step!r}, but a checkpoint is at a step >= 1 and "
+                         f"this one is {ck.name} ({latest.name} says {pointer.get('step')!r}); it was edited or "
+                         f"damaged, and resuming from it would overwrite good checkpoints; {earlier}")
     # fields missing from older checkpoints had their present defaults' meaning when written
     was = {**dataclasses.asdict(type(tcfg)()), **meta.get("train_config", {})}
     now = dataclasses.asdict(tcfg)
@@ -251,13 +296,20 @@ def _load_checkpoint(run: Path, model, opt, sched, world: int, rank: int,
         if key.startswith("opt."):
             _, i, name = key.split(".", 2)
             state.setdefault(int(i), {})[name] = v
-    groups = meta["param_groups"]
-    for g in groups:
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
-    sched.load_state_dict(meta["scheduler"])
-    torch.set_rng_state(tensors["rng.torch"])
+    try:            # a hand-edited state.json may hold anything: torch's loaders must not see it unchecked
+        groups = meta["param_groups"]
+        if not (isinstance(groups, list) and all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                                 for g in groups) and isinstance(meta["scheduler"], dict)):
+            raise ValueError("param_groups must be a list of groups with their 'params', scheduler an object")
+        for g in groups:
+            if "betas" in g:
+                g["betas"] = tuple(g["betas"])
+        opt.load_state_dict({"state": state, "param_groups": groups})
+        sched.load_state_dict(meta["scheduler"])
+        torch.set_rng_state(tensors["rng.torch"])
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
+        raise ValueError(f"--resume: {ck / 'state.json'} or its state.safetensors does not fit this run's optimizer "
+                         f"({type(e).__name__}: {e}); {earlier}") from None
     sampler = tensors.get(f"rng.sampler.{rank}") if meta.get("world_size", 1) == world else None
     return int(meta["step"]), sampler
 

@@ -44,6 +44,7 @@ class EDAStream:
         cfg = self.config
         check_sampling(num_samples, temperature)
         check_seed(seed)
+        self.generator.check_memory(num_samples)        # before the sampling streams are made
         self.codec, self._scale = output_scale(cfg, int(num_samples), initial_eda_us, eda_range_us)
         self.features = FeatureStream(cfg, sample_rate, channels=channels)
         self.num_samples = int(num_samples)
@@ -110,11 +111,6 @@ class EDAStream:
         self._closed = True
 
 
-#: Audio read per block when a file is generated block by block: a minute at 48 kHz stereo is
-#: 23 MB of float32, whatever the file's length.
-BLOCK_SECONDS = 60.0
-
-
 def generate_file(path, *, generator=None, sample_rate=None, on_block=None, **kwargs):
     """``edanet.generate`` of an audio file with ``generator`` (an ``edanet.Generator``; None:
     the bundled model's), read and generated block by block (bounded memory:
@@ -125,16 +121,17 @@ def generate_file(path, *, generator=None, sample_rate=None, on_block=None, **kw
     from pathlib import Path
 
     from .audio import check_file_rate, file_info, is_pcm16, too_short
-    from .feature_stream import read_blocks
+    from . import feature_stream
     from .generation import GeneratedEDA
 
     path = Path(path).expanduser()
     info, sr = file_info(path)                   # the header, read and checked once
     check_file_rate(sample_rate, sr, f"audio file {str(path)!r}")
     stream = EDAStream(generator, sr, channels=int(info.channels), **kwargs)
-    block = max(1, int(BLOCK_SECONDS * sr))
+    stream.features.name = f"audio file {str(path)!r}"
+    block = max(1, int(feature_stream.BLOCK_SECONDS * sr))
     parts, classes, read = [], [], 0
-    for chunk in read_blocks(path, block, is_pcm16(info)):
+    for chunk in feature_stream.read_blocks(path, block, is_pcm16(info)):
         read += chunk.shape[0]
         parts.append(stream.push(chunk))
         classes.append(stream.classes)

@@ -38,10 +38,10 @@ from fastgen.spec import nonfinite
 
 from .config import EDANetConfig
 from .dist import local_device, ranks
-from .io import atomic_write, remove_stale_temp_files
+from .io import atomic_write, remove_temp_files_of
 from .model import EDANet
 from .run_folder import (LOG_HEADER, RunLock, _append_log, _check_resume_steps, _load_checkpoint, _prune_checkpoints,
-                         _save_checkpoint, _truncate_log)
+                         _save_checkpoint, _truncate_log, check_run_folder, run_files)
 
 __all__ = ["TrainConfig", "train", "TRAIN_PRESETS", "RunLock"]
 
@@ -162,8 +162,9 @@ def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig,
     if rank != 0:       # rank 0 alone writes into the folder, and holds its lock
         return _train(data_dir, out_dir, model_config, tcfg, resume=resume, skip_bad=skip_bad, device=device,
                       progress=progress, init_model=init_model)
-    with RunLock(out_dir):
-        remove_stale_temp_files(out_dir)     # of writes a killed run left unfinished
+    run = Path(out_dir)
+    with RunLock(run):
+        check_run_folder(run, resume)
         return _train(data_dir, out_dir, model_config, tcfg, resume=resume, skip_bad=skip_bad, device=device,
                       progress=progress, init_model=init_model)
 
@@ -183,12 +184,8 @@ def _train(data_dir, out_dir, model_config: EDANetConfig, tcfg: TrainConfig, *, 
     # the run folder is created only once the inputs are checked (before train.json is written
     # below): a refused run leaves no empty folder behind
     run = Path(out_dir)
-    if rank == 0:
-        if run.exists() and not run.is_dir():
-            raise FileExistsError(f"--out {run} is a file; give a folder for the run")
-        if not resume and (run / "latest.json").exists():
-            raise FileExistsError(f"{run} already holds a training run; pass --resume to continue it "
-                                  "or choose another --out")
+    if rank == 0 and run.exists() and not run.is_dir():
+        raise FileExistsError(f"--out {run} is a file; give a folder for the run")
 
     torch.manual_seed(tcfg.seed)            # identical initial weights on every rank
     model = init_model if init_model is not None else EDANet(model_config)
@@ -218,6 +215,7 @@ def _train(data_dir, out_dir, model_config: EDANetConfig, tcfg: TrainConfig, *, 
     last_ckpt = step if resume else None
     if rank == 0:       # after the resume checks: a refused resume leaves the run as it was
         run.mkdir(parents=True, exist_ok=True)
+        remove_temp_files_of(run_files(run))     # of writes a killed run left unfinished: the run's own names only
         atomic_write(run / "train.json", json.dumps(dataclasses.asdict(tcfg), indent=1))
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     use_amp = tcfg.amp and device.type == "cuda"

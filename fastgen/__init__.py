@@ -5,11 +5,11 @@ an engine with ``generate`` (in one call, or continued in chunks from ``engine.s
 and ``teacher_forced``. ``fastgen`` knows nothing of EDA or audio.
 """
 from .backends import BACKENDS, BackendUnavailable, available, create, resolve
-from .engine import Engine, GenerationState
+from .engine import Engine, GenerationState, check_memory
 from .spec import NetworkSpec, check_weights, random_weights, weight_shapes
 
 __all__ = ["NetworkSpec", "Engine", "GenerationState", "BackendUnavailable", "BACKENDS", "available", "create",
-           "resolve", "check_weights", "random_weights", "weight_shapes", "build_info"]
+           "resolve", "check_weights", "random_weights", "weight_shapes", "check_memory", "build_info"]
 __version__ = "0.1.0"
 
 

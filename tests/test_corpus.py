@@ -83,9 +83,10 @@ def test_seeds_and_shards_depend_on_the_relative_path_only():
 
 
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
-@pytest.mark.parametrize("batch_size,num_samples", [(4, 1), (3, 2), (1, 1)])
-def test_batched_equals_one_clip_at_a_time(corpus, backend, batch_size, num_samples):
+@pytest.mark.parametrize("batch_size,num_samples,chunk", [(4, 1, 240), (3, 2, 240), (1, 1, 240), (3, 2, 5)])
+def test_batched_equals_one_clip_at_a_time(corpus, backend, batch_size, num_samples, chunk, monkeypatch):
     root, model = corpus
+    monkeypatch.setattr(edanet.corpus, "CHUNK_STEPS", chunk)    # 5: every clip in several engine calls
     got = list(edanet.generate_many(root / "clips", model=model, backend=backend, batch_size=batch_size, seed=11,
                                     num_samples=num_samples))
     assert [c.rel for c, _ in got] == [c.rel for c in find_clips(root / "clips")]      # input order

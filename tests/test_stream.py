@@ -105,12 +105,13 @@ def test_stream_refuses_misuse():
 
 
 def test_file_is_generated_block_by_block_as_its_samples(tmp_path, monkeypatch):
+    import edanet.feature_stream as feature_stream_mod
     import edanet.stream as stream_mod
     audio = _audio(13.1, seed=3, rate=22050, channels=2)
     path = tmp_path / "clip.wav"
     sf.write(path, audio, 22050, subtype="FLOAT")
     want = edanet.generate(audio.T, 22050, seed=9, num_samples=2)
-    monkeypatch.setattr(stream_mod, "BLOCK_SECONDS", 1.7)      # many blocks, none on a step boundary
+    monkeypatch.setattr(feature_stream_mod, "BLOCK_SECONDS", 1.7)   # many blocks, none on a step boundary
     seen = []
     got = stream_mod.generate_file(path, seed=9, num_samples=2, on_block=lambda v, t, sec: seen.append(sec))
     assert len(seen) >= 7 and seen[-1] == pytest.approx(13.1, abs=1e-3)

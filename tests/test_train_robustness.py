@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 
 from edanet.cli import main as cli_main
 from edanet.config import EDANetConfig
-from edanet.io import atomic_write, remove_stale_temp_files
+from edanet.io import atomic_write, remove_temp_files_of
 from edanet.synth import SynthConfig, write_dataset
 from edanet.train import TRAIN_PRESETS, RunLock, TrainConfig, train
 
@@ -122,13 +122,16 @@ def test_a_killed_runs_lock_and_temporary_files_are_taken_over(data, tmp_path):
     assert not (out / ".lock").exists()
 
 
-def test_remove_stale_temp_files_only_removes_atomic_write_leftovers(tmp_path):
+def test_remove_temp_files_of_only_removes_those_destinations_leftovers(tmp_path):
     (tmp_path / "a").mkdir()
     leftovers = [tmp_path / ".x.json.abcdefgh.tmp.json", tmp_path / "a" / ".m.safetensors.a_b_c_d_.tmp.safetensors"]
-    others = [tmp_path / "x.json", tmp_path / ".lock", tmp_path / "a" / ".m.safetensors.ABCDEFGH.tmp.safetensors"]
+    others = [tmp_path / "x.json", tmp_path / ".lock", tmp_path / "a" / ".m.safetensors.ABCDEFGH.tmp.safetensors",
+              tmp_path / ".y.json.abcdefgh.tmp.json",                  # another destination's: not ours to remove
+              tmp_path / "a" / ".x.json.abcdefgh.tmp.json",            # x.json's name, but in another folder
+              tmp_path / ".x.json.abcdefgh.tmp.csv"]                   # not the suffix atomic_path gives x.json
     for p in leftovers + others:
         p.write_text("")
-    assert sorted(remove_stale_temp_files(tmp_path)) == sorted(leftovers)
+    assert sorted(remove_temp_files_of([tmp_path / "x.json", tmp_path / "a" / "m.safetensors"])) == sorted(leftovers)
     assert all(p.exists() for p in others)
 
 
