@@ -2,7 +2,7 @@
 
 Every fenced block in README.md is preceded by a marker line ``<!-- readme: KIND (why) -->``;
 ``python3 .ci/readme.py KIND`` prints the block of that kind (which must be unique), so a change
-to README is what CI runs. tests/test_readme.py uses ``blocks`` to check that every block is
+to README is what CI runs. tests/edanet/test_readme.py uses ``blocks`` to check that every block is
 marked and to run the Python and recipe blocks.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ compile-time facts (no GPU needed), to compare a kernel change before and after.
 
 compiles ``csrc/cuda/*.cu`` with setup.py's nvcc flags and those torch's CUDAExtension adds,
 for sm_80 and sm_90, with ``-Xptxas -v``, and writes one row per kernel instantiation and
-architecture (``.md`` and ``.json``). tests/test_cuda_compile.py compiles with the same flags.
+architecture (``.md`` and ``.json``). tests/fastgen/test_cuda_compile.py compiles with the same flags.
 """
 from __future__ import annotations
 

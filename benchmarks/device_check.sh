@@ -54,9 +54,9 @@ declare -A NEEDS_CUDA_EXT=([cuda_tests]=1 [memcheck]=1 [racecheck]=1)
 MIN_START=10            # under this many seconds left a phase cannot do anything useful
 RACECHECK_NEEDS=30      # racecheck is slow: it runs only with this much left, and takes all of it
 
-# What the phases run (also read by tests/test_device_check.py through --list-tests).
-TRITON_TESTS=(tests/test_triton.py tests/test_triton_compile.py::test_prediction_matches_the_launched_kernel)
-CUDA_TESTS=(tests/test_cuda_backend.py)
+# What the phases run (also read by tests/fastgen/test_device_check.py through --list-tests).
+TRITON_TESTS=(tests/fastgen/test_triton.py tests/fastgen/test_triton_compile.py::test_prediction_matches_the_launched_kernel)
+CUDA_TESTS=(tests/fastgen/test_cuda_backend.py)
 HEADLINE_VARIANTS=(cuda cuda:bf16 triton_persistent triton_persistent:bf16 torch+graph torch+graph:bf16)
 ABLATION_PRESETS=(base base@quantization_bins=16)
 ABLATION_VARIANTS=(cuda:bf16 triton_persistent:bf16 torch+graph:bf16)

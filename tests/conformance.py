@@ -1,7 +1,7 @@
 """The conformance suite: what every fastgen backend must do, written once.
 
 Each backend's test file imports the tests below and defines the ``engine_case`` fixture with
-its own engines (``engine_fixture``): tests/test_backends.py the reference and torch engines,
+its own engines (``engine_fixture``): tests/fastgen/test_backends.py the reference and torch engines,
 test_cpu_backend.py the fused CPU engine, test_triton.py both Triton engines (the interpreter
 without a GPU), test_cuda_backend.py the CUDA kernel (the CPU emulator, and the GPU where there
 is one). So a backend's file says which engines it has, and this file what they must satisfy:

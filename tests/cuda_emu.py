@@ -1,8 +1,8 @@
 """The CUDA kernel on the CPU: ``csrc/cuda/emu`` compiles the real kernel source with an
 emulation layer (one OS thread per CUDA thread, mma.sync evaluated from the PTX fragment
 layouts, flags as C++ atomics) into a shared library, which ``CudaEngine`` drives through its
-``_runtime`` hook. Used by tests/test_cuda_backend.py, the conformance suite's emulated
-engines and tests/test_cuda_sanitizers.py (the same emulator under TSan and ASan)."""
+``_runtime`` hook. Used by tests/fastgen/test_cuda_backend.py, the conformance suite's emulated
+engines and tests/fastgen/test_cuda_sanitizers.py (the same emulator under TSan and ASan)."""
 from __future__ import annotations
 
 import ctypes

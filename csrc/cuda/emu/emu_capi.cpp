@@ -1,5 +1,5 @@
 // C entry points of the CPU emulator (tests only; loaded with ctypes by
-// tests/test_cuda_backend.py). Same parameters and checks as the torch binding
+// tests/fastgen/test_cuda_backend.py). Same parameters and checks as the torch binding
 // (csrc/cuda/binding.cpp): fg_prepare() validates, then the kernel runs emulated.
 #define FASTGEN_CUDA_EMULATE 1
 #include <cstring>

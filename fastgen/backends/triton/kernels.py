@@ -4,7 +4,7 @@ configuration and ``torch.library`` ops are in ``ops.py``).
 The math is ``fastgen/reference.py`` (``forward`` and ``sample``) evaluated incrementally, one
 EDA step (K frames x F positions of every sequence) at a time, as
 ``fastgen/backends/torch_backend.py`` does it. The reference beside these kernels is
-``fastgen/reference.py``; tests/test_triton.py holds them to it.
+``fastgen/reference.py``; tests/fastgen/test_triton.py holds them to it.
 
 Design
 ------
@@ -219,7 +219,7 @@ def _group_step(b0, B, j, j0, temperature, io, frames, ring_ptr, scratch_ptr, W,
             z = (th * sg).to(DT).to(OPD)
             skip = tl.dot(z, tl.load(w_skip_ptr + l * (CH * CS) + w_hs).to(OPD), skip, input_precision=PREC)
             # The last layer's residual is packed as zeros and multiplied: skipping it behind a
-            # branch costs registers (spills in 16-bit at sm_80/sm_90, tests/test_triton_compile.py).
+            # branch costs registers (spills in 16-bit at sm_80/sm_90, tests/fastgen/test_triton_compile.py).
             x = tl.dot(z, tl.load(w_res_ptr + l * (CH * CR) + w_hr).to(OPD), x, input_precision=PREC)
             x += tl.load(b_res_ptr + l * CR + offs_cr)[None, :]
 

@@ -7,7 +7,7 @@
   layouts, flags as C++ atomics) into a shared library; ``CudaEngine`` drives it through its
   ``_runtime`` hook, so packing, planning, the parameter hand-over, indexing, the barriers and
   the cross-block protocol are all exercised. Same parity bars as on a GPU. The same emulator
-  under ThreadSanitizer and AddressSanitizer: tests/test_cuda_sanitizers.py.
+  under ThreadSanitizer and AddressSanitizer: tests/fastgen/test_cuda_sanitizers.py.
 - GPU (skipped without one): the same parity checks against the float64 reference for
   tests/conftest.py's PARITY_SPECS, batch 1, 3 and 64, float32 / bfloat16 / float16.
 
@@ -34,7 +34,7 @@ from conformance import *  # noqa: F401,F403 (the conformance suite, on the engi
 from conformance import TOL, EngineCase, check_generate, check_teacher_forced, engine_fixture
 from cuda_emu import build_emu, emu_engine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HAS_GPU = torch.cuda.is_available()
 ALL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}

@@ -12,7 +12,7 @@ them a dilation of 2**20, fastgen's largest) run the real loop, with both thread
 Any out-of-bounds access or signed overflow aborts the sanitized run.
 
 The Python-level refusals that come first (``fastgen.NetworkSpec``, the memory estimate) are
-in tests/test_spec_limits.py; the extension's own checks are at the end of this file.
+in tests/fastgen/test_spec_limits.py; the extension's own checks are at the end of this file.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import torch
 from conftest import PARITY_SPECS, make_case
 from fastgen.packing import folded
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 HARNESS = r"""
 #include <climits>

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CUDA_SRC = ROOT / "csrc" / "cuda"
 
 SCRIPT = r"""
@@ -102,7 +102,7 @@ def sanitized_run(tmp_path, sanitizer, cases, src=CUDA_SRC):
     env = dict(os.environ, LD_PRELOAD=" ".join(runtimes), OMP_NUM_THREADS="1",
                TSAN_OPTIONS="report_signal_unsafe=0 halt_on_error=0",
                ASAN_OPTIONS="detect_leaks=0:halt_on_error=1", UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
-    r = subprocess.run([sys.executable, "-c", SCRIPT, str(so), str(Path(__file__).parent), str(ROOT),
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(so), str(Path(__file__).parents[1]), str(ROOT),
                         json.dumps(cases)], capture_output=True, text=True, env=env, timeout=1800)
     out = r.stdout + r.stderr
     ok = "SANITIZED-RUN-OK" in out

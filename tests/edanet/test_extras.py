@@ -12,7 +12,7 @@ import torch
 from edanet import EDANet, EDANetConfig, save_model
 from edanet.synth import SynthConfig, write_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OPTIONAL = ("triton", "matplotlib", "fastavro", "neurokit2")
 
 # Runs in a fresh process where the optional packages cannot be imported (as on a machine that

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "device_check.sh"
 PHASES = ["preflight", "build", "triton", "cuda_tests", "memcheck", "bench", "ablation", "racecheck"]
 CALL_BUDGET = 480
@@ -88,8 +88,8 @@ def test_dry_run_runs_every_phase_and_writes_the_summary(tmp_path):
     assert {f.name for f in out.iterdir()} == {"device_check.json", "device_check.log", "build.log"}
     log = (out / "device_check.log").read_text()
     # every GPU command was a stub, and the phases ran what they should
-    assert "[dry-run] triton:" in log and "tests/test_triton.py" in log
-    assert "-m gpu tests/test_cuda_backend.py" in log
+    assert "[dry-run] triton:" in log and "tests/fastgen/test_triton.py" in log
+    assert "-m gpu tests/fastgen/test_cuda_backend.py" in log
     assert "--tool memcheck" in log and "--tool racecheck" in log
     assert "--presets small base --batches 1 256" in log
     assert "--presets base base@quantization_bins=16 --batches 1 256" in log
@@ -164,7 +164,8 @@ def test_every_gpu_marked_test_file_runs_on_the_device():
     files = {t.split("::")[0] for t in _device_test_targets()}
     assert all((ROOT / f).is_file() for f in files)
     gpu_mark = re.compile(r"^\s*(@pytest\.mark\.gpu\b|pytestmark\b.*\bmark\.gpu\b)", re.M)
-    marked = {f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py") if gpu_mark.search(p.read_text())}
+    marked = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("test_*.py")
+              if gpu_mark.search(p.read_text())}
     assert marked <= files, f"tests marked gpu that no device phase runs: {sorted(marked - files)}"
 
 

@@ -18,7 +18,7 @@ import torch
 
 from edanet import EDANet, EDANetConfig, save_model
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("ci_readme", ROOT / ".ci" / "readme.py")
 ci_readme = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ci_readme)

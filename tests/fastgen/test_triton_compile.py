@@ -29,7 +29,7 @@ from fastgen.backends.triton import ops as tk  # noqa: E402
 from fastgen import random_weights  # noqa: E402
 from fastgen.backends.triton.aot import SHARED_PER_BLOCK, SM_COUNT, compile_launch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 def _small_spec():
     from edanet import EDANet, EDANetConfig, export_to_fastgen
