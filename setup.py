@@ -1,6 +1,6 @@
 """Builds fastgen's native extensions with torch's cpp_extension (pybind11 + ninja).
 
-- ``fastgen._C``: the fused C++ CPU backend, always built.
+- ``fastgen._C``: the fused C++ CPU backend, and the schemas of the CUDA backend's ops; always built.
 - ``fastgen._cuda``: the CUDA backend, built when torch has CUDA and nvcc is found.
   ``FASTGEN_BUILD_CUDA=auto|0|1`` overrides (1 fails loudly if it cannot be built);
   ``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures (default "8.0;9.0a"; entries below 8.0,
@@ -85,8 +85,10 @@ def _info(**extra) -> str:
 march = os.environ.get("FASTGEN_CPU_ARCH", "native")
 cpu_flags = ["-O3", "-std=c++17", f"-march={march}", "-fopenmp", "-ffp-contract=fast"]
 cpu_flags.append(_info(module="fastgen._C", cxx_flags=" ".join(cpu_flags)))
+# _C also declares the cuda backend's ops (csrc/cuda/schema/): every build has their schemas, so
+# tracing and the CPU tests see them; _cuda registers their CUDA kernels.
 ext_modules = [CppExtension(
-    "fastgen._C", sorted(glob.glob("csrc/cpu/*.cpp")),
+    "fastgen._C", sorted(glob.glob("csrc/cpu/*.cpp")) + ["csrc/cuda/schema/ops.cpp"],
     include_dirs=[os.path.join(ROOT, "csrc")],
     extra_compile_args={"cxx": cpu_flags}, extra_link_args=["-fopenmp"])]
 

@@ -11,7 +11,7 @@ them three ways, on the bundled default model, one after another:
 
 Each is reported as audio-seconds generated per wall-second, with the corpus' ratio to the two
 loops, and a process start-up is timed alone. The corpus and the Python loop use the same
-per-clip seeds (``edanet.corpus.clip_seed``), so their CSVs must be identical: checked, a
+per-clip seeds (``edanet.clip_seed``), so their CSVs must be identical: checked, a
 mismatch fails the run."""
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ PY_LOOP = """
 import sys
 from pathlib import Path
 import edanet
-from edanet.corpus import clip_seed, find_clips
+from edanet.generation.corpus import clip_seed, find_clips
 from edanet.io import write_eda_csv
 clips_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
 for clip in find_clips(clips_dir):
@@ -51,8 +51,8 @@ PARTS = """
 import json, sys, time
 from pathlib import Path
 import torch
-from edanet.corpus import _featurize, _generate_window, clip_seed, find_clips, default_batch_size
-from edanet.export import engine_frames
+from edanet.generation.corpus import _featurize, _generate_window, clip_seed, find_clips, default_batch_size
+from edanet.generation.export import engine_frames
 from edanet.generation import draw_uniforms, generator_for, output_scale
 from edanet.io import write_eda_csv
 clips, out = find_clips(Path(sys.argv[1])), Path(sys.argv[2])

@@ -23,7 +23,7 @@ import torch
 from fastgen.backends import cuda as cb
 from fastgen.devices import LIMITS
 
-from edanet.bench.common import environment, spec_and_weights
+from benchmarks.engines.common import environment, spec_and_weights
 
 # (shared memory per block, SMs) of the parts the plans are tabulated for
 DEVICES = {LIMITS[cc].part: (LIMITS[cc].shared_per_block, LIMITS[cc].sms) for cc in (90, 80)}

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The GPU checks in ONE call of at most 8 minutes (480 s) on a bare GPU machine, build included,
+# The GPU checks in ONE call of this script, at most 8 minutes (480 s) on a GPU machine with a
+# fresh checkout of this repository (nothing built), build included,
 # the most important facts first:
 #
-#   bash benchmarks/device_check.sh             # on the GPU machine (through the device tool: one run)
+#   bash benchmarks/device_check.sh             # on the GPU machine, from the repository root
 #   bash benchmarks/device_check.sh --plan      # the phases and their time budgets, then exit
 #   bash benchmarks/device_check.sh --dry-run   # every GPU command a stub: the control flow, on a CPU
-#   bash benchmarks/device_check.sh --list-tests  # the test files the device phases run
+#   bash benchmarks/device_check.sh --list-tests  # the test files the GPU phases run
 #
 # Phases, in order; each runs under its own `timeout`:
 #   preflight   nvidia-smi; python3, torch, triton and nvcc versions; pip offline; free disk
@@ -25,12 +26,12 @@
 # starts; those that need the CUDA extension are skipped when the build failed (the benchmark
 # still runs: its cuda rows are listed as failed).
 #
-# Results, saved as they come (under $OUT, else benchmarks/results/device-check; 7 files, the
-# device returns at most 8): device_check.log (every phase's output but the build's),
+# Results, saved as they come (under $OUT, else benchmarks/results/device-check; 7 files, few
+# enough to copy back in one go): device_check.log (every phase's output but the build's),
 # build.log, device_check.json (each phase's status, exit code, seconds, budget and timeout,
 # and what preflight and the build found; rewritten after every phase, every phase "pending"
-# from the start), bench/ and ablation/ (edanet.bench.report's .json and .md, written after every
-# row; `python -m edanet.bench.report --render FILE.json` draws the plot). Exit status 0 when
+# from the start), bench/ and ablation/ (benchmarks.engines.report's .json and .md, written after every
+# row; `python -m benchmarks.engines.report --render FILE.json` draws the plot). Exit status 0 when
 # every phase passed (racecheck may be skipped for time).
 #
 # For testing the control flow (with --dry-run, or DEVICE_CHECK_DRY_RUN=1):
@@ -56,7 +57,7 @@ RACECHECK_NEEDS=30      # racecheck is slow: it runs only with this much left, a
 
 # What the phases run (also read by tests/fastgen/test_device_check.py through --list-tests).
 TRITON_TESTS=(tests/fastgen/test_triton.py tests/fastgen/test_triton_compile.py::test_prediction_matches_the_launched_kernel)
-CUDA_TESTS=(tests/fastgen/test_cuda_backend.py)
+CUDA_TESTS=(tests/fastgen/test_cuda_backend.py tests/fastgen/test_cuda_ops.py)
 HEADLINE_VARIANTS=(cuda cuda:bf16 triton_persistent triton_persistent:bf16 torch+graph torch+graph:bf16)
 ABLATION_PRESETS=(base base@quantization_bins=16)
 ABLATION_VARIANTS=(cuda:bf16 triton_persistent:bf16 torch+graph:bf16)
@@ -237,12 +238,12 @@ phase_memcheck() { sanitize memcheck; }
 phase_racecheck() { sanitize racecheck; }
 
 phase_bench() {
-  gpu "$PY" -m edanet.bench.report --presets small base --batches 1 256 --variants "${HEADLINE_VARIANTS[@]}" \
+  gpu "$PY" -m benchmarks.engines.report --presets small base --batches 1 256 --variants "${HEADLINE_VARIANTS[@]}" \
     "${BENCH_TIMING[@]}" --no-plot --quiet --out "$OUT/bench"
 }
 
 phase_ablation() {
-  gpu "$PY" -m edanet.bench.report --presets "${ABLATION_PRESETS[@]}" --batches 1 256 \
+  gpu "$PY" -m benchmarks.engines.report --presets "${ABLATION_PRESETS[@]}" --batches 1 256 \
     --variants "${ABLATION_VARIANTS[@]}" "${BENCH_TIMING[@]}" --no-plot --quiet --out "$OUT/ablation"
 }
 
@@ -314,7 +315,7 @@ run_phase() {
     *) status=failed; note="exit $rc" ;;
   esac
   record "$name" "$status" "$rc" "$secs" "$t" "$note"
-  local why=""     # the device returns the end of the output: a failure says why there too
+  local why=""     # a caller that keeps only the end of the output still sees why a phase failed
   [ "$status" = ok ] || why=$(tail -c +"$from" "$log" | tail -n 15 | sed "s/^/   $name| /")
   say "$name: $status (${secs} s)"
   [ -z "$why" ] || echo "$why"

@@ -1,9 +1,9 @@
 """The features' cost against the engine's on one long clip.
 
 ``python -m benchmarks.features [--minutes 10]`` synthesizes a clip (``edanet.synth``, 16 kHz
-WAV), then times, best of 5 in this process: ``edanet.audio.features`` (read, MFCCs in torch,
+WAV), then times, best of 5 in this process: ``edanet.features.features`` (read, MFCCs in torch,
 loudness, onset strength), the same MFCCs through librosa
-(``edanet.audio.mfcc_frames_reference``), and the bundled model's engine at batch 1 (the
+(``edanet.features.mfcc_frames_reference``), and the bundled model's engine at batch 1 (the
 fastest backend here) generating every step of the clip."""
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def main(argv=None) -> int:
     import soundfile as sf
     import torch
 
-    from edanet.audio import features, load_audio, mfcc_frames, mfcc_frames_reference
-    from edanet.export import engine_frames
+    from edanet.features import features, load_audio, mfcc_frames, mfcc_frames_reference
+    from edanet.generation.export import engine_frames
     from edanet.generation import default_model, generator_for
     from edanet.synth import SynthConfig, synthesize_pair
 
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     t_engine = _best(lambda: engine.generate(batch, uniforms))
     print(f"{a.minutes:g} min of 16 kHz audio, {n} EDA steps, torch threads {torch.get_num_threads()}:")
     print(f"  features (read + MFCCs + loudness + onset): {t_features * 1e3:8.1f} ms")
-    print(f"  of which MFCCs (edanet.spectral):           {t_mfcc * 1e3:8.1f} ms")
+    print(f"  of which MFCCs (edanet.features.spectral):           {t_mfcc * 1e3:8.1f} ms")
     print(f"  MFCCs through librosa (reference):          {t_librosa * 1e3:8.1f} ms")
     print(f"  engine ({engine.name}, batch 1, every step):{t_engine * 1e3:11.1f} ms")
     print(f"  features / engine: {t_features / t_engine:.2f}")

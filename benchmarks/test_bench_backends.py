@@ -6,7 +6,7 @@
 import pytest
 import torch
 
-from edanet.bench import common
+from benchmarks.engines import common
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 BATCHES = common.GPU_BATCHES if DEVICE.type == "cuda" else common.CPU_BATCHES

@@ -1,8 +1,8 @@
 """What the Triton kernels would use on an NVIDIA GPU, found by compiling them here (no GPU
-needed; ``fastgen/backends/triton/aot.py``): registers, spills and shared memory of every launch the
+needed; ``benchmarks/triton_aot.py``): registers, spills and shared memory of every launch the
 ``triton`` and ``triton_persistent`` backends make for the ``small`` and ``base`` presets, per
 dtype, batch size and architecture (sm_80, sm_90). Batch sizes: 1, 256 and 4096; the
-sequences per program follow the architecture's SM count (``aot.SM_COUNT``): one at
+sequences per program follow the architecture's SM count (``triton_aot.SM_COUNT``): one at
 batch 1 and, on sm_90's 132 SMs, at 256 (two on sm_80's 108), 16 at 4096 in bf16/fp16.
 
     python -m benchmarks.triton_resources [--out benchmarks/results/triton-resources.md]
@@ -26,9 +26,9 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 from tqdm import tqdm
 
-from edanet.bench.common import environment, spec_and_weights
+from benchmarks.engines.common import environment, spec_and_weights
 from fastgen import NetworkSpec
-from fastgen.backends.triton.aot import VARIANTS, compile_launch
+from benchmarks.triton_aot import VARIANTS, compile_launch
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

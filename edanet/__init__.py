@@ -9,10 +9,12 @@ import importlib
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "EDANetConfig": "config", "PRESETS": "config", "EDANet": "model", "export_to_fastgen": "export",
-    "generate": "generation", "GeneratedEDA": "generation", "Generator": "generation", "default_model": "generation",
-    "generate_many": "corpus", "find_clips": "corpus", "clip_seed": "corpus", "EDAStream": "stream",
-    "load_model": "checkpoint", "save_model": "checkpoint", "MissingExtra": "extras",
+    "EDANetConfig": "config", "PRESETS": "config", "EDANet": "training.model",
+    "save_model": "training.checkpoint", "export_to_fastgen": "generation.export",
+    "generate": "generation.core", "GeneratedEDA": "generation.core", "Generator": "generation.core",
+    "EDAStream": "generation.core", "default_model": "generation.models", "load_model": "generation.models",
+    "generate_many": "generation.corpus", "find_clips": "generation.corpus", "clip_seed": "generation.corpus",
+    "MissingExtra": "extras",
 }
 
 __all__ = sorted(_EXPORTS)

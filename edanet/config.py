@@ -19,10 +19,8 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
-from fastgen.engine import MAX_BYTES_ENV, memory_limit
-from fastgen.spec import MAX_CHANNELS, MAX_CLASSES, MAX_FRAMES_PER_STEP, MAX_LAYERS, NetworkSpec
-
-__all__ = ["EDANetConfig", "PRESETS", "check_known_fields", "AUDIO_RATES", "EDA_RATES", "MAX_EDA_US"]
+__all__ = ["EDANetConfig", "PRESETS", "check_known_fields", "AUDIO_RATES", "EDA_RATES", "MAX_EDA_US",
+           "COMPANDINGS", "REPRESENTATIONS", "FRAME_FEATURES"]
 
 # Plausible ranges of the signals edanet reads, as (lowest, highest, kind). Audio: from 1 kHz
 # (below telephone band, which is 8 kHz) to 384 kHz (the highest studio rate). EDA: from a slow
@@ -33,8 +31,10 @@ EDA_RATES = (0.5, 10000.0, "EDA")
 #: Skin conductance is about 0.01-100 µS; a value beyond this is no measurement in µS.
 MAX_EDA_US = 1000.0
 
-# Plausible ranges of the model's sizes: fastgen's NetworkSpec limits where a field becomes one
-# of its sizes, else far above any useful model.
+# Plausible ranges of the model's sizes, far above any useful model. Whether the engines can run
+# a config is asked of them where a model is exported (edanet.generation.check_network).
+MAX_MODEL_CHANNELS = 4096        # residual, hidden, skip, head and embedding channels
+MAX_EDA_CLASSES = 65536          # quantization_bins: a categorical over 16-bit values at most
 MAX_AUDIO_CHANNELS = 64          # in_channels: audio channels (16 for 3rd-order ambisonics)
 MAX_MELS = 1024                  # num_mels, and so num_mfccs
 MAX_WINDOW = 65536               # mfcc_window_size and mfcc_hop_size, samples
@@ -42,8 +42,6 @@ MAX_WINDOW = 65536               # mfcc_window_size and mfcc_hop_size, samples
 MAX_LAYERS_PER_STACK = 21
 MAX_CONTEXT_SECONDS = 3600.0     # an hour: 30x the small preset's 120 s
 MAX_C0_REF_DB = 200.0            # c0_ref_db in [-200, 200] dB (power_to_db's floor is -80 dB)
-#: A model's float32 parameters up to this size fit any machine: no memory limit is asked for.
-SMALL_MODEL_BYTES = 256 * 2**20
 
 _INT_RANGES = {  # field -> (lowest, highest, what it is)
     "num_mfccs": (1, MAX_MELS, "MFCC coefficients"),
@@ -52,13 +50,13 @@ _INT_RANGES = {  # field -> (lowest, highest, what it is)
     "mfcc_window_size": (1, MAX_WINDOW, "samples per MFCC window"),
     "mfcc_hop_size": (1, MAX_WINDOW, "samples between MFCC frames"),
     "in_channels": (1, MAX_AUDIO_CHANNELS, "audio channels"),
-    "residual_channels": (1, MAX_CHANNELS, "residual channels"),
-    "hidden_channels": (1, MAX_CHANNELS, "hidden channels"),
-    "skip_channels": (1, MAX_CHANNELS, "skip channels"),
-    "out_channels": (1, MAX_CHANNELS, "head channels"),
-    "quantization_bins": (2, MAX_CLASSES, "EDA classes"),
+    "residual_channels": (1, MAX_MODEL_CHANNELS, "residual channels"),
+    "hidden_channels": (1, MAX_MODEL_CHANNELS, "hidden channels"),
+    "skip_channels": (1, MAX_MODEL_CHANNELS, "skip channels"),
+    "out_channels": (1, MAX_MODEL_CHANNELS, "head channels"),
+    "quantization_bins": (2, MAX_EDA_CLASSES, "EDA classes"),
     "max_layers_per_stack": (1, MAX_LAYERS_PER_STACK, "layers per stack"),
-    "cond_channels": (1, MAX_CHANNELS, "EDA class embedding width"),
+    "cond_channels": (1, MAX_MODEL_CHANNELS, "EDA class embedding width"),
     "num_mels": (1, MAX_MELS, "mel bands"),
 }
 _FLOAT_RANGES = {  # field -> (lowest, highest, what it is, whether None is allowed); "(" = lowest excluded
@@ -158,12 +156,11 @@ class EDANetConfig:
 
     def __post_init__(self) -> None:
         """Refuse implausible values before anything is derived or built: each field against its
-        range, then the frame ratio, the network fastgen would be asked to run, and the memory
-        of the model's parameters."""
+        range, then the frame ratio. (Whether the engines can run the network, and the memory
+        of its parameters, is checked where a model is made ready to generate or train:
+        ``edanet.generation.check_network``.)"""
         self._check_fields()
         self._check_frame_ratio()
-        self._check_network()
-        self._check_parameter_memory()
 
     def _check_fields(self) -> None:
         """Every field's type and range (the ``_INT_RANGES`` / ``_FLOAT_RANGES`` tables)."""
@@ -223,38 +220,6 @@ class EDANetConfig:
                 f"span a whole number of MFCC frames. Hop sizes that work near {self.mfcc_hop_size}: "
                 f"{sorted(near)}")
 
-    def _check_network(self) -> None:
-        """Refuse, with this config's field names, what fastgen's NetworkSpec would refuse of the
-        exported network: frames per step, layers, input channels, then (by building the spec,
-        cheap: sizes only) one sequence's history."""
-        K = self.spectral_frames_per_eda_step
-        if K > MAX_FRAMES_PER_STEP:
-            raise ValueError(f"audio_sample_rate / (eda_sample_rate * mfcc_hop_size) = {self.audio_sample_rate} / "
-                             f"({self.eda_sample_rate} * {self.mfcc_hop_size}) = {K} MFCC frames per EDA step, "
-                             f"more than fastgen's {MAX_FRAMES_PER_STEP}; use a longer mfcc_hop_size")
-        L, S = self.layers_per_stack, self.num_stacks
-        if L * S > MAX_LAYERS:
-            raise ValueError(f"context_size_in_seconds={self.context_size_in_seconds:g} s at {self.frame_rate:g} "
-                             f"frames/s ({self.target_receptive_field_frames} frames) needs {S} stacks of {L} "
-                             f"layers = {L * S} layers, more than fastgen's {MAX_LAYERS}; use a shorter context, "
-                             f"a larger max_layers_per_stack (at most {MAX_LAYERS_PER_STACK}) or a longer "
-                             f"mfcc_hop_size")
-        C = self.feature_channels
-        inputs = self.num_mfccs * (C + 1) if self.per_coefficient_input else C
-        if inputs > MAX_CHANNELS:
-            raise ValueError(f"per_coefficient_input with num_mfccs={self.num_mfccs} and {C} feature channel(s) "
-                             f"gives the exported network {inputs} input channels (num_mfccs x (channels + 1)), "
-                             f"more than fastgen's {MAX_CHANNELS}; use fewer num_mfccs or a shared input")
-        try:
-            NetworkSpec(in_channels=inputs, num_features=self.num_mfccs, frames_per_step=K,
-                        residual_channels=self.residual_channels, hidden_channels=self.hidden_channels,
-                        skip_channels=self.skip_channels, out_channels=self.out_channels,
-                        num_classes=self.quantization_bins, cond_classes=self.quantization_bins + 1,
-                        cond_channels=self.cond_channels, dilations=self.dilations, start_class=self.start_class)
-        except ValueError as e:
-            raise ValueError(f"EDANetConfig: fastgen cannot run this network (context_size_in_seconds, "
-                             f"num_mfccs and residual_channels set its size): {e}") from None
-
     @property
     def parameter_counts(self) -> dict[str, int]:
         """Parameters of ``EDANet(config)`` by part (their sum is the model's parameter count),
@@ -271,23 +236,6 @@ class EDANetConfig:
             "head": Cs * Co + Co + Co * Co + Co,
             "output conv": self.spectral_frames_per_eda_step * Fn * Co * Q + Q,
         }
-
-    def _check_parameter_memory(self) -> None:
-        """Refuse a model whose float32 parameters exceed ``fastgen.engine.memory_limit()``
-        before ``EDANet(config)`` allocates them. A model under ``SMALL_MODEL_BYTES`` fits any
-        machine: the limit (which reads $FASTGEN_MAX_BYTES) is only asked about larger ones."""
-        parts = {k: 4 * v for k, v in self.parameter_counts.items()}
-        total = sum(parts.values())
-        if total <= SMALL_MODEL_BYTES:
-            return
-        limit = memory_limit("cpu")
-        if limit is None or total <= limit:
-            return
-        big = max(parts, key=parts.get)
-        raise ValueError(f"EDANetConfig: the model would have {total // 4:,} parameters, about "
-                         f"{total / 2**30:.3g} GiB in float32 (the {big} {parts[big] / 2**30:.3g} GiB), more than "
-                         f"the {limit / 2**30:.3g} GiB allowed here ({MAX_BYTES_ENV}, or half this machine's "
-                         f"memory); use fewer quantization_bins, channels or num_mfccs")
 
     # -- derived ------------------------------------------------------------------------------
     @property

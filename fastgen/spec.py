@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["NetworkSpec", "weight_shapes", "check_weights", "nonfinite", "random_weights", "MAX_CHANNELS",
-           "MAX_FEATURES", "MAX_FRAMES_PER_STEP", "MAX_CLASSES", "MAX_LAYERS", "MAX_DILATION",
+__all__ = ["NetworkSpec", "weight_shapes", "check_weights", "nonfinite", "random_weights", "padded_size",
+           "MAX_CHANNELS", "MAX_FEATURES", "MAX_FRAMES_PER_STEP", "MAX_CLASSES", "MAX_LAYERS", "MAX_DILATION",
            "MAX_HISTORY_ELEMENTS"]
 
 
@@ -65,10 +65,12 @@ _RANGES = {  # field -> (lowest, highest, what it is)
 }
 
 
-def _padded(channels: int) -> int:
-    """The widest padding of a channel count any backend uses: the next power of two, at least
-    16 (Triton); the CPU backend pads to a multiple of 8, which is never more."""
-    return max(16, 1 << (channels - 1).bit_length())
+def padded_size(n: int) -> int:
+    """``n`` rounded up to a power of two, at least 16: how the Triton kernels pad a channel count
+    (and a step's positions, and the classes) to their tiles. The widest padding of a channel
+    count any backend uses (the CPU backend pads to a multiple of 8, never more), so the memory
+    estimates here assume it."""
+    return max(16, 1 << (int(n) - 1).bit_length())
 
 
 def _int(name: str, v) -> int:
@@ -138,13 +140,13 @@ class NetworkSpec:
         """Values in one sequence's history ring buffers: a (dilation + K)-frame ring of F x C_r
         per layer, with C_r padded as the backends pad it."""
         rings = sum(self.dilations) + self.num_layers * self.frames_per_step
-        return rings * self.num_features * _padded(self.residual_channels)
+        return rings * self.num_features * padded_size(self.residual_channels)
 
     def weight_bytes(self, dtype: torch.dtype = torch.float32) -> int:
         """Bytes of one packed copy of the weights in ``dtype`` (channel counts padded as the
         backends pad them, plus the per-layer conditioning table over classes every backend
         folds the embedding into). An upper estimate for building an engine."""
-        p = _padded
+        p = padded_size
         shapes = _shapes(self.num_layers, self.in_channels, p(self.residual_channels), p(self.hidden_channels),
                          p(self.skip_channels), p(self.out_channels), self.num_classes, self.cond_classes,
                          self.cond_channels, self.frames_per_step, self.num_features)
@@ -155,7 +157,7 @@ class NetworkSpec:
         """Bytes a generation of ``batch`` sequences holds besides the weights: the history ring
         buffers and one step's activations (every channel of every position of the step) per
         sequence. An upper estimate."""
-        p = _padded
+        p = padded_size
         step = self.positions_per_step * (2 * p(self.residual_channels) + 3 * p(self.hidden_channels)
                                           + p(self.skip_channels) + 2 * p(self.out_channels)) + self.num_classes
         return batch * _element_size(dtype) * (self.history_elements() + step)

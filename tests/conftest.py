@@ -53,3 +53,22 @@ def emu():
     """The CUDA kernel's CPU emulator (tests/cuda_emu.py), built once per session."""
     from cuda_emu import build_emu
     return build_emu()
+
+
+# -- the edanet tests' shared model -----------------------------------------------------------------
+# One tiny model (the ``tiny`` preset, weights drawn with torch seed 0), saved once per session.
+# Tests read it; a test that needs to change a model copies the folder or builds its own.
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """The tiny model's folder (config.json + model.safetensors)."""
+    from edanet import EDANet, EDANetConfig, save_model
+    torch.manual_seed(0)
+    return save_model(EDANet(EDANetConfig.from_preset("tiny")), tmp_path_factory.mktemp("tiny_model") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    """The tiny model, loaded (in eval mode): the same weights as the folder."""
+    from edanet import load_model
+    return load_model(tiny_model_dir)

@@ -1,5 +1,6 @@
 // fastgen._C: the fused C++ CPU backend. Loading it registers the torch.ops.fastgen.cpu_* ops
-// (ops.cpp); the module itself only says how it was built.
+// (ops.cpp) and the schemas of the cuda_* ops (csrc/cuda/schema/ops.cpp); the module itself only
+// says how it was built.
 #include <torch/extension.h>
 
 #ifndef FASTGEN_BUILD_INFO

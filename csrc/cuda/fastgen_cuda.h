@@ -1,13 +1,15 @@
 // fastgen CUDA backend: the plain (torch-free, CUDA-runtime-free) interface between the
 // bindings and the persistent kernel.
 //
-// Python (fastgen/backends/cuda/: pack.py, plan.py) packs the weights and plans the launch; it hands the
-// kernel's parameters over as a map of named integers (plus the dilations, the temperature
-// and the buffers). fg_prepare() validates all of it -- dimensions, the plan, the shared
-// memory layout (recomputed here and compared with the plan's), buffer dtypes and sizes --
-// and fills FgParams; fg_launch() (launcher.cu) launches the kernel. Both bindings (the
-// torch extension in binding.cpp and the CPU emulator used by the tests, csrc/cuda/emu/) go
-// through fg_prepare, so everything here is exercised on a CPU.
+// Python (fastgen/backends/cuda/: pack.py, plan.py) packs the weights and plans the launch; it
+// calls the ops torch.ops.fastgen.cuda_generate / cuda_teacher_forced with the kernel's integers
+// as named int arguments (FG_OP_INTS below; the op derives FG_CALL_INTS from its tensors), the
+// dilations, the temperature and the buffers. fg_prepare_launch() validates the integers --
+// dimensions, the plan, the shared memory layout (recomputed here and compared with the plan's),
+// the packed weight layout -- and fg_bind_buffers() the buffers' dtypes and sizes; together they
+// fill FgParams, and fg_launch() (launcher.cu) launches the kernel. Both bindings (the ops' CUDA
+// kernels in binding.cpp and the CPU emulator used by the tests, csrc/cuda/emu/) go through
+// them, so everything here is exercised on a CPU.
 #pragma once
 
 #include <climits>
@@ -33,14 +35,27 @@
 #define FG_MAX_SMEM (1 << 20)      // bytes per block: four times any GPU's today
 #define FG_MAX_SPIN_TIMEOUT_MS 86400000LL  // a day: a wait that long is a hang, whatever the tool
 
+// The kernel's launch integers, each named once here. FG_OP_INTS are the named int arguments of
+// the ops (their schemas, csrc/cuda/schema/ops.cpp, and their CUDA kernels, binding.cpp, are
+// generated from this list; fastgen/backends/cuda/plan.py's op_ints() gives them): the network's
+// sizes (L too: the dilations must agree with the packed weights), the packed weight blob's
+// layout, the plan. FG_CALL_INTS the op derives per call (fg_op_call): batch and steps from the
+// frames, the sequence groups from the batch, the mode from the op, step0 from its argument.
+#define FG_OP_INTS(X)                                                                                 \
+  X(Cin) X(F) X(K) X(Cr) X(Ch) X(Cs) X(Co) X(Q) X(Qc) X(L) X(start_class)                             \
+  X(nf) X(Fb) X(S) X(threads) X(mma) X(smem_bytes) X(down_resident) X(core_bytes) X(core_resident)    \
+  X(off_in_w) X(off_in_b) X(off_down_b) X(off_h1w) X(off_h1b) X(off_h2w) X(off_h2b) X(off_layers)    \
+  X(layer_stride) X(loff_wdil) X(loff_wsr) X(loff_bsr) X(spin_timeout_ms)
+#define FG_CALL_INTS(X) X(G) X(batch) X(steps) X(mode) X(step0)
+
 namespace fastgen_cuda {
 
-// The only place these codes are written: Python names dtypes (fg_dtype_code), C++ takes them
-// from the tensors (binding.cpp).
+// The only place these codes are written: the emulator's callers name dtypes (fg_dtype_code),
+// binding.cpp takes them from the tensors.
 enum FgDType { FG_F32 = 0, FG_BF16 = 1, FG_F16 = 2, FG_I64 = 3, FG_U8 = 4, FG_I32 = 5, FG_DTYPE_COUNT };
 enum FgMode { FG_MODE_GENERATE = 0, FG_MODE_TEACHER = 1 };
 
-// Buffers, in this order, in every run call.
+// Buffers, in this order, of every launch.
 enum FgBufId {
   FG_B_CORE = 0,   // uint8   packed weights (see fastgen/backends/cuda/pack.py: core_layout)
   FG_B_DOWN,       // T       down_w as [F][K][C_o][Q]
@@ -54,6 +69,13 @@ enum FgBufId {
   FG_B_PARTIALS,   // float32 cross-block partial logits, G * nf * S * Q
   FG_B_FLAGS,      // int32   step flags, G * (nf + 1); zeroed by the launcher
   FG_B_COUNT
+};
+
+// The launch integers, as given (64-bit: fg_prepare_launch range-checks each before it narrows it).
+struct FgLaunchInts {
+#define FG_FIELD(name) long long name = 0;
+  FG_OP_INTS(FG_FIELD) FG_CALL_INTS(FG_FIELD)
+#undef FG_FIELD
 };
 
 struct FgBuf {
@@ -208,93 +230,115 @@ inline const char* fg_buf_name(int id) {
   return id >= 0 && id < FG_B_COUNT ? names[id] : "?";
 }
 
-// Validates the named parameters, the dilations and the buffers and fills *p.
-// Returns "" on success, else a message saying what is wrong.
-inline std::string fg_prepare(const std::map<std::string, long long>& ints, const std::vector<long long>& dils,
-                              double temperature, const FgBuf* bufs, FgParams* p) {
-  std::ostringstream err;
+// The launch integers from named values (the emulator's and the tests' way in): every
+// FG_OP_INTS name, and with per_call the FG_CALL_INTS too. "" or the first missing name.
+inline std::string fg_named_ints(const std::map<std::string, long long>& named, bool per_call, FgLaunchInts* a) {
+  *a = FgLaunchInts{};
   std::string missing;
-  auto get = [&](const char* key) -> long long {
-    auto it = ints.find(key);
-    if (it == ints.end()) {
-      if (missing.empty()) missing = key;
-      return 0;
-    }
-    return it->second;
+  auto take = [&](const char* name, long long* field) {
+    const auto it = named.find(name);
+    if (it != named.end()) *field = it->second;
+    else if (missing.empty()) missing = name;
   };
+#define FG_TAKE(name) take(#name, &a->name);
+  FG_OP_INTS(FG_TAKE)
+  if (per_call) { FG_CALL_INTS(FG_TAKE) }
+#undef FG_TAKE
+  return missing.empty() ? "" : "internal error: launch parameter '" + missing + "' is missing";
+}
+
+// The integers an op derives per call (FG_CALL_INTS) from its mode, step0 and the frames' shape
+// (B, C_in, steps * K, F), which must match the network's. "" or why the frames do not fit.
+inline std::string fg_op_call(FgLaunchInts* a, int mode, long long step0, const long long frames[4]) {
+  if (frames[1] != a->Cin || frames[3] != a->F || a->K < 1 || frames[2] % a->K) {
+    std::ostringstream err;
+    err << "frames must have shape (batch, C_in=" << a->Cin << ", steps*K with K=" << a->K << ", F=" << a->F
+        << "), got (" << frames[0] << ", " << frames[1] << ", " << frames[2] << ", " << frames[3] << ")";
+    return err.str();
+  }
+  a->mode = mode;
+  a->step0 = step0;
+  a->batch = frames[0];
+  a->steps = frames[2] / a->K;
+  a->G = a->S >= 1 ? (a->batch + a->S - 1) / a->S : 0;  // S < 1 is refused by fg_prepare_launch
+  return "";
+}
+
+// Validates the launch integers and the dilations for compute dtype `dtype` (an FgDType: the
+// down weights') and fills *p, but for its buffers (fg_bind_buffers).
+// Returns "" on success, else a message saying what is wrong.
+inline std::string fg_prepare_launch(const FgLaunchInts& a, const std::vector<long long>& dils, double temperature,
+                                     int dtype, FgParams* p) {
+  std::ostringstream err;
   *p = FgParams{};
   // Every integer is range-checked before it is narrowed to the int the kernel takes (2^32 + 3
   // must not become 3); checks with a message of their own below come first where they read
   // the value in 64 bits.
-  struct Range { const char* key; const char* name; long long lo, hi; };
+  struct Range { long long value; const char* name; long long lo, hi; };
   const Range ranges[] = {
-      {"Cin", "in_channels", 1, FG_MAX_CHANNELS}, {"F", "num_features", 1, FG_MAX_POSITIONS},
-      {"K", "frames_per_step", 1, FG_MAX_POSITIONS}, {"Cr", "residual_channels", 1, FG_MAX_CHANNELS},
-      {"Ch", "hidden_channels", 1, FG_MAX_CHANNELS}, {"Cs", "skip_channels", 1, FG_MAX_CHANNELS},
-      {"Co", "out_channels", 1, FG_MAX_CHANNELS}, {"Q", "num_classes", 1, FG_MAX_CLASSES},
-      {"Qc", "cond_classes", 1, FG_MAX_CLASSES}, {"L", "layers", LLONG_MIN, LLONG_MAX},
-      {"start_class", "start_class", LLONG_MIN, LLONG_MAX},
-      {"nf", "f-split blocks", 1, INT_MAX}, {"Fb", "positions per block", 1, INT_MAX},
-      {"S", "sequences per block", 1, INT_MAX}, {"G", "sequence groups", 1, INT_MAX},
-      {"threads", "threads", LLONG_MIN, LLONG_MAX}, {"batch", "batch", LLONG_MIN, LLONG_MAX},
-      {"steps", "steps", LLONG_MIN, LLONG_MAX}, {"mode", "mode", LLONG_MIN, LLONG_MAX},
-      {"mma", "mma", 0, 1}, {"down_resident", "down_resident", 0, 1},
-      {"smem_bytes", "shared memory per block", 0, FG_MAX_SMEM},
-      {"spin_timeout_ms", "spin timeout (ms)", 1, FG_MAX_SPIN_TIMEOUT_MS},
-      {"step0", "the first step's index", 0, 1LL << 40},
+      {a.Cin, "in_channels", 1, FG_MAX_CHANNELS}, {a.F, "num_features", 1, FG_MAX_POSITIONS},
+      {a.K, "frames_per_step", 1, FG_MAX_POSITIONS}, {a.Cr, "residual_channels", 1, FG_MAX_CHANNELS},
+      {a.Ch, "hidden_channels", 1, FG_MAX_CHANNELS}, {a.Cs, "skip_channels", 1, FG_MAX_CHANNELS},
+      {a.Co, "out_channels", 1, FG_MAX_CHANNELS}, {a.Q, "num_classes", 1, FG_MAX_CLASSES},
+      {a.Qc, "cond_classes", 1, FG_MAX_CLASSES}, {a.L, "layers", LLONG_MIN, LLONG_MAX},
+      {a.start_class, "start_class", LLONG_MIN, LLONG_MAX},
+      {a.nf, "f-split blocks", 1, INT_MAX}, {a.Fb, "positions per block", 1, INT_MAX},
+      {a.S, "sequences per block", 1, INT_MAX}, {a.G, "sequence groups", 1, INT_MAX},
+      {a.threads, "threads", LLONG_MIN, LLONG_MAX}, {a.batch, "batch", LLONG_MIN, LLONG_MAX},
+      {a.steps, "steps", LLONG_MIN, LLONG_MAX}, {a.mode, "mode", LLONG_MIN, LLONG_MAX},
+      {a.mma, "mma", 0, 1}, {a.down_resident, "down_resident", 0, 1},
+      {a.smem_bytes, "shared memory per block", 0, FG_MAX_SMEM},
+      {a.spin_timeout_ms, "spin timeout (ms)", 1, FG_MAX_SPIN_TIMEOUT_MS},
+      {a.step0, "the first step's index", 0, 1LL << 40},
   };
-  std::map<std::string, long long> v;
-  for (const Range& r : ranges) v[r.key] = get(r.key);
-  p->core_bytes = get("core_bytes"); p->core_resident = get("core_resident");
-  p->off_in_w = get("off_in_w"); p->off_in_b = get("off_in_b"); p->off_down_b = get("off_down_b");
-  p->off_h1w = get("off_h1w"); p->off_h1b = get("off_h1b"); p->off_h2w = get("off_h2w"); p->off_h2b = get("off_h2b");
-  p->off_layers = get("off_layers"); p->layer_stride = get("layer_stride");
-  p->loff_wdil = get("loff_wdil"); p->loff_wsr = get("loff_wsr"); p->loff_bsr = get("loff_bsr");
-  if (!missing.empty()) return "internal error: launch parameter '" + missing + "' is missing";
+  p->core_bytes = a.core_bytes; p->core_resident = a.core_resident;
+  p->off_in_w = a.off_in_w; p->off_in_b = a.off_in_b; p->off_down_b = a.off_down_b;
+  p->off_h1w = a.off_h1w; p->off_h1b = a.off_h1b; p->off_h2w = a.off_h2w; p->off_h2b = a.off_h2b;
+  p->off_layers = a.off_layers; p->layer_stride = a.layer_stride;
+  p->loff_wdil = a.loff_wdil; p->loff_wsr = a.loff_wsr; p->loff_bsr = a.loff_bsr;
   p->temperature = (float)temperature;
 
   // -- network dimensions
   for (const Range& r : ranges) {
-    if (v[r.key] < r.lo || v[r.key] > r.hi) {
-      err << r.name << " must lie in [" << r.lo << ", " << r.hi << "], got " << v[r.key];
+    if (r.value < r.lo || r.value > r.hi) {
+      err << r.name << " must lie in [" << r.lo << ", " << r.hi << "], got " << r.value;
       return err.str();
     }
   }
-  p->spin_timeout_ns = (unsigned long long)v["spin_timeout_ms"] * 1000000ull;
-  if (v["L"] <= 0 || v["L"] > FG_MAX_LAYERS) {
-    err << "the cuda backend supports 1.." << FG_MAX_LAYERS << " layers, the network has " << v["L"];
+  p->spin_timeout_ns = (unsigned long long)a.spin_timeout_ms * 1000000ull;
+  if (a.L <= 0 || a.L > FG_MAX_LAYERS) {
+    err << "the cuda backend supports 1.." << FG_MAX_LAYERS << " layers, the network has " << a.L;
     return err.str();
   }
-  if ((long long)dils.size() != v["L"]) { err << "got " << dils.size() << " dilations for " << v["L"] << " layers"; return err.str(); }
-  if (v["start_class"] < 0 || v["start_class"] >= v["Qc"]) {
-    err << "start_class " << v["start_class"] << " outside [0, " << v["Qc"] << ")"; return err.str();
+  if ((long long)dils.size() != a.L) { err << "got " << dils.size() << " dilations for " << a.L << " layers"; return err.str(); }
+  if (a.start_class < 0 || a.start_class >= a.Qc) {
+    err << "start_class " << a.start_class << " outside [0, " << a.Qc << ")"; return err.str();
   }
-  if (v["threads"] < 32 || v["threads"] > FG_MAX_THREADS || v["threads"] % 32) {
-    err << "threads per block must be a multiple of 32 in [32, " << FG_MAX_THREADS << "], got " << v["threads"];
+  if (a.threads < 32 || a.threads > FG_MAX_THREADS || a.threads % 32) {
+    err << "threads per block must be a multiple of 32 in [32, " << FG_MAX_THREADS << "], got " << a.threads;
     return err.str();
   }
   // j + 1 (an int) counts steps in the kernel's flags
-  if (v["batch"] <= 0 || v["steps"] <= 0 || v["batch"] > INT_MAX || v["steps"] >= INT_MAX) {
-    err << "batch and steps must lie in [1, " << INT_MAX - 1 << "], got " << v["batch"] << ", " << v["steps"];
+  if (a.batch <= 0 || a.steps <= 0 || a.batch > INT_MAX || a.steps >= INT_MAX) {
+    err << "batch and steps must lie in [1, " << INT_MAX - 1 << "], got " << a.batch << ", " << a.steps;
     return err.str();
   }
-  if (v["mode"] != FG_MODE_GENERATE && v["mode"] != FG_MODE_TEACHER) { err << "unknown mode " << v["mode"]; return err.str(); }
+  if (a.mode != FG_MODE_GENERATE && a.mode != FG_MODE_TEACHER) { err << "unknown mode " << a.mode; return err.str(); }
   // The compute dtype is the one the down weights carry; frames and ring must match it (below).
-  const int dtype = bufs[FG_B_DOWN].dtype;
   if (dtype != FG_F32 && dtype != FG_BF16 && dtype != FG_F16) {
     err << "down weights must be float32, bfloat16 or float16 (the compute dtype), got " << fg_dtype_name(dtype);
     return err.str();
   }
   // every value is now within int range
-  p->Cin = (int)v["Cin"]; p->F = (int)v["F"]; p->K = (int)v["K"]; p->Cr = (int)v["Cr"];
-  p->Ch = (int)v["Ch"]; p->Cs = (int)v["Cs"]; p->Co = (int)v["Co"]; p->Q = (int)v["Q"];
-  p->Qc = (int)v["Qc"]; p->L = (int)v["L"]; p->start_class = (int)v["start_class"];
-  p->nf = (int)v["nf"]; p->Fb = (int)v["Fb"]; p->S = (int)v["S"]; p->G = (int)v["G"];
-  p->threads = (int)v["threads"]; p->batch = (int)v["batch"]; p->steps = (int)v["steps"];
-  p->mode = (int)v["mode"]; p->dtype = dtype; p->mma = (int)v["mma"];
-  p->down_resident = (int)v["down_resident"];
-  p->step0 = v["step0"];
-  const long long smem_plan = v["smem_bytes"];
+  p->Cin = (int)a.Cin; p->F = (int)a.F; p->K = (int)a.K; p->Cr = (int)a.Cr;
+  p->Ch = (int)a.Ch; p->Cs = (int)a.Cs; p->Co = (int)a.Co; p->Q = (int)a.Q;
+  p->Qc = (int)a.Qc; p->L = (int)a.L; p->start_class = (int)a.start_class;
+  p->nf = (int)a.nf; p->Fb = (int)a.Fb; p->S = (int)a.S; p->G = (int)a.G;
+  p->threads = (int)a.threads; p->batch = (int)a.batch; p->steps = (int)a.steps;
+  p->mode = (int)a.mode; p->dtype = dtype; p->mma = (int)a.mma;
+  p->down_resident = (int)a.down_resident;
+  p->step0 = a.step0;
+  const long long smem_plan = a.smem_bytes;
   if (p->Q > p->Qc) {
     err << "sampled classes feed back as conditioning classes, so cond_classes (" << p->Qc
         << ") must be >= num_classes (" << p->Q << ")";
@@ -389,40 +433,58 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
         << ", " << p->loff_wsr << ", " << p->loff_bsr << ") do not fit in it";
     return err.str();
   }
+  return "";
+}
 
-  // -- buffers
-  const bool gen = p->mode == FG_MODE_GENERATE;
-  const long long B = p->batch, n = p->steps;
-  struct Need { int id; int dtype; long long numel; bool used; };
-  const Need needs[] = {
-      {FG_B_CORE, FG_U8, p->core_bytes, true},
-      {FG_B_DOWN, p->dtype, fg_prod({p->F, p->K, p->Co, p->Q}), true},
-      {FG_B_COND, FG_F32, fg_prod({p->L, p->Qc, 2, p->Ch}), true},
-      {FG_B_FRAMES, p->dtype, fg_prod({B, p->Cin, n, p->K, p->F}), true},
-      {FG_B_UNIFORMS, FG_F32, fg_prod({B, n}), gen},
-      {FG_B_CLASSES, FG_I64, fg_prod({B, n}), !gen},
-      {FG_B_SAMPLES, FG_I64, fg_prod({B, n + 1}), gen},  // column 0: the first step's conditioning
-      {FG_B_LOGITS, FG_F32, fg_prod({B, n, p->Q}), !gen},
-      {FG_B_RING, p->dtype, fg_prod({B, ring_stride}), true},
-      {FG_B_PARTIALS, FG_F32, fg_prod({p->G, p->nf, p->S, p->Q}), true},
-      {FG_B_FLAGS, FG_I32, fg_prod({p->G, (long long)p->nf + 1}), true},
-  };
-  for (const Need& nd : needs) {
-    if (!nd.used) continue;
-    if (nd.numel < 0) {
-      err << "the size of buffer " << fg_buf_name(nd.id) << " overflows (batch " << B << ", steps " << n << ")";
+// What each buffer of the launch *p must be: its dtype and how many elements it holds at least
+// (0: not used in this mode). The ops allocate their outputs and workspaces from it. "" or which
+// size overflows.
+struct FgBufNeed { int dtype; long long numel; };
+inline std::string fg_buffer_needs(const FgParams& p, FgBufNeed need[FG_B_COUNT]) {
+  const bool gen = p.mode == FG_MODE_GENERATE;
+  const long long B = p.batch, n = p.steps;
+  need[FG_B_CORE] = {FG_U8, p.core_bytes};
+  need[FG_B_DOWN] = {p.dtype, fg_prod({p.F, p.K, p.Co, p.Q})};
+  need[FG_B_COND] = {FG_F32, fg_prod({p.L, p.Qc, 2, p.Ch})};
+  need[FG_B_FRAMES] = {p.dtype, fg_prod({B, p.Cin, n, p.K, p.F})};
+  need[FG_B_UNIFORMS] = {FG_F32, gen ? fg_prod({B, n}) : 0};
+  need[FG_B_CLASSES] = {FG_I64, gen ? 0 : fg_prod({B, n})};
+  need[FG_B_SAMPLES] = {FG_I64, gen ? fg_prod({B, n + 1}) : 0};  // column 0: the first step's conditioning
+  need[FG_B_LOGITS] = {FG_F32, gen ? 0 : fg_prod({B, n, p.Q})};
+  need[FG_B_RING] = {p.dtype, fg_prod({B, p.ring_stride})};
+  need[FG_B_PARTIALS] = {FG_F32, fg_prod({p.G, p.nf, p.S, p.Q})};
+  need[FG_B_FLAGS] = {FG_I32, fg_prod({p.G, (long long)p.nf + 1})};
+  for (int id = 0; id < FG_B_COUNT; ++id) {
+    if (need[id].numel < 0) {
+      std::ostringstream err;
+      err << "the size of buffer " << fg_buf_name(id) << " overflows (batch " << B << ", steps " << n << ")";
       return err.str();
     }
-    const FgBuf& b = bufs[nd.id];
-    if (b.dtype != nd.dtype) {
-      err << "buffer " << fg_buf_name(nd.id) << " must be " << fg_dtype_name(nd.dtype) << ", got " << fg_dtype_name(b.dtype);
+  }
+  return "";
+}
+
+// Checks the buffers (FG_B_COUNT of them, in FgBufId order; those this mode does not use may be
+// empty) against the launch *p prepared by fg_prepare_launch and points *p at them.
+// Returns "" on success, else a message saying what is wrong.
+inline std::string fg_bind_buffers(const FgBuf* bufs, FgParams* p) {
+  std::ostringstream err;
+  FgBufNeed need[FG_B_COUNT];
+  const std::string sizes = fg_buffer_needs(*p, need);
+  if (!sizes.empty()) return sizes;
+  for (int id = 0; id < FG_B_COUNT; ++id) {
+    if (need[id].numel == 0) continue;  // not used in this mode
+    const FgBuf& b = bufs[id];
+    if (b.dtype != need[id].dtype) {
+      err << "buffer " << fg_buf_name(id) << " must be " << fg_dtype_name(need[id].dtype) << ", got "
+          << fg_dtype_name(b.dtype);
       return err.str();
     }
-    if (b.numel < nd.numel) {
-      err << "buffer " << fg_buf_name(nd.id) << " holds " << b.numel << " elements, the launch needs " << nd.numel;
+    if (b.numel < need[id].numel) {
+      err << "buffer " << fg_buf_name(id) << " holds " << b.numel << " elements, the launch needs " << need[id].numel;
       return err.str();
     }
-    if (nd.numel > 0 && b.ptr == nullptr) { err << "buffer " << fg_buf_name(nd.id) << " is null"; return err.str(); }
+    if (need[id].numel > 0 && b.ptr == nullptr) { err << "buffer " << fg_buf_name(id) << " is null"; return err.str(); }
   }
   if (reinterpret_cast<std::uintptr_t>(bufs[FG_B_CORE].ptr) % 16) return "the packed weight blob must be 16-byte aligned";
   if (reinterpret_cast<std::uintptr_t>(bufs[FG_B_DOWN].ptr) % 4) return "down weights must be 4-byte aligned";
@@ -440,6 +502,13 @@ inline std::string fg_prepare(const std::map<std::string, long long>& ints, cons
   return "";
 }
 
+// A whole raw launch (the emulator's and the tests' entry): fg_prepare_launch with the down
+// weights' dtype as the compute dtype, then fg_bind_buffers.
+inline std::string fg_prepare(const FgLaunchInts& a, const std::vector<long long>& dils, double temperature,
+                              const FgBuf* bufs, FgParams* p) {
+  const std::string err = fg_prepare_launch(a, dils, temperature, bufs[FG_B_DOWN].dtype, p);
+  return err.empty() ? fg_bind_buffers(bufs, p) : err;
+}
 // Launches the persistent kernel on `stream` (a cudaStream_t): zeroes the flags, checks that
 // the grid can be co-resident and uses a cooperative launch. Returns "" or an error message.
 // Defined in launcher.cu.

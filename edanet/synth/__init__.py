@@ -79,15 +79,27 @@ Overlapping SCRs add (superposition, as in Bach et al.'s linear time-invariant m
 
 *Sensor noise*: white Gaussian, ``noise_us`` (0.01 µS) standard deviation.
 
+Cohorts (``write_cohort``; ``edanet synth --subjects K``): K simulated people, each with its
+own traits drawn from a population (``edanet.synth.population``: level, responder or not,
+lability, response size and speed, habituation, threshold, spontaneous rate; the figures and
+their sources are there), all hearing the same clips: ``NAME.wav`` with one
+``NAME.<subject>.csv`` per subject, ``NAME.json`` holding the events and each subject's SCRs,
+and ``subjects.json`` every subject's traits. A subject id (``s<seed>-<k>``) names the same
+person in every clip; a subject's traits become the response model's knobs
+(``SubjectTraits.config``).
+
 Determinism: ``synthesize_pair(seed)`` uses ``np.random.SeedSequence(seed)`` spawned into an audio
 stream and an EDA stream (``meta["eda_seed"]``, so ``eda_from_events(pair.events, ..., eda_seed)``
 reproduces ``pair.eda``). Pair ``i`` of a dataset made with ``seed`` uses ``pair_seed(seed, i)``
 (the ``i``-th spawned child of ``SeedSequence(seed)``), independent of how many pairs are made.
 """
 from .config import GENERATOR_VERSION, KINDS, SynthConfig, SynthPair
-from .dataset import pair_seed, read_ground_truth, synthesize_pair, write_dataset, write_pair
+from .dataset import (pair_seed, read_ground_truth, subject_eda_seed, subject_truth, synthesize_pair, write_cohort,
+                      write_dataset, write_pair)
+from .population import PopulationConfig, SubjectTraits, draw_subjects, subject_id
 from .response import eda_from_events, response_drive, scr_shape
 
 __all__ = ["SynthConfig", "SynthPair", "KINDS", "GENERATOR_VERSION", "scr_shape", "response_drive",
            "eda_from_events", "synthesize_pair", "pair_seed", "write_pair", "write_dataset",
-           "read_ground_truth"]
+           "read_ground_truth", "write_cohort", "subject_truth", "subject_eda_seed", "PopulationConfig",
+           "SubjectTraits", "draw_subjects", "subject_id"]

@@ -12,8 +12,9 @@ import numpy as np
 
 from ..io import atomic_path, atomic_write, write_eda_csv
 from .config import GENERATOR_VERSION, SynthConfig, SynthPair
+from .population import PopulationConfig, SubjectTraits, draw_subjects
 from .response import eda_from_events, response_drive
-from .sounds import _render_audio
+from .sounds import render_audio
 
 
 # =============================================================================================
@@ -38,7 +39,7 @@ def synthesize_pair(seed: int, cfg: SynthConfig = SynthConfig()) -> SynthPair:
     seed = _check_seed(seed)
     audio_ss, eda_ss = np.random.SeedSequence(seed).spawn(2)
     eda_seed = int(eda_ss.generate_state(1, dtype=np.uint64)[0])
-    audio, events = _render_audio(np.random.default_rng(audio_ss), cfg)
+    audio, events = render_audio(np.random.default_rng(audio_ss), cfg)
     eda, scrs = eda_from_events(events, cfg.duration, cfg, eda_seed)
     meta = {"seed": seed, "eda_seed": eda_seed, "config": cfg.to_dict(), "generator": GENERATOR_VERSION,
             "seconds": cfg.duration}
@@ -146,6 +147,87 @@ def write_dataset(out_dir: str | os.PathLike, pairs: int, cfg: SynthConfig = Syn
     return names
 
 
+def subject_eda_seed(clip_seed: int, k: int) -> int:
+    """The response model's seed for subject ``k`` of a cohort on the clip of seed ``clip_seed``."""
+    ss = np.random.SeedSequence(_check_seed(clip_seed), spawn_key=(3, int(k)))
+    return int(ss.generate_state(1, dtype=np.uint64)[0])
+
+
+def write_cohort(out_dir: str | os.PathLike, clips: int, subjects: int | list[SubjectTraits],
+                 cfg: SynthConfig = SynthConfig(), seed: int = 0, population: PopulationConfig = PopulationConfig(),
+                 progress: bool = True) -> list[str]:
+    """A cohort: ``subjects`` simulated people (a count, drawn with :func:`draw_subjects` from
+    ``population`` and ``seed``, or the people themselves) each listening to the same ``clips``
+    clips. Writes, for clip ``NAME`` (``synth_00000 ...``; its audio and events from
+    ``pair_seed(seed, i)``, as :func:`write_dataset`'s): ``NAME.wav``, one ``NAME.<subject>.csv``
+    per subject (the multi-subject layout ``edanet train`` reads) and ``NAME.json`` (the events,
+    and per subject its traits, its response model seed and its SCRs); then ``subjects.json``
+    (every subject's traits) and ``dataset.json``. Returns the clip names."""
+    import soundfile as sf
+    from tqdm.auto import tqdm
+    if isinstance(clips, bool) or not isinstance(clips, (int, np.integer)) or clips < 0:
+        raise ValueError(f"clips must be a non-negative integer, got {clips!r}")
+    seed = _check_seed(seed)
+    people = draw_subjects(subjects, seed, cfg, population) if isinstance(subjects, (int, np.integer)) \
+        else list(subjects)
+    if not people:
+        raise ValueError("a cohort needs at least one subject")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    width = max(5, len(str(max(int(clips) - 1, 0))))
+    names = []
+    for i in tqdm(range(int(clips)), desc="synth", unit="clip", disable=not progress):
+        name = f"synth_{i:0{width}d}"
+        ps = pair_seed(seed, i)
+        audio_ss, _ = np.random.SeedSequence(ps).spawn(2)       # the audio of write_dataset's pair i
+        audio, events = render_audio(np.random.default_rng(audio_ss), cfg)
+        with atomic_path(out / f"{name}.wav") as tmp:
+            sf.write(str(tmp), np.asarray(audio, dtype=np.float32), cfg.audio_sample_rate, subtype="FLOAT",
+                     format="WAV")
+            _clear_wav_peak_timestamp(tmp)
+        per_subject = {}
+        for k, person in enumerate(people):
+            scfg = person.config(cfg)
+            eda_seed = subject_eda_seed(ps, k)
+            eda, scrs = eda_from_events(events, cfg.duration, scfg, eda_seed)
+            write_eda_csv(out / f"{name}.{person.id}.csv", eda, cfg.eda_sample_rate, fmt="e4", start_time=0.0)
+            per_subject[person.id] = {"eda": f"{name}.{person.id}.csv", "eda_seed": eda_seed,
+                                      "traits": person.to_dict(), "responses": response_drive(events, scfg),
+                                      "scrs": scrs}
+        truth = {"generator": GENERATOR_VERSION, "name": name, "audio": f"{name}.wav",
+                 "audio_sample_rate": cfg.audio_sample_rate, "eda_sample_rate": cfg.eda_sample_rate,
+                 "seconds": cfg.duration, "seed": ps, "dataset_seed": seed, "index": i, "config": cfg.to_dict(),
+                 "events": events, "subjects": per_subject}
+        atomic_write(out / f"{name}.json", json.dumps(_jsonable(truth), indent=1) + "\n")
+        names.append(name)
+    traits = {p.id: p.to_dict() for p in people}
+    atomic_write(out / "subjects.json", json.dumps(_jsonable({"generator": GENERATOR_VERSION, "seed": seed,
+                                                              "population": population.to_dict(),
+                                                              "subjects": traits}), indent=1) + "\n")
+    manifest = {"generator": GENERATOR_VERSION, "seed": seed, "clips": len(names), "subjects": [p.id for p in people],
+                "audio_sample_rate": cfg.audio_sample_rate, "eda_sample_rate": cfg.eda_sample_rate,
+                "seconds": cfg.duration, "eda_format": "e4", "config": cfg.to_dict(),
+                "population": population.to_dict(), "names": names}
+    atomic_write(out / "dataset.json", json.dumps(_jsonable(manifest), indent=1) + "\n")
+    return names
+
+
+def subject_truth(truth: dict, subject: str | None) -> dict:
+    """The ground truth of one recording: ``truth`` (from :func:`read_ground_truth`) itself for
+    a single-subject pair; for subject ``subject`` of a cohort clip, the clip's events with that
+    subject's SCRs, response model seed, traits and the response model's config for it."""
+    if subject is None or "subjects" not in truth:
+        return truth
+    if subject not in truth["subjects"]:
+        raise ValueError(f"{truth.get('name', 'this clip')}'s ground truth has no subject {subject!r} (it has "
+                         f"{sorted(truth['subjects'])[:5]})")
+    s = truth["subjects"][subject]
+    traits = SubjectTraits.from_dict(s["traits"])
+    cfg = traits.config(SynthConfig.from_dict(truth["config"])).to_dict()
+    return {**{k: v for k, v in truth.items() if k != "subjects"}, "scrs": s["scrs"], "eda_seed": s["eda_seed"],
+            "responses": s.get("responses"), "traits": s["traits"], "subject": subject, "config": cfg}
+
+
 def read_ground_truth(json_path: str | os.PathLike) -> dict:
     """The ground truth written beside a pair: ``events``, ``scrs``, sample rates, seeds, config..."""
     p = Path(json_path)
@@ -157,6 +239,7 @@ def read_ground_truth(json_path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"no ground truth at {p}") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{p} is not valid JSON: {e}") from None
-    if not isinstance(d, dict) or "events" not in d or "scrs" not in d:
-        raise ValueError(f"{p} is not an edanet synth ground-truth file (needs 'events' and 'scrs')")
+    if not isinstance(d, dict) or "events" not in d or ("scrs" not in d and "subjects" not in d):
+        raise ValueError(f"{p} is not an edanet synth ground-truth file (needs 'events', and 'scrs' or "
+                         "'subjects')")
     return d

@@ -184,7 +184,9 @@ def _raised_cosine(m: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(np.pi * np.arange(m) / max(m, 1))
 
 
-def _render_audio(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray, list[dict]]:
+def render_audio(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray, list[dict]]:
+    """One synthetic clip of ``cfg``: its audio (float32) and its acoustic events (time, kind,
+    level, response probability), drawn from ``rng``."""
     from scipy.signal import sosfilt
     sr = cfg.audio_sample_rate
     n = cfg.audio_samples

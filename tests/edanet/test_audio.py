@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from edanet.audio import MFCC_SCALE, features, load_audio, mfcc_frames, mfcc_frames_reference
+from edanet.features import MFCC_SCALE, features, load_audio, mfcc_frames, mfcc_frames_reference
 from edanet.config import EDANetConfig
 
 CFG = EDANetConfig.from_preset("tiny")
@@ -271,7 +271,7 @@ def _attack(rate, attack_s, level_db=-20.0, seconds=2.0, at=1.0, seed=0):
 
 
 def test_onset_strength_grows_with_the_sharpness_of_an_attack():
-    from edanet.frame_features import onset_strength
+    from edanet.features.frame_features import onset_strength
     cfg = EDANetConfig.from_preset("small")
     peaks = [onset_strength(_attack(16000, a)[None], cfg).max() for a in (0.002, 0.05, 0.4)]
     assert peaks[0] > 1.5 * peaks[1] > 1.5 * 1.5 * peaks[2], peaks
@@ -284,7 +284,7 @@ def test_onset_strength_grows_with_the_sharpness_of_an_attack():
 
 
 def test_onset_strength_is_causal_and_a_feature_channel():
-    from edanet.frame_features import onset_strength
+    from edanet.features.frame_features import onset_strength
     cfg = EDANetConfig.from_preset("tiny", frame_features=("onset_strength",))
     x = _attack(8000, 0.01, seconds=3.0, seed=2)
     full = onset_strength(x[None], cfg)
@@ -299,7 +299,7 @@ def test_onset_strength_is_causal_and_a_feature_channel():
 
 
 def test_loudness_is_the_rms_level_of_each_hop():
-    from edanet.frame_features import LOUDNESS_REF_DB, LOUDNESS_SCALE, loudness
+    from edanet.features.frame_features import LOUDNESS_REF_DB, LOUDNESS_SCALE, loudness
     cfg = EDANetConfig.from_preset("tiny")
     hop, rate = cfg.mfcc_hop_size, cfg.audio_sample_rate
     t = np.arange(4 * hop) / rate
@@ -326,7 +326,7 @@ def test_frame_features_in_chunks_are_those_of_the_whole_audio(monkeypatch, hop,
     (features: both from one pass): the bits of the mean squares of the whole float64 mono audio."""
     from types import SimpleNamespace
 
-    from edanet import frame_features as audio
+    from edanet.features import frame_features as audio
     if chunk:
         monkeypatch.setattr(audio, "_CHUNK", chunk * hop)         # 3 hops a chunk, the last one alone
     rng = np.random.default_rng(hop + channels)
@@ -349,6 +349,6 @@ def test_frame_features_in_chunks_are_those_of_the_whole_audio(monkeypatch, hop,
     for a in (x, x.astype(np.float64), mono[None], mono):
         np.testing.assert_array_equal(audio.loudness(a, cfg), loud)
         np.testing.assert_array_equal(audio.onset_strength(a, cfg), onset)
-    both, _ = audio._frame_features(x, cfg)
+    both, _ = audio.compute_frame_features(x, cfg)
     np.testing.assert_array_equal(both[0], loud)
     np.testing.assert_array_equal(both[1], onset)

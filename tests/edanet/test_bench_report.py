@@ -1,4 +1,4 @@
-"""The benchmark report (``edanet bench`` / ``edanet.bench.report``): variant parsing, the floor,
+"""The benchmark report (``edanet bench`` / ``benchmarks.engines.report``): variant parsing, the floor,
 step calibration, a real tiny run on the CPU, the files it writes, and the speed targets check.
 Nothing here bounds a time: the run's numbers are checked for consistency with each other."""
 import json
@@ -11,7 +11,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from edanet.bench import common, memory, report, targets  # noqa: E402
+from benchmarks.engines import common, memory, report, targets  # noqa: E402
 from edanet.cli import main as cli_main  # noqa: E402
 
 CPU = torch.device("cpu")

@@ -1,4 +1,5 @@
 """The edanet command line end to end on tiny data: synth, generate (CSV + plot), evaluate, errors."""
+import shutil
 import json
 import subprocess
 import sys
@@ -7,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from edanet import EDANet, EDANetConfig, save_model
-from edanet.eda import read_eda_csv
+from edanet.signals import read_eda_csv
 
 CLI = [sys.executable, "-m", "edanet.cli", "-q"]
 
@@ -18,12 +18,11 @@ def _cli(*args):
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("cli")
     r = _cli("synth", "--out", root / "data", "--pairs", 2, "--seconds", 24, "--seed", 5, "--audio-rate", 8000)
     assert r.returncode == 0, r.stderr
-    torch.manual_seed(0)
-    save_model(EDANet(EDANetConfig.from_preset("tiny")), root / "model")
+    shutil.copytree(tiny_model_dir, root / "model")
     return root
 
 

@@ -4,6 +4,7 @@ import math
 import pytest
 
 from edanet import PRESETS, EDANetConfig
+from edanet.generation import check_network
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -23,7 +24,7 @@ def test_presets_derive_consistent_sizes(name):
 def test_reached_field_covers_context_and_is_minimal(ctx, cap):
     if ctx == 400.0 and cap == 3:       # 914 stacks of 3: more layers than fastgen runs
         with pytest.raises(ValueError, match=r"2742 layers, more than fastgen's 1024"):
-            EDANetConfig(context_size_in_seconds=ctx, max_layers_per_stack=cap)
+            check_network(EDANetConfig(context_size_in_seconds=ctx, max_layers_per_stack=cap))
         return
     c = EDANetConfig(context_size_in_seconds=ctx, max_layers_per_stack=cap)
     target = math.ceil(ctx * c.frame_rate - 1e-9)

@@ -1,4 +1,5 @@
 """Corpus generation: batched across clips == one clip at a time, resume, bad clips, torchrun shards."""
+import shutil
 import csv
 import os
 import socket
@@ -8,11 +9,10 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 import edanet
-from edanet import EDANet, EDANetConfig, save_model
-from edanet.corpus import clip_seed, find_clips, shard_of
+import edanet.generation.corpus
+from edanet.generation.corpus import clip_seed, find_clips, shard_of
 
 CLI = [sys.executable, "-m", "edanet.cli", "-q"]
 RATE = 8000                                   # the tiny preset's audio rate: no resampling
@@ -29,7 +29,7 @@ def _tone_bursts(seconds: float, seed: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(tmp_path_factory, tiny_model_dir, tiny_model):
     root = tmp_path_factory.mktemp("corpus")
     clips = root / "clips"
     for i, s in enumerate(SECONDS):
@@ -37,10 +37,8 @@ def corpus(tmp_path_factory):
         sub.mkdir(parents=True, exist_ok=True)
         sf.write(sub / f"clip{i}.wav", _tone_bursts(s, i), RATE)
     (clips / "notes.txt").write_text("not audio: a folder search passes it by")
-    torch.manual_seed(0)
-    model = EDANet(EDANetConfig.from_preset("tiny"))
-    save_model(model, root / "model")
-    return root, model
+    shutil.copytree(tiny_model_dir, root / "model")
+    return root, tiny_model
 
 
 def _cli(*args, env=None):
@@ -86,7 +84,7 @@ def test_seeds_and_shards_depend_on_the_relative_path_only():
 @pytest.mark.parametrize("batch_size,num_samples,chunk", [(4, 1, 240), (3, 2, 240), (1, 1, 240), (3, 2, 5)])
 def test_batched_equals_one_clip_at_a_time(corpus, backend, batch_size, num_samples, chunk, monkeypatch):
     root, model = corpus
-    monkeypatch.setattr(edanet.corpus, "CHUNK_STEPS", chunk)    # 5: every clip in several engine calls
+    monkeypatch.setattr(edanet.generation.corpus, "CHUNK_STEPS", chunk)    # 5: every clip in several engine calls
     got = list(edanet.generate_many(root / "clips", model=model, backend=backend, batch_size=batch_size, seed=11,
                                     num_samples=num_samples))
     assert [c.rel for c, _ in got] == [c.rel for c in find_clips(root / "clips")]      # input order

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from edanet import EDANetConfig
-from edanet.audio import MFCC_SCALE
-from edanet.data import ONSET_RISE_DB, RESPONSE_WINDOW_S, PairedData, acoustic_onsets, find_pairs
+from edanet.features import MFCC_SCALE
+from edanet.training.data import ONSET_RISE_DB, RESPONSE_WINDOW_S, PairedData, acoustic_onsets, find_pairs
 from edanet.synth import SynthConfig, write_dataset
 
 CFG = EDANetConfig.from_preset("tiny")
@@ -185,7 +185,7 @@ def test_bad_pair_hint_is_the_callers(pairs, tmp_path):
 
 
 def test_empty_train_split_says_why_and_what_to_do(pairs, tmp_path):
-    from edanet.data import _is_validation
+    from edanet.training.data import _is_validation
     assert _is_validation("rec75", 0.1)                        # the one recording goes to validation
     _copy(pairs, tmp_path, "rec75")
     with pytest.raises(ValueError, match=r"split 'train'.*of 1 recording\(s\), 0 went to 'train' and 1 to 'val' "

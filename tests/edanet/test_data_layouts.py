@@ -7,9 +7,9 @@ import pytest
 import soundfile as sf
 
 from edanet import EDANetConfig
-from edanet.data import PairedData, _is_validation, find_pairs, load_recording
-from edanet.eda import resample_eda
-from edanet.eda_formats import read_eda_avro, read_eda_file, read_subject_column, subject_columns
+from edanet.training.data import PairedData, _is_validation, find_pairs, load_recording
+from edanet.signals import resample_eda
+from edanet.signals import read_eda_avro, read_eda_file, read_subject_column, subject_columns
 from edanet.io import write_eda_csv
 
 CFG = EDANetConfig.from_preset("tiny")      # 8 kHz audio, EDA at 4 Hz
@@ -57,9 +57,9 @@ def _by_name(data):
 # -- a subject table beside its audio, and PMEmo's folders ----------------------------------------
 
 def test_subject_table_beside_audio_gives_one_recording_per_column(tmp_path, monkeypatch):
-    import edanet.audio
-    calls, features = [], edanet.audio.features
-    monkeypatch.setattr(edanet.audio, "features", lambda *a: calls.append(a[0]) or features(*a))
+    import edanet.training.data as data_mod
+    calls, features = [], data_mod.features
+    monkeypatch.setattr(data_mod, "features", lambda *a: calls.append(a[0]) or features(*a))
     _wav(tmp_path / "song.wav", 10)
     cols = {"100083": _eda(10, 50, 1), "100081": _eda(10, 50, 2), "100090": _eda(10, 50, 3)}
     _table(tmp_path / "song.csv", cols)

@@ -62,7 +62,7 @@ def test_bundled_model_uses_the_audio(tmp_path):
     import torch
     import torch.nn.functional as F
 
-    from edanet.data import find_pairs, load_recording
+    from edanet.training.data import find_pairs, load_recording
     from edanet.synth import SynthConfig, write_dataset
 
     write_dataset(tmp_path, 6, SynthConfig(seconds=120.0), seed=2000, progress=False)

@@ -10,8 +10,8 @@ import torch
 
 import edanet
 import fastgen
-from edanet.audio import features
-from edanet.export import engine_frames, export_to_fastgen
+from edanet.features import features
+from edanet.generation.export import engine_frames, export_to_fastgen
 from conformance import check_generate, check_teacher_forced
 from cuda_emu import emu_engine
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from edanet.eda import (EDARecording, Normalization, load_eda, read_eda_csv, resample_eda,
+from edanet.signals import (EDARecording, Normalization, load_eda, read_eda_csv, resample_eda,
                         validate_eda)
 from edanet.io import write_eda_csv
 

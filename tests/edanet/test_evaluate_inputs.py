@@ -1,4 +1,4 @@
-"""edanet.evaluate's inputs: its arguments are checked first, the audio is the pair's, bad pairs
+"""edanet.evaluation.evaluate's inputs: its arguments are checked first, the audio is the pair's, bad pairs
 get a remedy evaluate offers, pairs without ground truth get the likelihood only, a baseline model
 must share the model's EDA rate."""
 import json
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edanet import EDANet, EDANetConfig
-from edanet.evaluate import evaluate
+from edanet.evaluation import evaluate
 from edanet.synth import SynthConfig, write_dataset
 
 CFG = EDANetConfig.from_preset("tiny")

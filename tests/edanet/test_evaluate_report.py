@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from edanet import EDANet, EDANetConfig, metrics
-from edanet.data import PairedData
-from edanet.eda import read_eda_csv
-from edanet.evaluate import SYSTEMS, Tally, Truth, evaluate, likelihood, over_seeds
+from edanet import EDANet, EDANetConfig
+from edanet.evaluation import metrics
+from edanet.training.data import PairedData
+from edanet.signals import read_eda_csv
+from edanet.evaluation import SYSTEMS, Tally, Truth, evaluate, likelihood, over_seeds
 from edanet.synth import SynthConfig, scr_shape, write_dataset
 
 CFG = EDANetConfig.from_preset("tiny")
@@ -160,7 +161,7 @@ def test_nll_of_the_us_value_on_a_uniform_model(tmp_path, representation):
     write_dataset(tmp_path, 2, SynthConfig(seconds=20.0, audio_sample_rate=cfg.audio_sample_rate), seed=4,
                   progress=False)
     data = PairedData(tmp_path, cfg, "all", crop_steps=7)    # several windows, not a multiple of W
-    from edanet.representation import codec_for
+    from edanet.signals.codec import codec_for
     codec = codec_for(cfg)
     logw = []
     for rec in data.recordings:

@@ -1,5 +1,5 @@
-"""edanet.feature_stream: the frames of a stream, however the audio is cut, are bit for bit
-those of edanet.audio.features on the whole audio; audio_blocks reads a file in parts."""
+"""edanet.features.stream: the frames of a stream, however the audio is cut, are bit for bit
+those of edanet.features.features on the whole audio; audio_blocks reads a file in parts."""
 import dataclasses
 import math
 from pathlib import Path
@@ -10,10 +10,10 @@ import soundfile as sf
 import soxr
 
 import edanet
-from edanet import spectral
-from edanet.audio import features
+from edanet.features import spectral
+from edanet.features import features
 from edanet.config import EDANetConfig
-from edanet.feature_stream import FeatureStream, audio_blocks, audio_info
+from edanet.features.stream import FeatureStream, audio_blocks, audio_info
 
 # the bundled default model's config (16 kHz, n_fft 2048, hop 1000, K=4, loudness + onset)
 DEFAULT = EDANetConfig.from_json((Path(edanet.__file__).parent / "assets" / "default" / "config.json").read_text())

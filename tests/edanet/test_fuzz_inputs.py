@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from edanet import EDANet, EDANetConfig, load_model, save_model
-from edanet.audio import load_audio
+from edanet import EDANet, EDANetConfig, load_model
+from edanet.features import load_audio
 from edanet.config import AUDIO_RATES, EDA_RATES, MAX_EDA_US
-from edanet.eda import read_eda_csv
-from edanet.eda_formats import read_eda_file
+from edanet.signals import read_eda_csv
+from edanet.signals import read_eda_file
 
 #: What the library raises for bad input: anything else coming out is a bug.
 LIBRARY_ERRORS = (ValueError, FileNotFoundError, TypeError)
@@ -133,9 +133,8 @@ def test_audio_files(work, data):
 # -- model files ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_model(EDANet(EDANetConfig.from_preset("tiny")), tmp_path_factory.mktemp("model") / "m")
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 JSON = st.recursive(st.none() | st.booleans() | NUMBERS | st.text(max_size=8),

@@ -7,13 +7,12 @@ import edanet
 import fastgen
 from edanet import EDANet, EDANetConfig
 from edanet.generation import Generator, generator_for
-from edanet.representation import FALLBACK_INITIAL_EDA_US, codec_for
+from edanet.signals.codec import FALLBACK_INITIAL_EDA_US, codec_for
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return EDANet(EDANetConfig.from_preset("tiny"))
+def tiny(tiny_model):
+    return tiny_model
 
 
 def _audio(seconds, rate=8000, seed=0):

@@ -5,6 +5,7 @@ swapping the machine).
 
 All cases run in one capped subprocess (``edanet.cli.main`` called once per case) to keep the
 suite quick; the training lock, resume and checkpoint cases are in test_train_robustness.py."""
+import shutil
 import json
 import resource
 import subprocess
@@ -16,7 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from edanet import EDANet, EDANetConfig, save_model
+from edanet import EDANet, EDANetConfig
+from edanet.generation import check_network
 from edanet.synth import SynthConfig, write_dataset
 
 CAP_BYTES = 4 * 2**30
@@ -75,13 +77,12 @@ def _pair(root, name, wav, eda_text):
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory):
+def outcomes(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("hostile")
     write_dataset(root / "data", 1, SynthConfig(seconds=8.0, audio_sample_rate=CFG.audio_sample_rate), seed=3,
                   progress=False)
     wav = root / "data" / "synth_00000.wav"
-    torch.manual_seed(0)
-    save_model(EDANet(CFG), root / "tiny")
+    shutil.copytree(tiny_model_dir, root / "tiny")
 
     models = {
         "context 1e17 s": _model_with(root, "ctx17", context_size_in_seconds=1e17, max_layers_per_stack=60),
@@ -171,7 +172,7 @@ def test_the_cap_is_what_refuses_the_large_model(tmp_path, monkeypatch):
     assert 2 * 2**30 < 4 * sum(cfg.parameter_counts.values()) < 12 * 2**30
     monkeypatch.setenv("FASTGEN_MAX_BYTES", str(2 * 2**30))
     with pytest.raises(ValueError, match="GiB allowed here"):
-        EDANetConfig.from_preset("tiny", quantization_bins=65536, out_channels=512, num_mfccs=20)
+        check_network(EDANetConfig.from_preset("tiny", quantization_bins=65536, out_channels=512, num_mfccs=20))
 
 
 def test_memory_limit_follows_an_address_space_cap():

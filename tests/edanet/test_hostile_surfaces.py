@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
-from edanet import EDANet, EDANetConfig, save_model
+from edanet import EDANetConfig
 from edanet.synth import SynthConfig, write_dataset
 
 CAP_BYTES = 4 * 2**30
@@ -86,11 +85,8 @@ def write_clips(folder: Path, names, seconds: float = 2.0) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("model") / "tiny"
-    torch.manual_seed(0)
-    save_model(EDANet(CFG), d)
-    return d
+def model(tiny_model_dir) -> Path:
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")

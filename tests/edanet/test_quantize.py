@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from edanet.quantize import class_values, dequantize, quantize
+from edanet.signals.quantize import class_values, dequantize, quantize
 
 
 def mu_law_encode(x, bins):

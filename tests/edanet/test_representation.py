@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from edanet import EDANetConfig
-from edanet.quantize import bin_edges, quantize
-from edanet.representation import DeltaCodec, NormalizedCodec, codec_for
+from edanet.signals.quantize import bin_edges, quantize
+from edanet.signals.codec import DeltaCodec, NormalizedCodec, codec_for
 
 
 def _eda(n=600, seed=0):

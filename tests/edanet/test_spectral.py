@@ -1,4 +1,4 @@
-"""edanet.spectral and edanet.audio.resample against librosa, their reference."""
+"""edanet.features.spectral and edanet.features.audio.resample against librosa, their reference."""
 import dataclasses
 import math
 
@@ -8,8 +8,8 @@ import pytest
 import scipy.fft
 
 from edanet import EDANetConfig
-from edanet import spectral
-from edanet.audio import mfcc_frames, mfcc_frames_reference, resample
+from edanet.features import spectral
+from edanet.features import mfcc_frames, mfcc_frames_reference, resample
 
 
 def _audio(channels: int, n: int, sr: int, seed: int) -> np.ndarray:

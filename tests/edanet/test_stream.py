@@ -13,8 +13,9 @@ import pytest
 import soundfile as sf
 
 import edanet
+import fastgen
 from edanet.generation import UniformStream, default_model, draw_uniforms
-from edanet.representation import codec_for
+from edanet.signals.codec import codec_for
 
 SR = 16000
 
@@ -70,7 +71,7 @@ def test_delta_decoder_chunks_equal_one_decode():
     ("torch", 22050, 1, 2, 900),
 ])
 def test_stream_equals_generate(backend, rate, channels, num_samples, largest):
-    if backend not in edanet.generation.fastgen.available("cpu"):
+    if backend not in fastgen.available("cpu"):
         pytest.skip(f"backend {backend} is not built here")
     audio = _audio(9.3, seed=rate, rate=rate, channels=channels)
     want = edanet.generate(audio.T if channels > 1 else audio, rate, backend=backend, seed=5,
@@ -105,8 +106,8 @@ def test_stream_refuses_misuse():
 
 
 def test_file_is_generated_block_by_block_as_its_samples(tmp_path, monkeypatch):
-    import edanet.feature_stream as feature_stream_mod
-    import edanet.stream as stream_mod
+    import edanet.features.stream as feature_stream_mod
+    import edanet.generation.core as stream_mod
     audio = _audio(13.1, seed=3, rate=22050, channels=2)
     path = tmp_path / "clip.wav"
     sf.write(path, audio, 22050, subtype="FLOAT")

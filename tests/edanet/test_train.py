@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from edanet import EDANetConfig, load_model
-from edanet.data import find_pairs
-from edanet.eda import load_eda
+from edanet.training.data import find_pairs
+from edanet.signals import load_eda
 from edanet.cli import main as cli_main
 from edanet.synth import SynthConfig, write_dataset
 

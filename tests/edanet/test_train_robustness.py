@@ -25,7 +25,7 @@ from edanet.cli import main as cli_main
 from edanet.config import EDANetConfig
 from edanet.io import atomic_write, remove_temp_files_of
 from edanet.synth import SynthConfig, write_dataset
-from edanet.train import TRAIN_PRESETS, RunLock, TrainConfig, train
+from edanet.training import TRAIN_PRESETS, RunLock, TrainConfig, train
 
 TINY = EDANetConfig.from_preset("tiny")
 CLI = ["-q", "train", "--preset", "tiny", "--batch-size", "2", "--crop-steps", "8", "--device", "cpu"]

@@ -8,7 +8,7 @@ from conftest import PARITY_SPECS, make_case
 from conformance import *  # noqa: F401,F403 (the conformance suite, on the engines below)
 from conformance import EngineCase, check_generate, engine_fixture, near_tie, rel_err
 from edanet import EDANet, EDANetConfig, export_to_fastgen
-from edanet.export import engine_frames
+from edanet.generation.export import engine_frames
 from fastgen import reference as ref
 
 

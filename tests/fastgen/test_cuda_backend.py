@@ -88,7 +88,7 @@ def test_unavailable_reason_checks_the_gpu_arch(monkeypatch, arch, cap, ok):
     ext = types.SimpleNamespace(build_info=lambda: json.dumps({"arch": arch}))
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: cap)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Some GPU")
-    reason = cb._arch_mismatch(ext)
+    reason = cb.arch_mismatch(ext)
     if ok:
         assert reason is None
     else:
@@ -128,7 +128,7 @@ def test_mma_fragment_layout_follows_the_ptx_formula():
     # row(k) = tig*2 + (i&1) + 8*(i>=2), col(n) = groupID; lane = groupID*4 + tig.
     N, Kd = 24, 48
     w = torch.arange(N * Kd, dtype=torch.float64).reshape(N, Kd)
-    flat = cb._pack_matrix(w, "mma")
+    flat = cb.pack_matrix(w, "mma")
     KT = Kd // 16
     for nt in range(N // 8):
         for kt in range(KT):
@@ -137,9 +137,9 @@ def test_mma_fragment_layout_follows_the_ptx_formula():
                 for i in range(4):
                     k = kt * 16 + tig * 2 + (i & 1) + (8 if i >= 2 else 0)
                     assert flat[((nt * KT + kt) * 32 + lane) * 4 + i] == w[nt * 8 + g, k]
-    assert torch.equal(cb._unpack_matrix(flat, N, Kd, "mma"), w)
+    assert torch.equal(cb.unpack_matrix(flat, N, Kd, "mma"), w)
     with pytest.raises(ValueError, match="N % 8 == 0 and K % 16 == 0"):
-        cb._pack_matrix(torch.zeros(12, 16), "mma")
+        cb.pack_matrix(torch.zeros(12, 16), "mma")
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES)

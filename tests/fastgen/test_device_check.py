@@ -185,7 +185,7 @@ import pytest
 rc = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *{_device_test_targets()!r}])
 assert rc == 0, f"collecting the device's tests failed (exit {{rc}})"
 from benchmarks import cuda_sanitizer   # the sanitizer phase
-from edanet.bench import common, report   # the benchmark phase
+from benchmarks.engines import common, report   # the benchmark phase
 common.spec_and_weights("small@quantization_bins=16")
 print("IMPORTED-OK")
 """

@@ -162,8 +162,11 @@ static std::string prepare(const std::map<std::string, long long>& ints, const s
   const int dtypes[FG_B_COUNT] = {FG_U8, dt, FG_F32, dt, FG_F32, FG_I64, FG_I64, FG_F32, dt, FG_F32, FG_I32};
   FgBuf bufs[FG_B_COUNT];
   for (int i = 0; i < FG_B_COUNT; ++i) bufs[i] = FgBuf{blob, LLONG_MAX, dtypes[i]};
+  FgLaunchInts a;
+  const std::string missing = fg_named_ints(ints, /*per_call=*/true, &a);
+  if (!missing.empty()) return missing;
   FgParams p;
-  return fg_prepare(ints, dils, 1.0, bufs, &p);
+  return fg_prepare(a, dils, 1.0, bufs, &p);
 }
 
 static void hostile(const char* name, const char* key, long long value) {

@@ -171,7 +171,7 @@ class _GridRecorder:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_batch_256_launches_a_program_per_sm(monkeypatch, variant, sms, dtype):
     from fastgen.backends.triton import ops as tk
-    kernel = "_step_kernel" if variant == "triton" else "_persistent_kernel"
+    kernel = "step_kernel" if variant == "triton" else "persistent_kernel"
     recorder = _GridRecorder()
     monkeypatch.setattr(tk, kernel, recorder)
     monkeypatch.setattr(tk, "sm_count", lambda device=None: sms)

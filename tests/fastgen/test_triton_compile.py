@@ -1,7 +1,7 @@
 """The Triton kernels compile for sm_80 and sm_90, and what they would use there fits.
 
 CI has no GPU and runs the kernels through Triton's interpreter, which never compiles them;
-here they are compiled for real (``fastgen/backends/triton/aot.py``: the launches' own arguments and
+here they are compiled for real (``benchmarks/triton_aot.py``: the launches' own arguments and
 specialisations, Triton's bundled ptxas), in a subprocess without ``TRITON_INTERPRET``. That
 catches what only the compiler rejects, and checks every default launch configuration of the
 parity specs and of the ``small`` and ``base`` presets (batch 1; 256, one sequence per program
@@ -27,7 +27,7 @@ pytest.importorskip("triton")
 from conftest import PARITY_SPECS  # noqa: E402
 from fastgen.backends.triton import ops as tk  # noqa: E402
 from fastgen import random_weights  # noqa: E402
-from fastgen.backends.triton.aot import SHARED_PER_BLOCK, SM_COUNT, compile_launch  # noqa: E402
+from benchmarks.triton_aot import SHARED_PER_BLOCK, SM_COUNT, compile_launch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +86,7 @@ def test_every_launch_compiles_for_sm80_and_sm90(compiled):
     assert {r["arch"] for r in compiled} == {80, 90}
     for r in compiled:
         assert 0 < r["registers"] <= 255, r
-        assert r["kernel"] == ("_step_kernel" if r["variant"] == "triton" else "_persistent_kernel")
+        assert r["kernel"] == ("step_kernel" if r["variant"] == "triton" else "persistent_kernel")
 
 
 def test_shared_memory_fits_a_block(compiled):
@@ -137,7 +137,7 @@ def test_prediction_matches_the_launched_kernel(variant):
     eng = fastgen.create(variant, spec, fastgen.random_weights(spec), device="cuda", dtype=torch.bfloat16)
     steps = 16
     frames = torch.randn(1, spec.in_channels, steps * spec.frames_per_step, spec.num_features)
-    kernel = tk._step_kernel if variant == "triton" else tk._persistent_kernel
+    kernel = tk.step_kernel if variant == "triton" else tk.persistent_kernel
     for caches in kernel.device_caches.values():
         caches[0].clear()                       # so only this launch's kernels are compared
     eng.generate(frames, torch.rand(1, steps))

@@ -1,6 +1,5 @@
 """The cuda backend's engine: whether the extension and a GPU are here (and why not), and
-``CudaEngine``, which packs once, plans per call, allocates the workspaces and calls
-``fastgen._cuda.run``."""
+``CudaEngine``, which packs once, plans per call and calls the ops (``ops.py``) once per launch."""
 from __future__ import annotations
 
 import torch
@@ -8,15 +7,17 @@ import torch
 from ... import devices
 from ...engine import Engine
 
-from .pack import DTYPES, MODE_GENERATE, MODE_TEACHER, pack_weights, select_path
-from .plan import LaunchPlan, device_limits, launch_ints, plan_launch, spin_timeout_ms
+from . import ops
+from .pack import DTYPES, pack_weights, select_path
+from .plan import LaunchPlan, device_limits, op_ints, plan_launch, spin_timeout_ms
 
 
 def unavailable_reason() -> str | None:
-    """None when the extension imports and a GPU is visible, else what is missing and how to build."""
+    """None when the extension imports (registering the ops' CUDA kernels) and a GPU is visible,
+    else what is missing and how to build."""
     from .. import BUILD_HINT
     try:
-        from ... import _cuda  # noqa: F401
+        from ... import _cuda
     except ImportError as e:
         cuda = torch.version.cuda
         why = ("this torch is a CPU-only build (torch.version.cuda is None), so setup.py skipped it"
@@ -24,13 +25,18 @@ def unavailable_reason() -> str | None:
         return (f"the CUDA extension fastgen._cuda is not built ({why}). Build it on a machine with a CUDA "
                 f"build of torch and nvcc:\n  {BUILD_HINT}\n(set FASTGEN_BUILD_CUDA=1 to make the build fail "
                 "loudly if it cannot compile the CUDA sources)")
+    if not ops.registered():
+        return (f"the ops torch.ops.fastgen.{ops.OPS[0]} and {ops.OPS[1]} are not registered: fastgen._C, which "
+                f"declares them, is not built or out of date; rebuild with  {BUILD_HINT}")
     if not torch.cuda.is_available():
         return "torch.cuda.is_available() is False: no usable CUDA GPU on this machine"
-    return _arch_mismatch(_cuda)
+    return arch_mismatch(_cuda)
 
 
-def _arch_mismatch(ext) -> str | None:
-    """A reason when the current GPU is older than sm_80 or not covered by the built arch list."""
+def arch_mismatch(ext) -> str | None:
+    """Why the built extension ``ext`` (its ``build_info()``) cannot run on the current GPU: older
+    than sm_80, or not covered by the architectures it was built for. None when it can (or when
+    that cannot be told)."""
     try:
         major, minor = torch.cuda.get_device_capability()
     except Exception:  # pragma: no cover - no device to ask
@@ -74,9 +80,10 @@ def _arch_mismatch(ext) -> str | None:
 class CudaEngine(Engine):
     """Options: ``path`` ("auto" | "mma" | "fma"), overrides of the launch heuristics
     ``threads``, ``f_splits``, ``seqs_per_block``, and ``spin_timeout_s`` (how long a block waits
-    for another before it traps; default ``$FASTGEN_CUDA_SPIN_TIMEOUT_S`` or 20 s). ``_runtime``/``_device_limits`` substitute
-    the extension and the device's (smem per block, SMs) -- the tests run the kernel in a CPU
-    emulator that way."""
+    for another before it traps; default ``$FASTGEN_CUDA_SPIN_TIMEOUT_S`` or 20 s). ``_runtime``
+    substitutes the ops (an object with ``cuda_generate`` and ``cuda_teacher_forced`` taking their
+    arguments; default ``torch.ops.fastgen``), ``_device_limits`` the device's (smem per block,
+    SMs) -- the tests run the kernel in a CPU emulator that way."""
     name = "cuda"
 
     def __init__(self, spec, weights, device="cuda", dtype=torch.float32, path: str = "auto",
@@ -93,8 +100,7 @@ class CudaEngine(Engine):
             reason = unavailable_reason()
             if reason:
                 raise BackendUnavailable(reason)
-            from ... import _cuda
-            _runtime = _cuda
+            _runtime = torch.ops.fastgen
             if self.device.index is None:
                 self.device = torch.device("cuda", torch.cuda.current_device())
             major, minor = torch.cuda.get_device_capability(self.device)
@@ -119,48 +125,36 @@ class CudaEngine(Engine):
         # index), so the rings need no zeroing.
         return torch.empty(batch * self.plan(1).ring_elems_per_seq, dtype=self.dtype, device=self.device)
 
-    def _run(self, mode: int, frames: torch.Tensor, aux: torch.Tensor, temperature: float,
-             state=None) -> torch.Tensor:
-        spec, dev = self.spec, self.device
-        B = frames.shape[0]
-        n = frames.shape[2] // spec.frames_per_step
-        if mode == MODE_GENERATE:
-            # column 0: the class conditioning the first step; the kernel writes steps to 1..n
-            out = torch.empty((B, n + 1), dtype=torch.long, device=dev)
-            out[:, 0] = state.classes
-        else:
-            out = torch.empty((B, n, spec.num_classes), dtype=torch.float32, device=dev)
-        if B == 0 or n == 0:
-            return out[:, 1:] if mode == MODE_GENERATE else out
-        plan = self.plan(B)
-        bpl = plan.batch_per_launch
-        per_seq = plan.ring_elems_per_seq
-        ring = state.history if state is not None else torch.empty(bpl * per_seq, dtype=self.dtype, device=dev)
-        step0 = state.steps if state is not None else 0
-        partials = torch.empty(plan.partial_floats, dtype=torch.float32, device=dev)
-        flags = torch.zeros(plan.flag_count, dtype=torch.int32, device=dev)
-        empty_f = torch.empty(0, dtype=torch.float32, device=dev)
-        empty_l = torch.empty(0, dtype=torch.long, device=dev)
-        aux = aux.contiguous()
-        dils = list(spec.dilations)
-        pk = self.packed
-        for b0 in range(0, B, bpl):
-            b1 = min(B, b0 + bpl)
-            ints = launch_ints(spec, plan, pk.layout, b1 - b0, n, mode, self.spin_timeout_ms, step0)
-            # a state's rings hold every sequence; a fresh teacher-forced call reuses one launch's
-            ring_b = ring[b0 * per_seq:b1 * per_seq] if state is not None else ring
-            if mode == MODE_GENERATE:
-                uniforms, classes, samples, logits = aux[b0:b1], empty_l, out[b0:b1], empty_f
-            else:
-                uniforms, classes, samples, logits = empty_f, aux[b0:b1], empty_l, out[b0:b1]
-            self._runtime.run(ints, dils, float(temperature), pk.core, pk.down, pk.cond_table, frames[b0:b1],
-                              uniforms, classes, samples, logits, ring_b, partials, flags)
-        return out[:, 1:] if mode == MODE_GENERATE else out
+    def _launches(self, batch: int):
+        """The launches of a call on ``batch`` sequences: (first, end) sequence of each, the ops'
+        integers, and the ring elements per sequence."""
+        plan = self.plan(batch)
+        ints = op_ints(self.spec, plan, self.packed.layout, self.spin_timeout_ms)
+        step = plan.batch_per_launch
+        return [(b0, min(batch, b0 + step)) for b0 in range(0, batch, step)], ints, plan.ring_elems_per_seq
 
     @torch.no_grad()
     def _generate(self, frames, uniforms, temperature, state):
-        return self._run(MODE_GENERATE, frames, uniforms, temperature, state)
+        B, n = frames.shape[0], frames.shape[2] // self.spec.frames_per_step
+        if B == 0 or n == 0:
+            return torch.empty((B, n), dtype=torch.long, device=self.device)
+        launches, ints, per_seq = self._launches(B)
+        pk, dils, uniforms = self.packed, list(self.spec.dilations), uniforms.contiguous()
+        # each launch continues its sequences' rings, in place in the state's
+        out = [self._runtime.cuda_generate(pk.core, pk.down, pk.cond_table, frames[b0:b1], uniforms[b0:b1],
+                                           state.classes[b0:b1], state.history[b0 * per_seq:b1 * per_seq],
+                                           float(temperature), state.steps, dils, **ints)
+               for b0, b1 in launches]
+        return out[0] if len(out) == 1 else torch.cat(out)
 
     @torch.no_grad()
     def _teacher_forced(self, frames, classes):
-        return self._run(MODE_TEACHER, frames, classes, 0.0)
+        B, n = frames.shape[0], frames.shape[2] // self.spec.frames_per_step
+        if B == 0 or n == 0:
+            return torch.empty((B, n, self.spec.num_classes), dtype=torch.float32, device=self.device)
+        launches, ints, _ = self._launches(B)
+        pk, dils, classes = self.packed, list(self.spec.dilations), classes.contiguous()
+        out = [self._runtime.cuda_teacher_forced(pk.core, pk.down, pk.cond_table, frames[b0:b1], classes[b0:b1],
+                                                 dils, **ints)
+               for b0, b1 in launches]
+        return out[0] if len(out) == 1 else torch.cat(out)

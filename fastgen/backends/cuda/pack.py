@@ -10,17 +10,21 @@ import torch
 from ...packing import cond_table, residual_per_layer
 from ...spec import NetworkSpec, check_weights
 
-MAX_LAYERS = 128        # FG_MAX_LAYERS in csrc/cuda/fastgen_cuda.h
-MAX_THREADS = 256       # FG_MAX_THREADS
+# The kernel's own limits (csrc/cuda/fastgen_cuda.h), tighter than a NetworkSpec's:
+MAX_KERNEL_LAYERS = 128  # FG_MAX_LAYERS: its parameter block holds each layer's dilation and ring offset
+MAX_THREADS = 256        # FG_MAX_THREADS: threads per block
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)   # the kernel takes its dtype from down_w's
 MODE_GENERATE, MODE_TEACHER = 0, 1
 
 
-def _align16(n: int) -> int:
+def align16(n: int) -> int:
+    """``n`` bytes rounded up to the 16-byte alignment of every segment of the packed blob and of
+    shared memory (fg_align16 in csrc/cuda/fastgen_cuda.h)."""
     return (n + 15) // 16 * 16
 
 
-def _esize(dtype: torch.dtype) -> int:
+def element_size(dtype: torch.dtype) -> int:
+    """Bytes per element of a compute dtype the kernel takes (``DTYPES``); ValueError for another."""
     if dtype not in DTYPES:
         raise ValueError(f"the cuda backend supports float32, bfloat16 and float16, got {dtype}")
     return torch.empty((), dtype=dtype).element_size()
@@ -29,7 +33,7 @@ def _esize(dtype: torch.dtype) -> int:
 def select_path(spec: NetworkSpec, dtype: torch.dtype, path: str = "auto") -> str:
     """The GEMM path: ``"mma"`` (tensor cores) or ``"fma"``. ``auto`` takes mma for 16-bit dtypes
     when the channel counts allow it; float32 always runs on the FMA path (parity)."""
-    _esize(dtype)
+    element_size(dtype)
     chans = {"residual_channels": spec.residual_channels, "hidden_channels": spec.hidden_channels,
              "skip_channels": spec.skip_channels, "out_channels": spec.out_channels}
     mma_ok = all(v % 16 == 0 for v in chans.values())
@@ -62,24 +66,25 @@ class CoreLayout:
 
 
 def core_layout(spec: NetworkSpec, dtype: torch.dtype, path: str) -> CoreLayout:
-    es = _esize(dtype)
+    es = element_size(dtype)
     Cin, Cr, Ch, Cs, Co, Q = (spec.in_channels, spec.residual_channels, spec.hidden_channels,
                               spec.skip_channels, spec.out_channels, spec.num_classes)
     off, offsets = 0, {}
     for name, nbytes in (("in_w", 4 * Cr * Cin), ("in_b", 4 * Cr), ("down_b", 4 * Q), ("h1b", 4 * Co),
                          ("h2b", 4 * Co), ("h1w", es * Co * Cs), ("h2w", es * Co * Co)):
         offsets[name] = off
-        off += _align16(nbytes)
+        off += align16(nbytes)
     offsets["layers"] = off
     wdil = 0
-    wsr = wdil + _align16(es * 2 * Ch * 2 * Cr)
-    bsr = wsr + _align16(es * (Cs + Cr) * Ch)
-    stride = bsr + _align16(4 * (Cs + Cr))
+    wsr = wdil + align16(es * 2 * Ch * 2 * Cr)
+    bsr = wsr + align16(es * (Cs + Cr) * Ch)
+    stride = bsr + align16(4 * (Cs + Cr))
     return CoreLayout(offsets, stride, {"wdil": wdil, "wsr": wsr, "bsr": bsr}, off + spec.num_layers * stride)
 
 
-def _pack_matrix(w: torch.Tensor, path: str) -> torch.Tensor:
-    """(N, Kd) -> flat, in the kernel's GEMM layout."""
+def pack_matrix(w: torch.Tensor, path: str) -> torch.Tensor:
+    """A GEMM weight ``(N, Kd)``, flat in the kernel's layout for ``path``: ``W^T`` (k-major) for
+    "fma"; for "mma" each 16x8 tile as the 32 lanes' ``mma.m16n8k16`` B fragments."""
     N, Kd = w.shape
     if path == "fma":
         return w.t().contiguous().reshape(-1)
@@ -90,7 +95,8 @@ def _pack_matrix(w: torch.Tensor, path: str) -> torch.Tensor:
     return w6.permute(0, 2, 1, 4, 3, 5).contiguous().reshape(-1)
 
 
-def _unpack_matrix(flat: torch.Tensor, N: int, Kd: int, path: str) -> torch.Tensor:
+def unpack_matrix(flat: torch.Tensor, N: int, Kd: int, path: str) -> torch.Tensor:
+    """Inverse of ``pack_matrix``: the ``(N, Kd)`` matrix."""
     if path == "fma":
         return flat.reshape(Kd, N).t()
     return flat.reshape(N // 8, Kd // 16, 8, 4, 2, 2).permute(0, 2, 1, 4, 3, 5).reshape(N, Kd)
@@ -130,16 +136,16 @@ def pack_weights(spec: NetworkSpec, weights: dict, dtype: torch.dtype = torch.fl
     put(o["down_b"], w["down_b"].to(f32))
     put(o["h1b"], w["head1_b"].to(f32))
     put(o["h2b"], w["head2_b"].to(f32))
-    put(o["h1w"], _pack_matrix(w["head1_w"].to(dtype), path))
-    put(o["h2w"], _pack_matrix(w["head2_w"].to(dtype), path))
+    put(o["h1w"], pack_matrix(w["head1_w"].to(dtype), path))
+    put(o["h2w"], pack_matrix(w["head2_w"].to(dtype), path))
     res_w, res_b = residual_per_layer(w)          # the last layer's zeros: the kernel never reads them
     for l in range(spec.num_layers):
         base = o["layers"] + l * lay.layer_stride
         wdil = torch.cat([w["dil_w0"][l], w["dil_w1"][l]], dim=1)            # (2Ch, 2Cr): [past | cur]
         wsr = torch.cat([w["skip_w"][l], res_w[l]], dim=0)                   # (Cs+Cr, Ch): [skip; res]
         bsr = torch.cat([w["skip_b"][l], res_b[l]])
-        put(base + lay.layer_offsets["wdil"], _pack_matrix(wdil.to(dtype), path))
-        put(base + lay.layer_offsets["wsr"], _pack_matrix(wsr.to(dtype), path))
+        put(base + lay.layer_offsets["wdil"], pack_matrix(wdil.to(dtype), path))
+        put(base + lay.layer_offsets["wsr"], pack_matrix(wsr.to(dtype), path))
         put(base + lay.layer_offsets["bsr"], bsr.to(f32))
     down = w["down_w"].transpose(0, 1).contiguous().reshape(-1).to(dtype)       # [F][K][Co][Q]: F-split blocks
     cond = cond_table(w)                                                         # (L, Qc, 2Ch), float64
@@ -160,7 +166,7 @@ def unpack_weights(spec: NetworkSpec, packed: PackedWeights) -> dict:
         return core[off:off + n * size].view(dtype).to(torch.float64)
 
     def mat(off, N, Kd):
-        return _unpack_matrix(get(off, N * Kd, dt), N, Kd, path)
+        return unpack_matrix(get(off, N * Kd, dt), N, Kd, path)
 
     o = lay.offsets
     out = {"in_w": get(o["in_w"], Cr * Cin, torch.float32).reshape(Cr, Cin),

@@ -1,6 +1,6 @@
 """How one launch of the cuda kernel is laid out: shared memory per block, the split of a batch
 over blocks (positions across ``f_splits`` blocks, sequences across blocks), threads, resident
-weights, workspaces; the named integers the extension takes; the device's limits; the spin timeout."""
+weights, workspaces; the named integers the ops take; the device's limits; the spin timeout."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +10,7 @@ import torch
 from ... import devices
 from ...spec import NetworkSpec
 
-from .pack import MAX_LAYERS, MAX_THREADS, CoreLayout, _align16, _esize, core_layout, select_path
+from .pack import MAX_KERNEL_LAYERS, MAX_THREADS, CoreLayout, align16, core_layout, element_size, select_path
 
 # A block that waits for another longer than this reports the wait and traps (a broken
 # invariant must not hang the GPU). compute-sanitizer slows blocks down by 100x or more: give
@@ -43,7 +43,7 @@ def spin_timeout_ms(seconds: float | None = None) -> int:
 def smem_layout(spec: NetworkSpec, dtype: torch.dtype, path: str, seqs_per_block: int, f_per_block: int,
                 threads: int, core_resident: int, down_resident: bool) -> dict:
     """Bytes of each shared-memory region of a block (mirrors fg_smem_layout in fastgen_cuda.h)."""
-    es = _esize(dtype)
+    es = element_size(dtype)
     K, Cr, Ch, Cs, Co, Q = (spec.frames_per_step, spec.residual_channels, spec.hidden_channels,
                             spec.skip_channels, spec.out_channels, spec.num_classes)
     M = seqs_per_block * K * f_per_block
@@ -51,13 +51,13 @@ def smem_layout(spec: NetworkSpec, dtype: torch.dtype, path: str, seqs_per_block
     pad = 8 if es == 2 else 0
     ldA, ldZ = max(2 * Cr, Cs) + pad, max(Ch, Co) + pad
     sizes = {
-        "weights": _align16(core_resident),
-        "down_w": _align16(f_per_block * K * Co * Q * es) if down_resident else 0,
+        "weights": align16(core_resident),
+        "down_w": align16(f_per_block * K * Co * Q * es) if down_resident else 0,
         # the head's output (M x Co fp32) reuses the skip sums' region (see fg_smem_layout)
-        "x": _align16(M * Cr * 4), "skip": _align16(M * max(Cs, Co) * 4),
-        "A": _align16(Mp * ldA * es), "Z": _align16(Mp * ldZ * es),
-        "reduce": _align16(threads * 4), "logits": _align16(seqs_per_block * Q * 4),
-        "classes": _align16(seqs_per_block * 4),
+        "x": align16(M * Cr * 4), "skip": align16(M * max(Cs, Co) * 4),
+        "A": align16(Mp * ldA * es), "Z": align16(Mp * ldZ * es),
+        "reduce": align16(threads * 4), "logits": align16(seqs_per_block * Q * 4),
+        "classes": align16(seqs_per_block * 4),
     }
     sizes["total"] = sum(sizes.values())
     return sizes
@@ -106,13 +106,14 @@ def plan_launch(spec: NetworkSpec, batch: int, smem_per_block: int, num_sms: int
     far as the budget left by the activations allows; the rest is read from global memory
     (L2). ``f_splits``/``seqs_per_block``/``threads`` override the heuristics."""
     path = select_path(spec, dtype, path)
-    es = _esize(dtype)
+    es = element_size(dtype)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     if num_sms < 1 or blocks_per_sm < 1:
         raise ValueError(f"num_sms and blocks_per_sm must be >= 1, got {num_sms}, {blocks_per_sm}")
-    if spec.num_layers > MAX_LAYERS:
-        raise ValueError(f"the cuda backend supports at most {MAX_LAYERS} layers, the network has {spec.num_layers}")
+    if spec.num_layers > MAX_KERNEL_LAYERS:
+        raise ValueError(f"the cuda backend supports at most {MAX_KERNEL_LAYERS} layers, the network has "
+                         f"{spec.num_layers}")
     if spec.cond_classes < spec.num_classes:
         raise ValueError(f"sampled classes feed back as conditioning classes, so cond_classes "
                          f"({spec.cond_classes}) must be >= num_classes ({spec.num_classes})")
@@ -195,7 +196,7 @@ def plan_launch(spec: NetworkSpec, batch: int, smem_per_block: int, num_sms: int
     act = act_bytes(S, Fb, thr)
     budget = smem_per_block - act
     core_resident = min(lay.total, budget // 16 * 16)
-    down_resident = core_resident == lay.total and budget - _align16(lay.total) >= _align16(down_slice(Fb))
+    down_resident = core_resident == lay.total and budget - align16(lay.total) >= align16(down_slice(Fb))
     smem = smem_layout(spec, dtype, path, S, Fb, thr, core_resident, down_resident)["total"]
     assert smem <= smem_per_block
     ring = F * spec.residual_channels * sum(d + K for d in spec.dilations)
@@ -206,28 +207,35 @@ def plan_launch(spec: NetworkSpec, batch: int, smem_per_block: int, num_sms: int
                       partial_floats=groups * nf * S * Q, flag_count=groups * (nf + 1))
 
 
-def launch_ints(spec: NetworkSpec, plan: LaunchPlan, layout: CoreLayout, batch: int, steps: int, mode: int,
-                timeout_ms: int = round(DEFAULT_SPIN_TIMEOUT_S * 1000), step0: int = 0) -> dict:
-    """The named integers the extension's ``run`` takes for one launch of ``batch`` sequences,
-    steps ``step0 ..`` of a generation."""
-    groups = -(-batch // plan.seqs_per_block)
+def op_ints(spec: NetworkSpec, plan: LaunchPlan, layout: CoreLayout,
+            timeout_ms: int = round(DEFAULT_SPIN_TIMEOUT_S * 1000)) -> dict:
+    """The named int arguments of ``torch.ops.fastgen.cuda_generate`` / ``cuda_teacher_forced``
+    (FG_OP_INTS in csrc/cuda/fastgen_cuda.h) for launches of ``plan``: the network's sizes, the
+    packed weight blob's ``layout``, the plan and the spin timeout. The op derives the rest per
+    call (``launch_ints``)."""
     o, lo = layout.offsets, layout.layer_offsets
     return {
         "Cin": spec.in_channels, "F": spec.num_features, "K": spec.frames_per_step,
         "Cr": spec.residual_channels, "Ch": spec.hidden_channels, "Cs": spec.skip_channels,
         "Co": spec.out_channels, "Q": spec.num_classes, "Qc": spec.cond_classes, "L": spec.num_layers,
         "start_class": spec.start_class,
-        "nf": plan.f_splits, "Fb": plan.f_per_block, "S": plan.seqs_per_block, "G": groups,
-        "threads": plan.threads, "batch": batch, "steps": steps, "mode": mode,
+        "nf": plan.f_splits, "Fb": plan.f_per_block, "S": plan.seqs_per_block, "threads": plan.threads,
         "mma": int(plan.path == "mma"), "smem_bytes": plan.smem_bytes, "down_resident": int(plan.down_resident),
         "core_bytes": layout.total, "core_resident": plan.core_resident,
         "off_in_w": o["in_w"], "off_in_b": o["in_b"], "off_down_b": o["down_b"], "off_h1w": o["h1w"],
         "off_h1b": o["h1b"], "off_h2w": o["h2w"], "off_h2b": o["h2b"], "off_layers": o["layers"],
         "layer_stride": layout.layer_stride, "loff_wdil": lo["wdil"], "loff_wsr": lo["wsr"], "loff_bsr": lo["bsr"],
-        "spin_timeout_ms": timeout_ms, "step0": step0,
+        "spin_timeout_ms": timeout_ms,
     }
 
 
+def launch_ints(spec: NetworkSpec, plan: LaunchPlan, layout: CoreLayout, batch: int, steps: int, mode: int,
+                timeout_ms: int = round(DEFAULT_SPIN_TIMEOUT_S * 1000), step0: int = 0) -> dict:
+    """Every integer of one launch of ``batch`` sequences, steps ``step0 ..`` of a generation:
+    ``op_ints`` and those the op derives per call (FG_CALL_INTS: sequence groups, batch, steps,
+    mode, step0). What the kernel emulator's raw launch takes (tests/cuda_emu.py)."""
+    return {**op_ints(spec, plan, layout, timeout_ms), "G": -(-batch // plan.seqs_per_block), "batch": batch,
+            "steps": steps, "mode": mode, "step0": step0}
 
 
 def device_limits(device: torch.device) -> tuple[int, int]:

@@ -12,9 +12,9 @@ Design
   batch does not fill the GPU's SMs: most parallelism, least latency; up to 16 beyond, see
   below and ``launch_config``). Each sequence has
   PP rows (P = K*F positions of a step, ordered p = k*F + f, padded to a power of two PP >=
-  16); the program walks its rows in tiles of ``TILE_M`` (16..128) rows: TILE_M / PP whole
-  sequences, or, when PP > TILE_M, a chunk of SPAN = TILE_M positions of one (chunks that
-  would hold only padding are skipped). A tile is held in
+  16: ``fastgen.spec.padded_size``, as are the channel tiles); the program walks its rows in
+  tiles of ``TILE_M`` (16..128) rows: TILE_M / PP whole sequences, or, when PP > TILE_M, a
+  chunk of SPAN = TILE_M positions of one (chunks that would hold only padding are skipped). A tile is held in
   registers against channel tiles padded to powers of two >= 16, so every per-layer GEMM is
   one ``tl.dot``: rows x C_r @ C_r x C_h for each dilation tap (past, current) and half
   (filter, gate), rows x C_h @ C_h x C_s (skip) and rows x C_h @ C_h x C_r (residual), then
@@ -41,8 +41,8 @@ Design
   multiply-reduce otherwise. Softmax and inverse-CDF sampling (``reference.sample``: cumsum
   in index order, count of c_i <= u * c_{Q-1}, clamped to Q-1; argmax for temperature 0)
   follow in registers, one row per sequence.
-* ``_step_kernel``: one launch per step; the classes come from the previous launch's output.
-  ``_persistent_kernel``: one launch for the whole sequence, looping over steps in-kernel,
+* ``step_kernel``: one launch per step; the classes come from the previous launch's output.
+  ``persistent_kernel``: one launch for the whole sequence, looping over steps in-kernel,
   the sampled class fed back through the (B, n) output (written and re-read by the same
   program, across a barrier), the uniforms of every step passed in, the ring buffers in
   device memory across steps. Head / downsampling biases are loaded once per program; the
@@ -69,7 +69,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["SUPPORTED_DTYPES", "DIMS_FIELDS", "CONFIG_FIELDS", "interpreting"]
+__all__ = ["SUPPORTED_DTYPES", "DIMS_FIELDS", "CONFIG_FIELDS", "step_kernel", "persistent_kernel", "interpreting"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -77,10 +77,6 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 DIMS_FIELDS = ("CIN", "F", "K", "Q", "QC", "L", "START", "PP", "CR", "CH", "CS", "CO", "QP", "RING")
 # Layout of the ``config`` int list passed to the ops (how a launch is tiled).
 CONFIG_FIELDS = ("BLOCK_B", "TILE_M", "num_warps", "FP32_DOT")
-
-
-def _p2(n: int, lo: int = 16) -> int:
-    return max(lo, triton.next_power_of_2(int(n)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,16 +268,16 @@ def _group_step(b0, B, j, j0, temperature, io, frames, ring_ptr, scratch_ptr, W,
 
 
 @triton.jit(do_not_specialize=["j", "j0"])
-def _step_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, j, j0,
-                 cls_ptr, u_ptr, temperature, out_ptr, lg_ptr, ring_ptr, scratch_ptr,
-                 W, L,
-                 CIN: tl.constexpr, F: tl.constexpr, K: tl.constexpr, Q: tl.constexpr,
-                 QC: tl.constexpr, START: tl.constexpr, RING: tl.constexpr,
-                 PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
-                 CO: tl.constexpr, QP: tl.constexpr,
-                 BLOCK_B: tl.constexpr, TILE_M: tl.constexpr, SPAN: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
-                 DOWN_DOT: tl.constexpr, WRITE_LOGITS: tl.constexpr, SAMPLE: tl.constexpr,
-                 GREEDY: tl.constexpr, OPD: tl.constexpr, PREC: tl.constexpr):
+def step_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, j, j0,
+                cls_ptr, u_ptr, temperature, out_ptr, lg_ptr, ring_ptr, scratch_ptr,
+                W, L,
+                CIN: tl.constexpr, F: tl.constexpr, K: tl.constexpr, Q: tl.constexpr,
+                QC: tl.constexpr, START: tl.constexpr, RING: tl.constexpr,
+                PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
+                CO: tl.constexpr, QP: tl.constexpr,
+                BLOCK_B: tl.constexpr, TILE_M: tl.constexpr, SPAN: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
+                DOWN_DOT: tl.constexpr, WRITE_LOGITS: tl.constexpr, SAMPLE: tl.constexpr,
+                GREEDY: tl.constexpr, OPD: tl.constexpr, PREC: tl.constexpr):
     b0 = tl.program_id(0).to(tl.int64) * BLOCK_B
     _group_step(b0, B, j, j0, temperature, (cls_ptr, 1, u_ptr, 1, out_ptr, 1, lg_ptr, Q),
                 (frames_ptr, s_fb, s_fc, s_ft, s_ff), ring_ptr, scratch_ptr, W, L,
@@ -290,16 +286,16 @@ def _step_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, j, j0,
 
 
 @triton.jit(do_not_specialize=["n", "j0"])
-def _persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n, j0,
-                       cls_ptr, u_ptr, temperature, out_ptr, lg_ptr, ring_ptr, scratch_ptr,
-                       W, L,
-                       CIN: tl.constexpr, F: tl.constexpr, K: tl.constexpr, Q: tl.constexpr,
-                       QC: tl.constexpr, START: tl.constexpr, RING: tl.constexpr,
-                       PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
-                       CO: tl.constexpr, QP: tl.constexpr,
-                       BLOCK_B: tl.constexpr, TILE_M: tl.constexpr, SPAN: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
-                       DOWN_DOT: tl.constexpr, TEACHER: tl.constexpr, GREEDY: tl.constexpr,
-                       OPD: tl.constexpr, PREC: tl.constexpr):
+def persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n, j0,
+                      cls_ptr, u_ptr, temperature, out_ptr, lg_ptr, ring_ptr, scratch_ptr,
+                      W, L,
+                      CIN: tl.constexpr, F: tl.constexpr, K: tl.constexpr, Q: tl.constexpr,
+                      QC: tl.constexpr, START: tl.constexpr, RING: tl.constexpr,
+                      PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
+                      CO: tl.constexpr, QP: tl.constexpr,
+                      BLOCK_B: tl.constexpr, TILE_M: tl.constexpr, SPAN: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
+                      DOWN_DOT: tl.constexpr, TEACHER: tl.constexpr, GREEDY: tl.constexpr,
+                      OPD: tl.constexpr, PREC: tl.constexpr):
     """Generate: ``out (B, n + 1)`` holds in column 0 the class conditioning the first step and
     receives step j's sampled class in column j + 1, which conditions step j + 1. TEACHER: step
     j is conditioned on ``cls (B, n)[:, j]`` and ``lg (B, n, Q)`` receives the logits. ``j0``:
@@ -322,7 +318,7 @@ def _persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n, j0,
         tl.debug_barrier()
 
 
-_INTERPRETED = type(_step_kernel).__name__ == "InterpretedFunction"
+_INTERPRETED = type(step_kernel).__name__ == "InterpretedFunction"
 
 
 def interpreting() -> bool:

@@ -13,12 +13,12 @@ import triton
 import triton.language as tl
 
 from ...packing import cond_table, residual_per_layer, summed_skip_bias
-from .kernels import (CONFIG_FIELDS, DIMS_FIELDS, SUPPORTED_DTYPES, _p2, _persistent_kernel, _step_kernel,
-                      interpreting)
+from ...spec import padded_size
+from .kernels import CONFIG_FIELDS, DIMS_FIELDS, SUPPORTED_DTYPES, interpreting, persistent_kernel, step_kernel
 
 __all__ = ["pack_weights", "launch_config", "default_seqs_per_program", "sm_count", "new_ring", "triton_step",
-           "triton_persistent", "DIMS_FIELDS", "CONFIG_FIELDS", "PACKED_FIELDS", "SUPPORTED_DTYPES", "DEFAULT_SMS",
-           "interpreting"]
+           "triton_persistent", "step_launch", "persistent_launch", "DIMS_FIELDS", "CONFIG_FIELDS", "PACKED_FIELDS",
+           "SUPPORTED_DTYPES", "DEFAULT_SMS", "interpreting"]
 
 # --------------------------------------------------------------------------------------------
 # Packing (once per engine) and launches
@@ -39,7 +39,7 @@ def pack_weights(spec, weights: dict, device, dtype) -> tuple[list[torch.Tensor]
     Cr, Ch, Cs, Co, Q, Qc = (s.residual_channels, s.hidden_channels, s.skip_channels,
                              s.out_channels, s.num_classes, s.cond_classes)
     P = K * Fn
-    PP, CR, CH, CS, CO, QP = _p2(P), _p2(Cr), _p2(Ch), _p2(Cs), _p2(Co), _p2(Q)
+    PP, CR, CH, CS, CO, QP = (padded_size(x) for x in (P, Cr, Ch, Cs, Co, Q))
     f64 = torch.float64
 
     def z(*shape):
@@ -213,7 +213,7 @@ def _scratch(batch: int, dims: list[int], config: list[int], device) -> torch.Te
 
 
 # Every argument of a launch, by name: the custom ops launch with these, and
-# ``aot.py`` compiles the same specialisations for a named GPU without one.
+# benchmarks/triton_aot.py compiles the same specialisations for a named GPU without one.
 # FMA fusion is on explicitly (Triton 3.9 warns that its default will flip).
 def _kernel_args(frames, cls, uniforms, temperature, greedy, out, logits, ring, scratch, packed, dims, config):
     return dict(frames_ptr=frames, s_fb=frames.stride(0), s_fc=frames.stride(1), s_ft=frames.stride(2),
@@ -223,18 +223,21 @@ def _kernel_args(frames, cls, uniforms, temperature, greedy, out, logits, ring, 
                 num_warps=config[2], enable_fp_fusion=True)
 
 
-def _step_launch(frames, step, cls, uniforms, temperature, out, logits, ring, scratch,
-                 packed, dims, config, write_logits, sample, step0=0):
-    """(grid, kwargs) of ``_step_kernel`` for ``triton_step``."""
+def step_launch(frames, step, cls, uniforms, temperature, out, logits, ring, scratch,
+                packed, dims, config, write_logits, sample, step0=0):
+    """(grid, keyword arguments) of the ``step_kernel`` launch ``triton_step`` makes: every
+    argument by name, so an ahead-of-time compile (benchmarks/triton_aot.py) specialises the
+    kernel as the launch does."""
     kwargs = _kernel_args(frames, cls, uniforms, temperature, bool(sample) and temperature == 0, out, logits,
                           ring, scratch, packed, dims, config)
     return (triton.cdiv(frames.shape[0], config[0]),), dict(
         kwargs, j=step, j0=step0, WRITE_LOGITS=bool(write_logits), SAMPLE=bool(sample))
 
 
-def _persistent_launch(frames, n, cond, uniforms, temperature, out, logits, ring, scratch,
-                       packed, dims, config, teacher, step0=0):
-    """(grid, kwargs) of ``_persistent_kernel`` for ``triton_persistent``."""
+def persistent_launch(frames, n, cond, uniforms, temperature, out, logits, ring, scratch,
+                      packed, dims, config, teacher, step0=0):
+    """(grid, keyword arguments) of the ``persistent_kernel`` launch ``triton_persistent`` makes
+    (as ``step_launch``)."""
     kwargs = _kernel_args(frames, cond, uniforms, temperature, (not teacher) and temperature == 0, out, logits,
                           ring, scratch, packed, dims, config)
     return (triton.cdiv(frames.shape[0], config[0]),), dict(kwargs, n=n, j0=step0, TEACHER=bool(teacher))
@@ -262,11 +265,11 @@ def triton_step(frames: torch.Tensor, step: int, cls: torch.Tensor, uniforms: to
     out = cls.to(torch.int64).clone()
     if B == 0:
         return logits, out
-    grid, kwargs = _step_launch(frames, step, cls.contiguous(), uniforms.contiguous(), temperature, out, logits,
+    grid, kwargs = step_launch(frames, step, cls.contiguous(), uniforms.contiguous(), temperature, out, logits,
                                 ring, _scratch(B, dims, config, frames.device), packed, dims, config,
                                 write_logits, sample, step0)
     with _on(frames.device):
-        _step_kernel[grid](**kwargs)
+        step_kernel[grid](**kwargs)
     return logits, out
 
 
@@ -300,11 +303,11 @@ def triton_persistent(frames: torch.Tensor, cond: torch.Tensor, uniforms: torch.
         out[:, 0] = cond
     if B == 0 or n == 0:
         return logits, out if teacher else out[:, 1:].clone()
-    grid, kwargs = _persistent_launch(frames, n, cond.contiguous(), uniforms.contiguous(), temperature, out,
+    grid, kwargs = persistent_launch(frames, n, cond.contiguous(), uniforms.contiguous(), temperature, out,
                                       logits, ring, _scratch(B, dims, config, frames.device), packed, dims, config,
                                       teacher, step0)
     with _on(frames.device):
-        _persistent_kernel[grid](**kwargs)
+        persistent_kernel[grid](**kwargs)
     return logits, out if teacher else out[:, 1:].clone()
 
 
