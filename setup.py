@@ -5,8 +5,14 @@
   ``FASTGEN_BUILD_CUDA=auto|0|1`` overrides (1 fails loudly if it cannot be built);
   ``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures (default "8.0;9.0a"; entries below 8.0,
   which CUDA images often export, are dropped with a message: the kernel needs sm_80).
-- ``FASTGEN_CPU_ARCH`` sets ``-march`` for the CPU code (default ``native``: the extension is
-  compiled on the machine that runs it; set e.g. ``x86-64-v3`` to build a portable wheel).
+- The CPU code is portable by default (a wheel runs on any CPU of its architecture): x86-64-v2
+  (SSE4.2) on x86-64, armv8-a on aarch64, the compiler's default elsewhere. The hot kernels
+  (csrc/cpu/step_kernels.cpp) are compiled once more per wider instruction-set path (x86-64:
+  avx2, with -mavx2 -mfma), and the extension picks the best one the running CPU has when
+  it loads (csrc/cpu/isa.h; ``FASTGEN_CPU_ISA=baseline|avx2`` forces one, for tests).
+  ``FASTGEN_CPU_ARCH=native`` compiles everything with ``-march=native`` instead, one path, for
+  the machine that builds it only (any other value is passed to ``-march`` the same way).
+  ``cpu_build_flags()`` below says which flags a build uses.
 
 What was built and how is compiled into each module (``fastgen.build_info()`` reports it).
 Install with ``pip install --no-build-isolation -e .`` so the build uses the torch you have.
@@ -15,6 +21,7 @@ import glob
 import json
 import os
 import platform
+import re
 import runpy
 import shutil
 import sys
@@ -82,25 +89,83 @@ def _info(**extra) -> str:
     return '-DFASTGEN_BUILD_INFO="' + json.dumps(info, sort_keys=True).replace('"', '\\"') + '"'
 
 
-march = os.environ.get("FASTGEN_CPU_ARCH", "native")
-cpu_flags = ["-O3", "-std=c++17", f"-march={march}", "-fopenmp", "-ffp-contract=fast"]
-cpu_flags.append(_info(module="fastgen._C", cxx_flags=" ".join(cpu_flags)))
-# _C also declares the cuda backend's ops (csrc/cuda/schema/): every build has their schemas, so
-# tracing and the CPU tests see them; _cuda registers their CUDA kernels.
-ext_modules = [CppExtension(
-    "fastgen._C", sorted(glob.glob("csrc/cpu/*.cpp")) + ["csrc/cuda/schema/ops.cpp"],
-    include_dirs=[os.path.join(ROOT, "csrc")],
-    extra_compile_args={"cxx": cpu_flags}, extra_link_args=["-fopenmp"])]
+# The one source compiled once per instruction-set path (csrc/cpu/isa.h).
+KERNEL_SOURCE = "csrc/cpu/step_kernels.cpp"
+# The wider paths on x86-64, best last, each with the flags it adds to the portable ones. The
+# runtime checks of csrc/cpu/dispatch.cpp (can_run) match these flags.
+X86_PATHS = {"avx2": ["-mavx2", "-mfma"]}
 
-if _cuda_wanted():
-    os.environ["TORCH_CUDA_ARCH_LIST"] = _cuda_arch_list()
-    nvcc_flags = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
-    ext_modules.append(CUDAExtension(
-        "fastgen._cuda", sorted(glob.glob("csrc/cuda/*.cpp") + glob.glob("csrc/cuda/*.cu")),
-        include_dirs=[os.path.join(ROOT, "csrc")],
-        extra_compile_args={"cxx": ["-O3", "-std=c++17", _info(module="fastgen._cuda", cuda=torch.version.cuda,
-                                                               arch=os.environ["TORCH_CUDA_ARCH_LIST"],
-                                                               nvcc_flags=" ".join(nvcc_flags))],
-                            "nvcc": nvcc_flags}))
 
-setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)})
+def cpu_build_flags(arch: str | None = None, machine: str | None = None) -> dict:
+    """The compile flags of fastgen._C for ``FASTGEN_CPU_ARCH`` = ``arch`` (default: the
+    environment's) on ``machine`` (default: this one's, ``platform.machine()``): ``arch`` (what
+    was asked: "portable" or the -march value), ``common`` (every source), ``paths`` (path name
+    -> the flags ``KERNEL_SOURCE`` adds for it, best last; the first is the baseline)."""
+    arch = (os.environ.get("FASTGEN_CPU_ARCH", "") if arch is None else arch).strip() or "portable"
+    machine = (platform.machine() if machine is None else machine).lower()
+    # (-Wno-psabi: the baseline kernels pass 8-float vectors between their internal functions)
+    common = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=fast", "-Wno-psabi"]
+    if arch != "portable":   # one path, everything for -march=arch (native: this machine)
+        name = re.sub(r"\W", "_", arch)
+        return {"arch": arch, "common": common + [f"-march={arch}", f"-DFASTGEN_CPU_PATHS=FASTGEN_PATH({name})"],
+                "paths": {name: []}}
+    paths = {"baseline": []}
+    if machine in ("x86_64", "amd64"):
+        common.append("-march=x86-64-v2")
+        paths.update(X86_PATHS)
+    elif machine in ("aarch64", "arm64"):
+        common.append("-march=armv8-a")
+    common.append("-DFASTGEN_CPU_PATHS=" + "".join(f"FASTGEN_PATH({p})" for p in paths))
+    return {"arch": arch, "common": common, "paths": paths}
+
+
+class BuildExt(BuildExtension.with_options(use_ninja=True)):
+    """torch's BuildExtension, and for an extension with ``isa_paths`` (name -> flags) its
+    ``isa_source`` compiled once per path (-DFASTGEN_ISA=name, in a folder of its own) and linked in."""
+
+    def build_extension(self, ext):
+        paths = getattr(ext, "isa_paths", None)
+        if paths:
+            objects = []
+            for name, flags in paths.items():
+                objects += self.compiler.compile(
+                    [ext.isa_source], output_dir=os.path.join(self.build_temp, f"isa_{name}"),
+                    include_dirs=ext.include_dirs, extra_postargs={"cxx": [*flags, f"-DFASTGEN_ISA={name}"]})
+            ext.extra_objects = [o for o in ext.extra_objects if o not in objects] + objects
+        super().build_extension(ext)
+
+
+def cpu_extension(arch: str | None = None) -> CppExtension:
+    """fastgen._C as the build compiles it (flags: ``cpu_build_flags(arch)``)."""
+    cpu = cpu_build_flags(arch)
+    recorded = [f for f in cpu["common"] if not f.startswith("-DFASTGEN_CPU_PATHS=")]
+    info = _info(module="fastgen._C", cpu_arch=cpu["arch"], cxx_flags=" ".join(recorded), isa_paths=list(cpu["paths"]),
+                 isa_flags={p: " ".join(f) for p, f in cpu["paths"].items()})
+    # _C also declares the cuda backend's ops (csrc/cuda/schema/): every build has their schemas,
+    # so tracing and the CPU tests see them; _cuda registers their CUDA kernels.
+    ext = CppExtension(
+        "fastgen._C", sorted(set(glob.glob("csrc/cpu/*.cpp")) - {KERNEL_SOURCE}) + ["csrc/cuda/schema/ops.cpp"],
+        include_dirs=[os.path.join(ROOT, "csrc")], depends=sorted(glob.glob("csrc/cpu/*.h")) + [KERNEL_SOURCE],
+        extra_compile_args={"cxx": cpu["common"] + [info]}, extra_link_args=["-fopenmp"])
+    ext.isa_source = KERNEL_SOURCE
+    ext.isa_paths = {p: cpu["common"] + f for p, f in cpu["paths"].items()}
+    return ext
+
+
+def extensions() -> list:
+    ext_modules = [cpu_extension()]
+    if _cuda_wanted():
+        os.environ["TORCH_CUDA_ARCH_LIST"] = _cuda_arch_list()
+        nvcc_flags = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+        ext_modules.append(CUDAExtension(
+            "fastgen._cuda", sorted(glob.glob("csrc/cuda/*.cpp") + glob.glob("csrc/cuda/*.cu")),
+            include_dirs=[os.path.join(ROOT, "csrc")],
+            extra_compile_args={"cxx": ["-O3", "-std=c++17", _info(module="fastgen._cuda", cuda=torch.version.cuda,
+                                                                   arch=os.environ["TORCH_CUDA_ARCH_LIST"],
+                                                                   nvcc_flags=" ".join(nvcc_flags))],
+                                "nvcc": nvcc_flags}))
+    return ext_modules
+
+
+if __name__ == "__main__":   # (tests/fastgen/test_build.py reads cpu_build_flags and cpu_extension: no build)
+    setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

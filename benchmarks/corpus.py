@@ -66,7 +66,7 @@ for r in ready:
 engine_batch1 = time.perf_counter() - t
 codec, scale = output_scale(cfg, 1, None, None)
 bs = default_batch_size(torch.device("cpu"))
-t = time.perf_counter(); res = _generate_window(ready, eng, cfg, codec, scale, bs, 1, 1.0)
+t = time.perf_counter(); res = _generate_window(ready, gen, codec, scale, bs, 1, 1.0)
 engine_batched = time.perf_counter() - t
 t = time.perf_counter()
 for i, r in enumerate(ready):

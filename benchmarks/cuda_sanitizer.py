@@ -7,7 +7,7 @@
 
 It covers both GEMM paths (fp32 FMA, bf16 tensor cores, fp16 FMA on odd channel counts),
 the cross-block hand-off (positions split over several blocks), several sequences per block,
-weights streamed from global memory, generation and teacher forcing, and checks the results
+weights streamed from global memory, generation, forced steps and teacher forcing, and checks the results
 against the float64 reference so a run that "passes" the sanitizer also computed the right
 thing. Keep it small: the sanitizers slow kernels down by 10-100x. Exit status 0 = all good.
 ``--quick`` runs one configuration.
@@ -62,15 +62,22 @@ def run_case(name, spec, dtype, batch, steps, options, seed=0):
     plan = eng.plan(batch)
     logits = eng.teacher_forced(frames, classes)
     samples = eng.generate(frames, uniforms, 1.0)
+    # forced steps: the first half of the samples forced, the rest generated on from there
+    state, j, K = eng.start(batch), steps // 2, spec.frames_per_step
+    eng.force(frames[:, :, :j * K], samples[:, :j], state)
+    rest = eng.generate(frames[:, :, j * K:], uniforms[:, j:], 1.0, state=state)
     torch.cuda.synchronize()
     w64 = {k: v.double() for k, v in w.items()}
     want = ref.forward(spec, w64, frames.double(), ref.shift_conditioning(classes, spec.start_class))
     err = ((logits.cpu().double() - want).abs().max() / want.abs().max()).item()
     tol = 1e-4 if dtype == torch.float32 else 2e-2
     s = samples.cpu()
-    ok = err <= tol and s.min() >= 0 and s.max() < spec.num_classes
+    # the forced rings are the sampled ones (the same arithmetic), so the continuation is exact
+    continued = torch.equal(rest.cpu(), s[:, j:])
+    ok = err <= tol and s.min() >= 0 and s.max() < spec.num_classes and continued
     print(f"{'ok ' if ok else 'BAD'} {name}: grid {plan.grid}, {plan.threads} threads, smem {plan.smem_bytes} B "
-          f"(weights resident {plan.core_resident}/{plan.core_bytes} B), logits rel err {err:.2e}", flush=True)
+          f"(weights resident {plan.core_resident}/{plan.core_bytes} B), logits rel err {err:.2e}, "
+          f"forced then generated {'= ' if continued else '!= '}generated", flush=True)
     return ok
 
 

@@ -84,12 +84,14 @@ def _resources(ptx: str, kernel: str, arch: int, num_warps: int, shared: int) ->
 
 
 def compile_launch(variant: str, spec: NetworkSpec, dtype: torch.dtype, batch: int, arch: int = 90,
-                   steps: int = 16, teacher: bool = False, **options) -> KernelResources:
+                   steps: int = 16, teacher: bool = False, force: bool = False, **options) -> KernelResources:
     """Compile the kernel that ``variant`` ("triton" or "triton_persistent") would launch for
     ``batch`` sequences of ``steps`` steps in ``dtype`` on an sm_``arch`` GPU; ``options`` are
     the engines' launch options (``ops.launch_config``; ``sms`` defaults to
-    ``SM_COUNT[arch]``). Generation mode, or teacher-forced (logits written, no sampling) with
-    ``teacher``."""
+    ``SM_COUNT[arch]``). Generation mode, teacher-forced (logits written, no sampling) with
+    ``teacher``, or forced steps (``Engine.force``: the layers alone) with ``force``."""
+    if teacher and force:
+        raise ValueError("a launch is teacher-forced or forced, not both")
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if arch not in SHARED_PER_BLOCK:
@@ -99,17 +101,21 @@ def compile_launch(variant: str, spec: NetworkSpec, dtype: torch.dtype, batch: i
                            "before triton is imported")
     packed, dims = tk.pack_weights(spec, random_weights(spec), "cpu", dtype)
     config = tk.launch_config(batch, dims, dtype, **{"sms": SM_COUNT[arch], **options})
-    # Only dtypes, alignment and the ints matter to the compile: the buffers can be tiny.
-    frames = torch.zeros(batch, spec.in_channels, steps * spec.frames_per_step, spec.num_features, dtype=dtype)
+    # Only dtypes, alignment and the ints matter to the compile: the buffers can be tiny. The
+    # frames' shape and strides are the launch's (B and the strides are arguments), so they are
+    # a meta tensor: no memory (a wide input at batch 4096 would be GiBs), and its data pointer,
+    # 0, is 16-byte aligned as a device allocation is.
+    frames = torch.empty(batch, spec.in_channels, steps * spec.frames_per_step, spec.num_features, dtype=dtype,
+                         device="meta")
     i64, f32 = torch.zeros(1, dtype=torch.int64), torch.zeros(1)
     ring = torch.zeros(1, dtype=dtype)
     if variant == "triton":
         _, kwargs = tk.step_launch(frames, 0, i64, f32, 1.0, i64, f32, ring, f32, packed, dims, config,
-                                   write_logits=teacher, sample=not teacher)
+                                   write_logits=teacher, sample=not (teacher or force))
         fn = tk.step_kernel
     else:
         _, kwargs = tk.persistent_launch(frames, steps, i64, f32, 1.0, i64, f32, ring, f32, packed, dims,
-                                         config, teacher=teacher)
+                                         config, teacher=teacher or force, force=force)
         fn = tk.persistent_kernel
     kwargs["debug"] = False
     target = GPUTarget("cuda", arch, 32)

@@ -11,7 +11,7 @@ batch 1 and, on sm_90's 132 SMs, at 256 (two on sm_80's 108), 16 at 4096 in bf16
 Run with ``TRITON_INTERPRET`` unset. The table says what to look at before a GPU is at hand:
 spilled bytes (local memory) and how many blocks fit on an SM. A case is a dict with
 ``preset`` (a name) or ``spec`` (``NetworkSpec.to_dict()``), ``variant``, ``dtype`` (a key of
-``DTYPES``), ``batch``, ``arch`` and optionally ``teacher``; tests/fastgen/test_triton_compile.py
+``DTYPES``), ``batch``, ``arch`` and optionally ``teacher`` or ``force``; tests/fastgen/test_triton_compile.py
 passes its own cases that way.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def _compile(case: dict) -> dict:
     spec = spec_and_weights(case["preset"])[0] if "preset" in case else NetworkSpec.from_dict(case["spec"])
     r = compile_launch(case["variant"], spec, DTYPES[case["dtype"]], case["batch"], case["arch"],
-                       teacher=case.get("teacher", False))
+                       teacher=case.get("teacher", False), force=case.get("force", False))
     return dict({k: v for k, v in case.items() if k != "spec"}, **r.to_dict())
 
 

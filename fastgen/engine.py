@@ -8,10 +8,15 @@ packed into the backend's layout. Its calls are thin:
   last one on that state stopped: the history ring buffers, the step count and the class
   that conditions the next step are carried over, so generating in chunks of any sizes gives
   exactly the classes of one call;
+- ``force(frames, classes, state)``: continue a state with ``n`` known classes (a recorded
+  sequence to prime the generation with) as if they had been sampled: the history, the step
+  count and the class that conditions the next step advance exactly as ``generate`` would
+  advance them had it sampled ``classes``; the backends skip what a sampled step needs only
+  for its sample (skip sums, head, downsampling, sampling) where that is simple;
 - ``teacher_forced(frames, classes)``: the logits of every step for a given class sequence
   (step j conditioned on ``classes[:, j-1]``), for parity tests and likelihoods.
 
-Both refuse a call whose memory estimate (weights, history ring buffers, outputs) exceeds
+All three refuse a call whose memory estimate (weights, history ring buffers, outputs) exceeds
 ``memory_limit``: a long input with many classes must fail with the sizes, not exhaust the
 machine's memory halfway through an allocation.
 """
@@ -90,8 +95,8 @@ class GenerationState:
 
     ``steps``: steps generated so far; ``classes`` ``(B,)`` int64: the class that conditions
     each sequence's next step (the start class before the first); ``history``: the backend's
-    history ring buffers, in its own layout. Updated in place by every ``generate`` call on it;
-    it belongs to the engine that made it."""
+    history ring buffers, in its own layout. Updated in place by every ``generate`` and
+    ``force`` call on it; it belongs to the engine that made it."""
     backend: str
     batch: int
     steps: int
@@ -133,16 +138,7 @@ class Engine:
         # out (int64) and the device copy of the uniforms (float32)
         frames, n = self._check_frames(frames, "generate", out_bytes_per_step=8 + 4)
         if state is not None:
-            if not isinstance(state, GenerationState) or state.engine_id != id(self):
-                raise ValueError("state must come from this engine's start(batch) (a state holds the history in "
-                                 "its engine's layout)")
-            if state.batch != frames.shape[0]:
-                raise ValueError(f"the state is for {state.batch} sequence(s), frames hold {frames.shape[0]}")
-            c = state.classes
-            if (not isinstance(c, torch.Tensor) or tuple(c.shape) != (state.batch,) or c.dtype != torch.long
-                    or (c.numel() and not (0 <= int(c.min()) and int(c.max()) < self.spec.cond_classes))):
-                raise ValueError(f"state.classes must be {state.batch} int64 classes in [0, {self.spec.cond_classes}) "
-                                 "(the kernels index the conditioning table with them)")
+            self._check_state(state, frames.shape[0])
         uniforms = torch.as_tensor(uniforms)
         if tuple(uniforms.shape) != (frames.shape[0], n):
             raise ValueError(f"uniforms must have shape (batch, steps) = {(frames.shape[0], n)}, "
@@ -164,21 +160,37 @@ class Engine:
         state.steps += n
         return out
 
+    def force(self, frames: torch.Tensor, classes: torch.Tensor, state: GenerationState) -> None:
+        """Continue ``state``'s sequences with ``n`` known classes instead of sampled ones
+        (priming: a recorded sequence that ``generate(..., state=state)`` then carries on).
+
+        ``frames (B, C_in, n*K, F)`` are those steps' frames and ``classes (B, n)`` integers in
+        ``[0, num_classes)`` their classes; ``state`` (from ``start(B)``, required) is updated in
+        place exactly as a ``generate`` call on it that sampled ``classes`` would update it:
+        the history advances by the ``n`` steps, ``steps += n`` and ``state.classes`` becomes
+        ``classes[:, -1]`` (unchanged for ``n = 0``). Forced steps output nothing, so they cost
+        less than generated ones where the backend skips the head. Input and memory checks as
+        for ``generate`` and ``teacher_forced`` (ValueError)."""
+        # the device copy of the classes (int64)
+        frames, n = self._check_frames(frames, "force", out_bytes_per_step=8)
+        if state is None:
+            raise ValueError("force needs the state to continue (engine.start(batch)): forced steps output nothing, "
+                             "they only advance a state")
+        self._check_state(state, frames.shape[0])
+        classes = self._check_classes(classes, frames.shape[0], n)
+        if n and frames.shape[0]:
+            self._force(frames, classes, state)
+        if n:
+            state.classes = classes[:, -1].clone()
+        state.steps += n
+
     def teacher_forced(self, frames: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, n, Q)`` for the given class sequence ``(B, n)``: float32 (float64 for a
         float64 engine)."""
         # the logits and the device copy of the classes (int64)
         out = self.spec.num_classes * torch.empty((), dtype=self.logits_dtype).element_size()
         frames, n = self._check_frames(frames, "teacher_forced", out_bytes_per_step=out + 8)
-        classes = torch.as_tensor(classes)
-        if tuple(classes.shape) != (frames.shape[0], n):
-            raise ValueError(f"classes must have shape (batch, steps) = {(frames.shape[0], n)}, "
-                             f"got {tuple(classes.shape)}")
-        if classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool:
-            raise ValueError(f"classes must be integers (int64), got {classes.dtype}")
-        if classes.numel() and (classes.min() < 0 or classes.max() >= self.spec.num_classes):
-            raise ValueError(f"classes must lie in [0, {self.spec.num_classes})")
-        return self._teacher_forced(frames, classes.to(self.device, torch.long))
+        return self._teacher_forced(frames, self._check_classes(classes, frames.shape[0], n))
 
     # -- to implement ---------------------------------------------------------------------
     def _new_history(self, batch: int) -> Any:
@@ -192,6 +204,12 @@ class Engine:
         caller updates ``steps`` and ``classes``)."""
         raise NotImplementedError
 
+    def _force(self, frames: torch.Tensor, classes: torch.Tensor, state: GenerationState) -> None:
+        """Advance ``state.history`` in place by the ``n >= 1`` steps of ``frames`` (``B >= 1``)
+        with the given classes: step ``state.steps + j`` conditioned on ``state.classes`` for
+        ``j = 0``, else on ``classes[:, j-1]`` (the caller updates ``steps`` and ``classes``)."""
+        raise NotImplementedError
+
     def _teacher_forced(self, frames: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -200,6 +218,30 @@ class Engine:
         return torch.float64 if self.dtype == torch.float64 else torch.float32
 
     # -- helpers --------------------------------------------------------------------------
+    def _check_state(self, state: GenerationState, batch: int) -> None:
+        if not isinstance(state, GenerationState) or state.engine_id != id(self):
+            raise ValueError("state must come from this engine's start(batch) (a state holds the history in "
+                             "its engine's layout)")
+        if state.batch != batch:
+            raise ValueError(f"the state is for {state.batch} sequence(s), frames hold {batch}")
+        c = state.classes
+        if (not isinstance(c, torch.Tensor) or tuple(c.shape) != (state.batch,) or c.dtype != torch.long
+                or (c.numel() and not (0 <= int(c.min()) and int(c.max()) < self.spec.cond_classes))):
+            raise ValueError(f"state.classes must be {state.batch} int64 classes in [0, {self.spec.cond_classes}) "
+                             "(the kernels index the conditioning table with them)")
+
+    def _check_classes(self, classes, batch: int, n: int) -> torch.Tensor:
+        """``classes`` as int64 on the engine's device, checked: shape ``(batch, n)``, integers in
+        ``[0, num_classes)``."""
+        classes = torch.as_tensor(classes)
+        if tuple(classes.shape) != (batch, n):
+            raise ValueError(f"classes must have shape (batch, steps) = {(batch, n)}, got {tuple(classes.shape)}")
+        if classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool:
+            raise ValueError(f"classes must be integers (int64), got {classes.dtype}")
+        if classes.numel() and (classes.min() < 0 or classes.max() >= self.spec.num_classes):
+            raise ValueError(f"classes must lie in [0, {self.spec.num_classes})")
+        return classes.to(self.device, torch.long)
+
     def _check_frames(self, frames: torch.Tensor, call: str, out_bytes_per_step: int) -> tuple[torch.Tensor, int]:
         s = self.spec
         frames = torch.as_tensor(frames)

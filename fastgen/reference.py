@@ -10,10 +10,15 @@ from .spec import NetworkSpec
 __all__ = ["forward", "sample", "shift_conditioning"]
 
 
-def shift_conditioning(classes: torch.Tensor, start_class: int) -> torch.Tensor:
-    """Conditioning class of each group: group j sees ``classes[:, j-1]``, group 0 the start class."""
-    start = torch.full_like(classes[:, :1], start_class)
-    return torch.cat([start, classes[:, :-1]], dim=1)
+def shift_conditioning(classes: torch.Tensor, start_class: int | torch.Tensor) -> torch.Tensor:
+    """Conditioning class of each group: group j sees ``classes[:, j-1]``, group 0 the start class
+    (an int, or one class per sequence ``(B,)``: the class a continued generation's state
+    carries, for forced steps)."""
+    if isinstance(start_class, torch.Tensor):
+        start = start_class.reshape(-1, 1).to(classes)
+    else:
+        start = torch.full((classes.shape[0], 1), start_class, dtype=classes.dtype, device=classes.device)
+    return torch.cat([start, classes], dim=1)[:, :classes.shape[1]]
 
 
 def forward(spec: NetworkSpec, w: dict[str, torch.Tensor], frames: torch.Tensor,

@@ -17,7 +17,14 @@ is one). So a backend's file says which engines it has, and this file what they 
 - zero steps give empty results;
 - continued generation (``engine.start`` + ``generate(..., state=)``): the classes of n steps
   generated in chunks of any sizes are those of one call, the state carries the history, the
-  step count and the class that conditions the next step, and cannot be misused silently.
+  step count and the class that conditions the next step, and cannot be misused silently;
+- forced steps (``engine.force(frames, classes, state)``, priming with a recorded sequence):
+  forcing the classes a generation sampled, in chunks, then generating the rest continues that
+  generation; after forced recorded classes the samples are the float64 reference's on the
+  whole sequence; a forced state is the state a generation that sampled those classes leaves,
+  row by row; the bookkeeping (steps, next class, n = 0) and the refusals.
+  Where two runs of one engine are compared, the CPU engines (any dtype: the forced steps
+  run the sampled steps' own arithmetic there) must agree exactly, GPU ones but at near-ties.
 """
 from __future__ import annotations
 
@@ -36,7 +43,10 @@ __all__ = ["test_teacher_forced_matches_reference", "test_generate_matches_refer
            "test_temperature_scales_the_logits", "test_argmax_takes_the_lowest_index_on_ties",
            "test_temperature_below_float32_range_is_greedy", "test_zero_steps",
            "test_chunked_generation_equals_one_call", "test_empty_chunks_change_nothing",
-           "test_state_is_not_shared_between_sequences_or_engines"]
+           "test_state_is_not_shared_between_sequences_or_engines",
+           "test_forcing_the_sampled_classes_continues_the_generation",
+           "test_generating_after_forced_classes_matches_reference", "test_force_bookkeeping_and_refusals",
+           "test_forcing_is_sampling_the_same_classes"]
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-2}
 # A generated sample may differ from the reference's only where a logit error of this size
@@ -105,21 +115,30 @@ def check_teacher_forced(engine, spec, weights, frames, classes, tol):
 
 
 def check_generate(engine, spec, weights, frames, uniforms, temperature, exact=False):
-    """The engine's samples against the float64 reference on its own sequence; returns how many
-    differ (near-ties; none where ``exact``)."""
-    tol = SAMPLE_MARGIN[engine.dtype]
+    """The engine's samples against the float64 reference on its own sequence; returns them."""
     got = engine.generate(frames, uniforms, temperature).cpu()
     assert got.dtype == torch.long and tuple(got.shape) == tuple(uniforms.shape)
-    assert got.numel() == 0 or (got.min() >= 0 and got.max() < spec.num_classes)
-    want_logits = ref_logits(spec, weights, frames, got)        # the engine's own sequence
-    want = ref.sample(want_logits, uniforms.double(), temperature)
+    check_samples(spec, weights, frames, got, uniforms, temperature, engine.dtype, exact)
+    return got
+
+
+def check_samples(spec, weights, frames, classes, uniforms, temperature, dtype, exact=False, first=0):
+    """A class sequence ``(B, n)`` whose steps from ``first`` on an engine of ``dtype`` sampled
+    with ``uniforms`` (those before were given) against the float64 reference on that sequence:
+    each such step's class is the reference logits' sample, exactly where ``exact``, elsewhere
+    but at near-ties."""
+    classes = classes.cpu()
+    assert classes.numel() == 0 or (classes.min() >= 0 and classes.max() < spec.num_classes)
+    want_logits = ref_logits(spec, weights, frames, classes)[:, first:]
+    got = classes[:, first:]
+    want = ref.sample(want_logits, uniforms[:, first:].double(), temperature)
     bad = (got != want).nonzero().tolist()
     if exact:
         assert not bad, f"temperature {temperature}: samples {got.tolist()} differ from the reference's {want.tolist()}"
     for b, j in bad:
-        assert near_tie(want_logits[b, j], uniforms[b, j].item(), temperature, int(want[b, j]), tol), (
-            f"sample ({b}, {j}) is {int(got[b, j])}, the reference gives {int(want[b, j])} (not a near-tie)")
-    return got
+        assert near_tie(want_logits[b, j], uniforms[b, first + j].item(), temperature, int(want[b, j]),
+                        SAMPLE_MARGIN[dtype]), (
+            f"sample ({b}, {first + j}) is {int(got[b, j])}, the reference gives {int(want[b, j])} (not a near-tie)")
 
 
 # -- the suite ----------------------------------------------------------------------------------
@@ -238,3 +257,127 @@ def test_state_is_not_shared_between_sequences_or_engines(state_case):
         other.generate(frames[:, :, :K], uniforms[:, :1], state=s1)
     with pytest.raises(ValueError, match="batch must be an integer"):
         eng.start(-1)
+
+
+# -- forced steps (priming) ---------------------------------------------------------------------
+def _same_arithmetic(engine, case):
+    """Whether two runs of ``engine`` that should compute the same must agree exactly: on the
+    CPU (its forced steps run the sampled steps' arithmetic) or where it is exact; on a GPU a
+    forced launch is another compiled kernel, so they agree but at near-ties."""
+    return case.exact or engine.device.type == "cpu"
+
+
+def _check_same(engine, case, spec, weights, frames, uniforms, temperature, got, want, first):
+    """``got`` and ``want`` (B, n): the same engine's classes, given before ``first`` and sampled
+    from there on with ``uniforms``: equal, or (GPU) each the reference's sample but at near-ties."""
+    if _same_arithmetic(engine, case):
+        assert torch.equal(got, want), f"{got.tolist()} != {want.tolist()}"
+        return
+    for classes in (got, want):
+        check_samples(spec, weights, frames, classes, uniforms, temperature, engine.dtype, first=first)
+
+
+@pytest.mark.parametrize("spec_name,steps", [("round", 9), ("odd", 10)])
+def test_forcing_the_sampled_classes_continues_the_generation(state_case, spec_name, steps):
+    spec = PARITY_SPECS[spec_name]
+    w, frames, _, uniforms = make_case(spec, 2, steps, seed=21)
+    eng = state_case(spec, w)
+    K = spec.frames_per_step
+    c = eng.generate(frames, uniforms, 1.0).cpu()
+    assert (c[:, 1:] != c[:, :1]).any(), "constant sequence: forcing it would prove little"
+    for j in (0, 1, steps // 2, steps - 1, steps):
+        # force c[:, :j] in two calls (the first empty for j < 2), generate the rest in two
+        state, a, g = eng.start(2), j // 2, (j + steps + 1) // 2
+        eng.force(frames[:, :, :a * K], c[:, :a], state)
+        eng.force(frames[:, :, a * K:j * K], c[:, a:j], state)
+        assert state.steps == j
+        assert torch.equal(state.classes.cpu(), c[:, j - 1] if j else torch.full((2,), spec.start_class))
+        rest = torch.cat([eng.generate(frames[:, :, j * K:g * K], uniforms[:, j:g], 1.0, state=state).cpu(),
+                          eng.generate(frames[:, :, g * K:], uniforms[:, g:], 1.0, state=state).cpu()], dim=1)
+        assert state.steps == steps
+        _check_same(eng, state_case, spec, w, frames, uniforms, 1.0, torch.cat([c[:, :j], rest], 1), c, j)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_generating_after_forced_classes_matches_reference(engine_case, parity_spec, batch):
+    # recorded classes (random, a different sequence in each row) forced, then sampling on:
+    # the samples are the float64 reference's on the whole sequence, the recorded part included
+    spec = parity_spec
+    w, frames, recorded, uniforms = make_case(spec, batch, STEPS, seed=batch + 30)
+    eng = engine_case(spec, w)
+    K, j = spec.frames_per_step, STEPS // 2 + 1
+    for temperature in (1.0, 0.0):
+        state = eng.start(batch)
+        eng.force(frames[:, :, :j * K], recorded[:, :j], state)
+        got = eng.generate(frames[:, :, j * K:], uniforms[:, j:], temperature, state=state).cpu()
+        check_samples(spec, w, frames, torch.cat([recorded[:, :j], got], 1), uniforms, temperature, eng.dtype,
+                      engine_case.exact, first=j)
+
+
+def test_force_bookkeeping_and_refusals(state_case):
+    spec = PARITY_SPECS["odd"]
+    w, frames, classes, uniforms = make_case(spec, 2, 6, seed=8)
+    eng = state_case(spec, w)
+    K = spec.frames_per_step
+
+    def run(empty_force):
+        # force 3, generate 1, force 1, generate 1: the state after each call says where it is
+        state = eng.start(2)
+        assert eng.force(frames[:, :, :3 * K], classes[:, :3], state) is None
+        assert state.steps == 3 and torch.equal(state.classes.cpu(), classes[:, 2])
+        if empty_force:                       # zero steps change nothing (the history neither: below)
+            eng.force(frames[:, :, 3 * K:3 * K], classes[:, 3:3], state)
+            assert state.steps == 3 and torch.equal(state.classes.cpu(), classes[:, 2])
+        a = eng.generate(frames[:, :, 3 * K:4 * K], uniforms[:, 3:4], 0.9, state=state).cpu()
+        assert state.steps == 4 and torch.equal(state.classes.cpu(), a[:, 0])
+        eng.force(frames[:, :, 4 * K:5 * K], classes[:, 4:5], state)
+        assert state.steps == 5 and torch.equal(state.classes.cpu(), classes[:, 4])
+        return torch.cat([a, eng.generate(frames[:, :, 5 * K:], uniforms[:, 5:], 0.9, state=state).cpu()], 1), state
+
+    want, state = run(False)
+    got, _ = run(True)
+    assert torch.equal(got, want)
+    # refused, and the state left as it was
+    two = frames[:, :, :2 * K]
+    for call, match in [
+        (lambda: eng.force(two, classes[:, :2], None), "needs the state"),
+        (lambda: eng.force(two, classes[:, :2], eng.start(3)), "state is for 3 sequence"),
+        (lambda: eng.force(two, classes[:, :2], fastgen.create("reference", spec, w).start(2)), "this engine's start"),
+        (lambda: eng.force(two, classes[:, :2] + spec.num_classes, state), r"classes must lie in \[0, 11\)"),
+        (lambda: eng.force(two, torch.full((2, 2), spec.start_class), state), r"classes must lie in \[0, 11\)"),
+        (lambda: eng.force(two, -classes[:, :2] - 1, state), r"classes must lie in"),
+        (lambda: eng.force(two, classes[:, :2].float(), state), "integers"),
+        (lambda: eng.force(two, classes[:, :3], state), r"classes must have shape \(batch, steps\) = \(2, 2\)"),
+        (lambda: eng.force(two[:, :, :-1], classes[:, :2], state), "multiple of frames_per_step"),
+        (lambda: eng.force(two * float("nan"), classes[:, :2], state), "NaN"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert state.steps == 6 and torch.equal(state.classes.cpu(), want[:, -1])
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_forcing_is_sampling_the_same_classes(state_case, batch):
+    spec = PARITY_SPECS["round"]
+    w, frames, _, uniforms = make_case(spec, batch, 10, seed=40 + batch)
+    eng = state_case(spec, w)
+    K, j = spec.frames_per_step, 6
+    c = eng.generate(frames, uniforms, 1.0).cpu()
+    assert len({tuple(r) for r in c.tolist()}) == batch, "rows alike: mixed-up rows would go unseen"
+    # a state forced with c[:, :j] and one that sampled them: the same steps, next class and
+    # (seen through what each generates next) history
+    forced, sampled = eng.start(batch), eng.start(batch)
+    eng.force(frames[:, :, :j * K], c[:, :j], forced)
+    assert torch.equal(eng.generate(frames[:, :, :j * K], uniforms[:, :j], 1.0, state=sampled).cpu(), c[:, :j])
+    assert forced.steps == sampled.steps == j and torch.equal(forced.classes, sampled.classes)
+    rest = (frames[:, :, j * K:], uniforms[:, j:], 1.0)
+    a = torch.cat([c[:, :j], eng.generate(*rest, state=forced).cpu()], 1)
+    b = torch.cat([c[:, :j], eng.generate(*rest, state=sampled).cpu()], 1)
+    _check_same(eng, state_case, spec, w, frames, uniforms, 1.0, a, b, j)
+    # each row forced alone continues as in the batch: forced rows do not mix
+    for r in range(batch):
+        alone = eng.start(1)
+        eng.force(frames[r:r + 1, :, :j * K], c[r:r + 1, :j], alone)
+        got = eng.generate(frames[r:r + 1, :, j * K:], uniforms[r:r + 1, j:], 1.0, state=alone).cpu()
+        _check_same(eng, state_case, spec, w, frames[r:r + 1], uniforms[r:r + 1], 1.0,
+                    torch.cat([c[r:r + 1, :j], got], 1), a[r:r + 1], j)

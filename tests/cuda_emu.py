@@ -1,7 +1,7 @@
 """The CUDA kernel on the CPU: ``csrc/cuda/emu`` compiles the real kernel source with an
 emulation layer (one OS thread per CUDA thread, mma.sync evaluated from the PTX fragment
 layouts, flags as C++ atomics) into a shared library. ``EmuRuntime`` has the ops' signatures
-(``torch.ops.fastgen.cuda_generate`` / ``cuda_teacher_forced``), so ``CudaEngine`` drives it
+(``torch.ops.fastgen.cuda_generate`` / ``cuda_force`` / ``cuda_teacher_forced``), so ``CudaEngine`` drives it
 through its ``_runtime`` hook, and ``as_cpu_kernels`` makes it the ops' CPU kernels (opcheck
 through the dispatcher). Used by tests/fastgen/test_cuda_backend.py, test_cuda_ops.py, the
 conformance suite's emulated engines and tests/fastgen/test_cuda_sanitizers.py (the same
@@ -51,9 +51,9 @@ def _c_ints(ints, dilations):
 
 
 class EmuRuntime:
-    """The ops with the kernel emulated on the CPU (csrc/cuda/emu): ``cuda_generate`` and
-    ``cuda_teacher_forced`` take the ops' arguments; ``run`` is one raw launch (every launch
-    integer by name, the 11 buffers)."""
+    """The ops with the kernel emulated on the CPU (csrc/cuda/emu): ``cuda_generate``,
+    ``cuda_force`` and ``cuda_teacher_forced`` take the ops' arguments; ``run`` is one raw launch
+    (every launch integer by name, the 11 buffers)."""
 
     def __init__(self, lib_path, timeout_s=120.0):
         self.lib = ctypes.CDLL(str(lib_path))
@@ -100,6 +100,17 @@ class EmuRuntime:
                  cond_table=cond_table, uniforms=uniforms, samples=samples, ring=rings)
         return samples[:, 1:].clone(memory_format=torch.contiguous_format)
 
+    def cuda_force(self, core, down, cond_table, frames, classes, first_class, rings, step0, dilations, **ints):
+        B, n = frames.shape[0], self._steps(frames, ints["K"])
+        if not (first_class.dim() == 1 and first_class.shape[0] == B and first_class.dtype == torch.long):
+            raise ValueError(f"fastgen cuda: first_class must be {B} int64 classes")
+        if not (tuple(classes.shape) == (B, n) and classes.dtype == torch.long):
+            raise ValueError(f"fastgen cuda: classes must be ({B}, {n}) int64 classes")
+        # as binding.cpp: step j's conditioning, column 0 the class the state carries
+        cond = torch.cat([first_class[:, None], classes[:, :-1]], dim=1).contiguous() if classes.shape[1] else classes
+        self._op(cb.MODE_FORCE, ints, dilations, 0.0, step0, frames, core=core, down=down, cond_table=cond_table,
+                 classes=cond, ring=rings)
+
     def cuda_teacher_forced(self, core, down, cond_table, frames, classes, dilations, **ints):
         logits = torch.empty((frames.shape[0], self._steps(frames, ints["K"]), ints["Q"]))
         self._op(cb.MODE_TEACHER, ints, dilations, 0.0, 0, frames, core=core, down=down, cond_table=cond_table,
@@ -117,6 +128,7 @@ def as_cpu_kernels(emu: EmuRuntime):
     dispatcher, on CPU tensors."""
     lib = torch.library.Library("fastgen", "IMPL", "CPU")
     lib.impl("cuda_generate", emu.cuda_generate)
+    lib.impl("cuda_force", emu.cuda_force)
     lib.impl("cuda_teacher_forced", emu.cuda_teacher_forced)
     try:
         yield

@@ -39,9 +39,9 @@ GPU_BATCHES = (1, 8, 64, 256)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # What runs when none are named, in table order (those not available here are left out). On a
 # GPU, ``torch+graph`` (the step captured in a CUDA graph) is the bar the fused kernels must clear.
-GPU_VARIANTS = ("torch", "torch+graph", "torch+graph:bf16", "triton", "triton:bf16", "triton_persistent",
+GPU_VARIANTS = ("torch", "torch+graph", "torch+graph:bf16", "torch+compile", "torch+compile:bf16", "triton", "triton:bf16", "triton_persistent",
                 "triton_persistent:bf16", "cuda", "cuda:bf16", "reference")
-CPU_VARIANTS = ("torch", "cpu", "reference")
+CPU_VARIANTS = ("torch", "torch+compile", "cpu", "reference")
 
 
 def _value(text: str):
@@ -83,13 +83,15 @@ def config_of(preset: str):
 
 @dataclass(frozen=True)
 class Variant:
-    """One engine to measure, written ``backend[+graph][:dtype][@option=value,...]``:
-    ``cuda:bf16``, ``torch+graph``, ``cuda:bf16@f_splits=10,seqs_per_block=8`` (engine options
-    of ``fastgen.create``; integers where they parse as such)."""
+    """One engine to measure, written ``backend[+graph|+compile][:dtype][@option=value,...]``:
+    ``cuda:bf16``, ``torch+graph``, ``torch+compile`` (the step through ``torch.compile``),
+    ``cuda:bf16@f_splits=10,seqs_per_block=8`` (engine options of ``fastgen.create``; integers
+    where they parse as such)."""
     backend: str
     dtype_name: str = "fp32"
     cuda_graph: bool = False
     options: tuple = ()
+    compiled: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "Variant":
@@ -98,18 +100,19 @@ class Variant:
         dt = dt or "fp32"
         if dt not in DTYPES:
             raise ValueError(f"unknown dtype {dt!r} in {text!r}; choose one of {sorted(DTYPES)}")
-        graph = name.endswith("+graph")
-        backend = name.removesuffix("+graph")
+        graph, compiled = name.endswith("+graph"), name.endswith("+compile")
+        backend = name.removesuffix("+graph").removesuffix("+compile")
         if backend not in fastgen.BACKENDS:
             raise ValueError(f"unknown backend {backend!r} in {text!r}; choose one of {sorted(fastgen.BACKENDS)} "
-                             "(append +graph to torch for a CUDA graph, :bf16 or :fp16 for a dtype)")
-        if graph and backend != "torch":
-            raise ValueError(f"{text!r}: only the torch backend takes +graph")
-        return cls(backend, dt, graph, parse_options(opts, text))
+                             "(append +graph or +compile to torch for a CUDA graph or torch.compile, :bf16 or "
+                             ":fp16 for a dtype)")
+        if (graph or compiled) and backend != "torch":
+            raise ValueError(f"{text!r}: only the torch backend takes +graph or +compile")
+        return cls(backend, dt, graph, parse_options(opts, text), compiled)
 
     @property
     def _name(self) -> str:
-        return self.backend + ("+graph" if self.cuda_graph else "")
+        return self.backend + ("+graph" if self.cuda_graph else "") + ("+compile" if self.compiled else "")
 
     @property
     def _opts(self) -> str:
@@ -130,7 +133,8 @@ class Variant:
         return DTYPES[self.dtype_name]
 
     def create(self, spec, weights, device):
-        options = dict(self.options, **({"cuda_graph": True} if self.cuda_graph else {}))
+        options = dict(self.options, **({"cuda_graph": True} if self.cuda_graph else {}),
+                       **({"compile": True} if self.compiled else {}))
         return fastgen.create(self.backend, spec, weights, device=device, dtype=self.dtype, **options)
 
 

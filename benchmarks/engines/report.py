@@ -33,6 +33,7 @@ import argparse
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -133,6 +134,10 @@ def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progr
         for v in variants:
             try:
                 engine = v.create(spec, weights, device)
+                # the first call pays any compilation (torch.compile, Triton's JIT): timed apart
+                warm_s = time.perf_counter()
+                measure(engine, spec, batch, device, 2, 1, target_s, lo=2, hi=2)
+                warm_s = time.perf_counter() - warm_s
                 n, t = measure(engine, spec, batch, device, steps, repeats, target_s,
                                *(REFERENCE_STEPS if v.backend == "reference" else ()))
                 del engine
@@ -145,6 +150,7 @@ def run(presets, batches, variants, steps, repeats, device, target_s=0.25, progr
                     on_progress(result)
                 continue
             row = _row(v, preset, spec, batch, n, t, peaks["matmul_flops"][v.dtype_name], bw, units)
+            row["warmup_s"] = warm_s
             try:
                 row["engine_memory_bytes"] = memory.engine_bytes(v.text, preset, batch, device)
             except Exception as e:  # noqa: BLE001 - the timing stands without it
@@ -205,6 +211,10 @@ def markdown(result: dict) -> str:
     lines = [f"Device: {env['device']}; commit {env['commit']}; torch {env['torch']}; {env['date']}.",
              _fmt_peaks(result), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_cells(r, gpu)) + " |" for r in result["rows"]]
+    slow = [r for r in result["rows"] if r.get("warmup_s", 0) >= 1.0]
+    if slow:    # compilation (torch.compile, Triton's JIT) is paid once per shape, before timing
+        lines += ["", "First call (compilation, timed apart from the rows): " + "; ".join(
+            f"{r['preset']} batch {r['batch']} {r['backend']} {r['dtype']} {r['warmup_s']:.1f} s" for r in slow) + "."]
     if result.get("failures"):
         lines += ["", "Failed:"] + [f"- {f['preset']} batch {f['batch']} {f['backend']} {f['dtype']}: {f['error']}"
                                     for f in result["failures"]]

@@ -1,10 +1,9 @@
 // fastgen fused CPU backend: the microkernels -- 8-float vectors, the register-blocked GEMM on
-// row pointers (with the gate, ReLU or plain store applied in registers), the output conv over
-// a step's positions, and sampling. Included by wavenet_kernels.cpp only (internal linkage).
+// row pointers (with the gate, ReLU or plain store applied in registers) and the output conv
+// over a step's positions. Included by step_kernels.cpp only (internal linkage), which is
+// compiled once per instruction-set path (isa.h): the vector code follows the flags of each.
 #pragma once
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -19,8 +18,8 @@ namespace cpu {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// Vectors: GCC/Clang vector extensions of 8 floats (one AVX2 register with -march=native; the
-// compiler splits them where the target is narrower).
+// Vectors: GCC/Clang vector extensions of 8 floats (one AVX register on the avx2 path; the
+// compiler splits them in two SSE registers on the baseline path).
 constexpr int VW = kVectorWidth;
 constexpr int PANEL = kPanel;
 constexpr int MAX_ROWS = 6;  // rows (positions) per register block
@@ -223,30 +222,6 @@ inline void down_rows(int R, int npos, const int* pos, int Cop, const float* con
     case 2: down_block<2, NV, 2>(npos, pos, Cop, H, W, bias, Out, col); break;
     default: down_block<1, NV, 4>(npos, pos, Cop, H, W, bias, Out, col); break;
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Sampling, exactly the rule of fastgen.reference.sample for float32 logits.
-int64_t sample_row(const float* logits, int64_t Q, float u, double temperature, float* cdf) {
-  if (temperature == 0) {  // argmax, lowest index on ties
-    int64_t best = 0;
-    for (int64_t i = 1; i < Q; ++i)
-      if (logits[i] > logits[best]) best = i;
-    return best;
-  }
-  float m = logits[0];
-  for (int64_t i = 1; i < Q; ++i) m = std::max(m, logits[i]);
-  const float T = (float)temperature;
-  double acc = 0.0;  // torch's CPU cumsum of float32 accumulates in double
-  for (int64_t i = 0; i < Q; ++i) {
-    const float d = logits[i] - m;
-    acc += (double)std::exp(d / T);
-    cdf[i] = (float)acc;
-  }
-  const float thr = u * cdf[Q - 1];
-  int64_t count = 0;
-  for (int64_t i = 0; i < Q; ++i) count += cdf[i] <= thr;
-  return std::min(count, Q - 1);
 }
 }  // namespace
 }  // namespace cpu

@@ -1,5 +1,5 @@
 // The fused CPU backend in the torch dispatcher, beside the Triton ops: torch.ops.fastgen.cpu_pack,
-// cpu_generate and cpu_teacher_forced, the packed weights a TorchScript class
+// cpu_generate, cpu_force and cpu_teacher_forced, the packed weights a TorchScript class
 // (torch.classes.fastgen.CpuPacked). fastgen/backends/cpu.py registers their fake versions.
 #include <torch/custom_class.h>
 #include <torch/library.h>
@@ -29,6 +29,11 @@ at::Tensor generate_op(const Packed& p, const at::Tensor& frames, const at::Tens
                        int64_t start_class, int64_t num_threads, int64_t split, const std::optional<at::Tensor>& rings,
                        int64_t step0, const std::optional<at::Tensor>& first_class) {
   return generate(*p->w, frames, uniforms, temperature, start_class, num_threads, split, rings, step0, first_class);
+}
+
+void force_op(const Packed& p, const at::Tensor& frames, const at::Tensor& classes, const at::Tensor& rings,
+              int64_t step0, const at::Tensor& first_class, int64_t num_threads, int64_t split) {
+  force(*p->w, frames, classes, rings, step0, first_class, num_threads, split);
 }
 
 at::Tensor teacher_forced_op(const Packed& p, const at::Tensor& frames, const at::Tensor& classes, int64_t start_class,
@@ -67,15 +72,22 @@ TORCH_LIBRARY_FRAGMENT(fastgen, m) {
   m.def("cpu_generate(__torch__.torch.classes.fastgen.CpuPacked packed, Tensor frames, Tensor uniforms, "
         "float temperature, int start_class, int num_threads=0, int split=-1, Tensor(a!)? rings=None, "
         "int step0=0, Tensor? first_class=None) -> Tensor");
+  // Forced steps (priming): continue the generation whose history rings (B, ring_stride) float32 hold
+  // (updated in place) from step step0, its first step conditioned on first_class (B,) int64, with
+  // the given classes int64 (B, n) in place of samples; frames as for cpu_generate. Outputs nothing:
+  // only the layers run. num_threads and split as for cpu_generate.
+  m.def("cpu_force(__torch__.torch.classes.fastgen.CpuPacked packed, Tensor frames, Tensor classes, "
+        "Tensor(a!) rings, int step0, Tensor first_class, int num_threads=0, int split=-1) -> ()");
   // Logits float32 (B, n, Q) for frames float32 (B, C_in, n*K, F) and classes int64 (B, n); step j is
   // conditioned on classes[:, j-1] (start_class for j = 0). num_threads and split as for cpu_generate.
   m.def("cpu_teacher_forced(__torch__.torch.classes.fastgen.CpuPacked packed, Tensor frames, Tensor classes, "
         "int start_class, int num_threads=0, int split=-1) -> Tensor");
 }
 
-// The CPU kernels of the two (a fake kernel for tracing comes from Python).
+// Their CPU kernels (a fake kernel for tracing comes from Python).
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
   m.impl("cpu_generate", generate_op);
+  m.impl("cpu_force", force_op);
   m.impl("cpu_teacher_forced", teacher_forced_op);
 }
 

@@ -42,6 +42,53 @@ void check_frames(const PackedWeights& pw, const at::Tensor& frames, const char*
               " is not a multiple of frames_per_step ", pw.K);
 }
 
+// A continued generation's arguments (generate, force): rings (B, ring_stride) float32, the
+// first step's index step0 and the class conditioning it, first_class (B,) int64; returns
+// first_class contiguous (undefined without one).
+at::Tensor check_continuation(const PackedWeights& pw, int64_t B, int64_t n, const std::optional<at::Tensor>& rings,
+                              int64_t step0, const std::optional<at::Tensor>& first_class, const char* fn) {
+  // absolute frame indices must fit int64 (with room for t - d)
+  TORCH_CHECK(step0 >= 0 && step0 <= (INT64_C(1) << 62) / pw.K - n, "fastgen._C.", fn, ": step0 ", step0, " plus ",
+              n, " steps is outside what the rings can index");
+  if (rings.has_value()) {
+    const at::Tensor& r = *rings;
+    TORCH_CHECK(r.device().is_cpu() && r.scalar_type() == at::kFloat && r.is_contiguous() && r.dim() == 2 &&
+                    r.size(0) == B && r.size(1) == pw.ring_stride,
+                "fastgen._C.", fn, ": rings must be a contiguous float32 CPU tensor of shape (", B, ", ",
+                pw.ring_stride, ") (PackedWeights.ring_stride), got ", r.scalar_type(), " ", r.sizes());
+  }
+  at::Tensor first;
+  if (first_class.has_value()) {
+    first = first_class->contiguous();
+    TORCH_CHECK(first.device().is_cpu() && first.scalar_type() == at::kLong && first.dim() == 1 &&
+                    first.size(0) == B,
+                "fastgen._C.", fn, ": first_class must be an int64 CPU tensor of shape (", B, "), got ",
+                first.scalar_type(), " ", first.sizes());
+    if (B) {
+      const int64_t lo = first.min().item<int64_t>(), hi = first.max().item<int64_t>();
+      TORCH_CHECK(lo >= 0 && hi < pw.Qc, "fastgen._C.", fn, ": first_class must lie in [0, ", pw.Qc, "), got [", lo,
+                  ", ", hi, "]");
+    }
+  }
+  return first;
+}
+
+// classes int64 (B, n) within [0, Qc) (they index the conditioning table); returns them contiguous.
+at::Tensor check_classes(const PackedWeights& pw, int64_t B, int64_t n, const at::Tensor& classes_in,
+                         const char* fn) {
+  TORCH_CHECK(classes_in.device().is_cpu() && classes_in.scalar_type() == at::kLong, "fastgen._C.", fn,
+              ": classes must be an int64 CPU tensor, got ", classes_in.scalar_type());
+  TORCH_CHECK(classes_in.dim() == 2 && classes_in.size(0) == B && classes_in.size(1) == n, "fastgen._C.", fn,
+              ": classes must have shape (batch, steps) = (", B, ", ", n, "), got ", classes_in.sizes());
+  const at::Tensor classes = classes_in.contiguous();
+  if (classes.numel()) {
+    const int64_t lo = classes.min().item<int64_t>(), hi = classes.max().item<int64_t>();
+    TORCH_CHECK(lo >= 0 && hi < pw.Qc, "fastgen._C.", fn, ": classes must lie in [0, ", pw.Qc, "), got values in [",
+                lo, ", ", hi, "]");
+  }
+  return classes;
+}
+
 int resolve_threads(int64_t num_threads) {
   return (int)std::max<int64_t>(1, num_threads > 0 ? num_threads : at::get_num_threads());
 }
@@ -207,29 +254,7 @@ at::Tensor generate(const PackedWeights& pw, const at::Tensor& frames_in, const 
               pw.Q, ") must not exceed cond_classes (", pw.Qc, ")");
   const std::string err = check_job(pw, B, n);  // before anything is copied or allocated
   TORCH_CHECK(err.empty(), "fastgen._C.generate: ", err);
-  // A continued generation: absolute frame indices must fit int64 (with room for t - d).
-  TORCH_CHECK(step0 >= 0 && step0 <= (INT64_C(1) << 62) / pw.K - n, "fastgen._C.generate: step0 ", step0,
-              " plus ", n, " steps is outside what the rings can index");
-  if (rings.has_value()) {
-    const at::Tensor& r = *rings;
-    TORCH_CHECK(r.device().is_cpu() && r.scalar_type() == at::kFloat && r.is_contiguous() && r.dim() == 2 &&
-                    r.size(0) == B && r.size(1) == pw.ring_stride,
-                "fastgen._C.generate: rings must be a contiguous float32 CPU tensor of shape (", B, ", ",
-                pw.ring_stride, ") (PackedWeights.ring_stride), got ", r.scalar_type(), " ", r.sizes());
-  }
-  at::Tensor first;
-  if (first_class.has_value()) {
-    first = first_class->contiguous();
-    TORCH_CHECK(first.device().is_cpu() && first.scalar_type() == at::kLong && first.dim() == 1 &&
-                    first.size(0) == B,
-                "fastgen._C.generate: first_class must be an int64 CPU tensor of shape (", B, "), got ",
-                first.scalar_type(), " ", first.sizes());
-    if (B) {
-      const int64_t lo = first.min().item<int64_t>(), hi = first.max().item<int64_t>();
-      TORCH_CHECK(lo >= 0 && hi < pw.Qc, "fastgen._C.generate: first_class must lie in [0, ", pw.Qc, "), got [", lo,
-                  ", ", hi, "]");
-    }
-  }
+  const at::Tensor first = check_continuation(pw, B, n, rings, step0, first_class, "generate");
   const at::Tensor frames = frames_in.contiguous(), uniforms = uniforms_in.contiguous();
   at::Tensor out = at::empty({B, n}, frames.options().dtype(at::kLong));
   if (B == 0 || n == 0) return out;
@@ -249,23 +274,13 @@ at::Tensor teacher_forced(const PackedWeights& pw, const at::Tensor& frames_in, 
                           int64_t start_class, int64_t num_threads, int64_t split) {
   check_frames(pw, frames_in, "teacher_forced");
   const int64_t B = frames_in.size(0), T = frames_in.size(2), n = T / pw.K;
-  TORCH_CHECK(classes_in.device().is_cpu() && classes_in.scalar_type() == at::kLong,
-              "fastgen._C.teacher_forced: classes must be an int64 CPU tensor, got ", classes_in.scalar_type());
-  TORCH_CHECK(classes_in.dim() == 2 && classes_in.size(0) == B && classes_in.size(1) == n,
-              "fastgen._C.teacher_forced: classes must have shape (batch, steps) = (", B, ", ", n, "), got ",
-              classes_in.sizes());
   TORCH_CHECK(split >= -2 && split <= 1, "fastgen._C.teacher_forced: split must be -2, -1, 0 or 1, got ",
               split);
   TORCH_CHECK(start_class >= 0 && start_class < pw.Qc, "fastgen._C.teacher_forced: start_class ", start_class,
               " outside [0, ", pw.Qc, ")");
   const std::string err = check_job(pw, B, n);  // before anything is copied or allocated
   TORCH_CHECK(err.empty(), "fastgen._C.teacher_forced: ", err);
-  const at::Tensor frames = frames_in.contiguous(), classes = classes_in.contiguous();
-  if (classes.numel()) {
-    const int64_t lo = classes.min().item<int64_t>(), hi = classes.max().item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < pw.Qc, "fastgen._C.teacher_forced: classes must lie in [0, ", pw.Qc,
-                "), got values in [", lo, ", ", hi, "]");
-  }
+  const at::Tensor frames = frames_in.contiguous(), classes = check_classes(pw, B, n, classes_in, "teacher_forced");
   at::Tensor out = at::empty({B, n, pw.Q}, frames.options());
   if (B == 0 || n == 0) return out;
   Job job{pw, frames.data_ptr<float>(), B, n, T};
@@ -274,6 +289,25 @@ at::Tensor teacher_forced(const PackedWeights& pw, const at::Tensor& frames_in, 
   job.start_class = start_class;
   run_job(job, resolve_threads(num_threads), (int)split);  // torch.ops calls run without the GIL
   return out;
+}
+
+void force(const PackedWeights& pw, const at::Tensor& frames_in, const at::Tensor& classes_in, const at::Tensor& rings,
+           int64_t step0, const at::Tensor& first_class, int64_t num_threads, int64_t split) {
+  check_frames(pw, frames_in, "force");
+  const int64_t B = frames_in.size(0), T = frames_in.size(2), n = T / pw.K;
+  TORCH_CHECK(split >= -2 && split <= 1, "fastgen._C.force: split must be -2, -1, 0 or 1, got ", split);
+  const std::string err = check_job(pw, B, n);  // before anything is copied or allocated
+  TORCH_CHECK(err.empty(), "fastgen._C.force: ", err);
+  const at::Tensor first = check_continuation(pw, B, n, rings, step0, first_class, "force");
+  const at::Tensor frames = frames_in.contiguous(), classes = check_classes(pw, B, n, classes_in, "force");
+  if (B == 0 || n == 0) return;
+  Job job{pw, frames.data_ptr<float>(), B, n, T};
+  job.classes = classes.data_ptr<int64_t>();
+  job.force = true;
+  job.rings = rings.data_ptr<float>();
+  job.step0 = step0;
+  job.first_class = first.data_ptr<int64_t>();
+  run_job(job, resolve_threads(num_threads), (int)split);  // torch.ops calls run without the GIL
 }
 
 }  // namespace cpu

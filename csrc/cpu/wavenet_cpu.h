@@ -42,6 +42,12 @@ at::Tensor generate(const PackedWeights& pw, const at::Tensor& frames, const at:
                     const std::optional<at::Tensor>& rings, int64_t step0,
                     const std::optional<at::Tensor>& first_class);
 
+// Forced steps: continue a generation (rings, step0, first_class as for generate, required)
+// with the given classes int64 (B, n) instead of sampled ones; rings updated in place, nothing
+// output (only the layers run: no skip sums, head, output conv or sampling).
+void force(const PackedWeights& pw, const at::Tensor& frames, const at::Tensor& classes, const at::Tensor& rings,
+           int64_t step0, const at::Tensor& first_class, int64_t num_threads, int64_t split);
+
 // Logits float32 (B, n, Q) of every step for the class sequence classes int64 (B, n); step j is
 // conditioned on classes[:, j-1] (start_class for j = 0).
 at::Tensor teacher_forced(const PackedWeights& pw, const at::Tensor& frames, const at::Tensor& classes,

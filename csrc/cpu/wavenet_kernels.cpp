@@ -1,15 +1,16 @@
-// fastgen fused CPU backend: the generation loop (the microkernels are in microkernels.h, the
-// sizes and buffers in layout.cpp; wavenet_cpu.h describes the packed layout). Plain C++ and
-// OpenMP: no torch headers, so it compiles quickly.
+// fastgen fused CPU backend: the generation loop and its threads, and sampling (a step's
+// arithmetic is in step_kernels.cpp, one copy per instruction-set path, see isa.h; the sizes
+// and buffers in layout.cpp; wavenet_cpu.h describes the packed layout). Plain C++ and OpenMP:
+// no torch headers, so it compiles quickly.
 #include "cpu/wavenet_kernels.h"
 
 #include <omp.h>
 
 #include "cpu/checked_size.h"
-#include "cpu/microkernels.h"
+#include "cpu/isa.h"
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>  // _mm_pause; with AVX, _mm256_{min,max,rcp}_ps
+#include <immintrin.h>  // _mm_pause
 #endif
 
 #include <algorithm>
@@ -71,16 +72,49 @@ class Barrier {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Sampling, exactly the rule of fastgen.reference.sample for float32 logits.
+int64_t sample_row(const float* logits, int64_t Q, float u, double temperature, float* cdf) {
+  if (temperature == 0) {  // argmax, lowest index on ties
+    int64_t best = 0;
+    for (int64_t i = 1; i < Q; ++i)
+      if (logits[i] > logits[best]) best = i;
+    return best;
+  }
+  float m = logits[0];
+  for (int64_t i = 1; i < Q; ++i) m = std::max(m, logits[i]);
+  const float T = (float)temperature;
+  double acc = 0.0;  // torch's CPU cumsum of float32 accumulates in double
+  for (int64_t i = 0; i < Q; ++i) {
+    const float d = logits[i] - m;
+    acc += (double)std::exp(d / T);
+    cdf[i] = (float)acc;
+  }
+  const float thr = u * cdf[Q - 1];
+  int64_t count = 0;
+  for (int64_t i = 0; i < Q; ++i) count += cdf[i] <= thr;
+  return std::min(count, Q - 1);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The generation loop.
 
 class Runner {
  public:
   // The ring layout is plan_layout's (overflow-checked once, at packing); the job's sizes are
   // checked again here, so no caller can hand the loop a batch its buffers cannot index.
-  Runner(const Job& job) : job_(job), pw_(job.pw), ring_off_(job.pw.ring_off), ring_cap_(job.pw.ring_cap),
-                           ring_stride_(job.pw.ring_stride) {
+  Runner(const Job& job) : job_(job), pw_(job.pw), k_(kernels()), ring_off_(job.pw.ring_off),
+                           ring_cap_(job.pw.ring_cap), ring_stride_(job.pw.ring_stride) {
     const std::string err = check_job(pw_, job.B, job.n);
     if (!err.empty()) throw std::length_error("fastgen cpu: " + err);
+    const PackedWeights& p = pw_;
+    kw_.Cin = p.Cin, kw_.F = p.F, kw_.K = p.K, kw_.Crp = p.Crp, kw_.Chp = p.Chp, kw_.Csp = p.Csp, kw_.Cop = p.Cop;
+    kw_.Qp = p.Qp, kw_.Qc = p.Qc, kw_.L = p.L;
+    kw_.dilations = p.dilations.data(), kw_.ring_off = ring_off_.data(), kw_.ring_cap = ring_cap_.data();
+    kw_.in_w = p.in_w.data(), kw_.in_b = p.in_b.data(), kw_.dil_w = p.dil_w.data();
+    kw_.cond_table = p.cond_table.data(), kw_.skip_w = p.skip_w.data(), kw_.res_w = p.res_w.data();
+    kw_.res_b = p.res_b.data(), kw_.skip_b = p.skip_b.data(), kw_.head1_w = p.head1_w.data();
+    kw_.head1_b = p.head1_b.data(), kw_.head2_w = p.head2_w.data(), kw_.head2_b = p.head2_b.data();
+    kw_.down_w = p.down_w.data(), kw_.down_b = p.down_b.data();
   }
 
   // split: 1 splits a sequence's positions across threads whenever there are fewer sequences
@@ -144,6 +178,10 @@ class Runner {
       for (auto* v : {&nxt, &zw, &sw, &h1w, &hw}) v->resize(rows);
       pos.resize(rows);
     }
+    StepRows rows() {  // the vectors keep their size: the pointers stay valid
+      return {past.data(), cur.data(), nxt.data(), zr.data(), zw.data(), sr.data(), sw.data(), h1r.data(), h1w.data(),
+              hw.data()};
+    }
     void set_rows(const PackedWeights& p, int64_t f0, int64_t f1) {
       const int64_t nf = f1 - f0;
       for (int64_t r = 0; r < p.K * nf; ++r) {
@@ -205,27 +243,24 @@ class Runner {
     for (int64_t j = 0; j < n; ++j) {
       const bool whole = np == 1;
       const int64_t Pt = p.K * (f1 - f0);
+      if (job_.force) {  // only the layers: positions never meet, so no barrier either
+        for (int64_t b = b0; b < b1; ++b) {
+          step_positions(b, j, cls[b - b0], f0, f1, s);
+          cls[b - b0] = job_.classes[b * n + j];
+        }
+        continue;
+      }
       for (int64_t b = b0; b < b1; ++b) {
         float* H = s.H.data() + (b - b0) * Pt * p.Cop;
         for (int64_t r = 0; r < Pt; ++r) s.hw[r] = H + r * p.Cop;
         step_positions(b, j, cls[b - b0], f0, f1, s);
         hseq[b - b0] = H;
       }
-      // Output conv on this thread's positions, sequences blocked by MAX_ROWS.
+      // Output conv on this thread's positions.
       float* partial = partial_.data() + (j % 2) * B * np_max * p.Qp;
       for (int64_t i = 0; i < nb; ++i)
         lrow[i] = whole ? s.logits.data() + i * p.Qp : partial + ((b0 + i) * np_max + part) * p.Qp;
-      for (int64_t i0 = 0; i0 < nb; i0 += MAX_ROWS) {
-        const int R = (int)std::min<int64_t>(MAX_ROWS, nb - i0);
-        for (int64_t c0 = 0; c0 < p.Qp; c0 += PANEL) {
-          const float* W = pw_.down_w.data() + c0 * p.K * p.F * p.Cop;
-          const float* bias = whole ? pw_.down_b.data() + c0 : nullptr;
-          if (p.Qp - c0 >= PANEL)
-            down_rows<2>(R, (int)Pt, s.pos.data(), (int)p.Cop, hseq.data() + i0, W, bias, lrow.data() + i0, (int)c0);
-          else
-            down_rows<1>(R, (int)Pt, s.pos.data(), (int)p.Cop, hseq.data() + i0, W, bias, lrow.data() + i0, (int)c0);
-        }
-      }
+      k_.output_conv(kw_, nb, (int)Pt, s.pos.data(), hseq.data(), lrow.data(), whole);
       if (whole) {
         for (int64_t b = b0; b < b1; ++b)
           cls[b - b0] = finish(b, j, s.logits.data() + (b - b0) * p.Qp, s.cdf.data(), true);
@@ -275,75 +310,18 @@ class Runner {
   }
 
   // Every layer and the head for step j of sequence b on positions f in [f0, f1); h rows in
-  // s.hw (row r = k * nf + (f - f0)).
+  // s.hw (row r = k * nf + (f - f0)). A forced step (job_.force) stops once the last layer's
+  // input is in its ring: the skip sums and the head feed only the output.
   void step_positions(int64_t b, int64_t j, int64_t cls, int64_t f0, int64_t f1, Scratch& s) {
     const PackedWeights& p = pw_;
-    const int64_t nf = f1 - f0, Pt = p.K * nf, F = p.F, Crp = p.Crp, K = p.K;
-    float* ring = ring_base_ + b * ring_stride_;
-    const int rows = (int)Pt;
-    const int64_t tabs = (job_.step0 + j) * K;  // absolute frame index of the step's first frame
-
-    // Input conv of the K new frames into layer 0's ring.
-    {
-      const float* fr = job_.frames + b * p.Cin * job_.T * F;
-      float* r0 = ring + ring_off_[0];
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t t = j * K + k, slot = (tabs + k) % ring_cap_[0];
-        for (int64_t f = f0; f < f1; ++f) {
-          float* dst = r0 + (slot * F + f) * Crp;
-          for (int64_t c = 0; c < Crp; c += VW) {
-            vf acc = vload(p.in_b.data() + c);
-            for (int64_t ci = 0; ci < p.Cin; ++ci)
-              acc += vset(fr[(ci * job_.T + t) * F + f]) * vload(p.in_w.data() + ci * Crp + c);
-            vstore(dst + c, acc);
-          }
-        }
-      }
-    }
-
-    const int64_t dil_stride = 2 * Crp * 2 * p.Chp, skip_stride = p.Chp * p.Csp, res_stride = p.Chp * Crp;
-    for (int64_t l = 0; l < p.L; ++l) {
-      const int64_t d = p.dilations[l], cap = ring_cap_[l];
-      const bool last = l + 1 == p.L;
-      float* rl = ring + ring_off_[l];
-      float* rn = last ? nullptr : ring + ring_off_[l + 1];
-      const int64_t capn = last ? 1 : ring_cap_[l + 1];
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t t = tabs + k;
-        // Frames before 0 map to slots not written yet, which hold zeros.
-        const int64_t sc = t % cap, sp = ((t - d) % cap + cap) % cap, sn = last ? 0 : t % capn;
-        for (int64_t fi = 0; fi < nf; ++fi) {
-          const int64_t r = k * nf + fi, f = f0 + fi;
-          s.cur[r] = rl + (sc * F + f) * Crp;
-          s.past[r] = rl + (sp * F + f) * Crp;
-          s.nxt[r] = last ? nullptr : rn + (sn * F + f) * Crp;
-        }
-      }
-      // a = W0 x[t-d] + W1 x[t] + cond row; z = tanh * sigmoid
-      gemm<kGate>(rows, (int)Crp, s.past.data(), (int)Crp, s.cur.data(), p.dil_w.data() + l * dil_stride,
-                  (int)(2 * p.Chp), p.cond_table.data() + (l * p.Qc + cls) * 2 * p.Chp, nullptr, s.zw.data());
-      // skip += Ws z (+ all skip biases at layer 0); relu after the last layer
-      const float* sbias = l == 0 ? p.skip_b.data() : nullptr;
-      const float* const* sinit = l == 0 ? nullptr : s.sr.data();
-      if (last)
-        gemm<kRelu>(rows, (int)p.Chp, s.zr.data(), 0, nullptr, p.skip_w.data() + l * skip_stride, (int)p.Csp,
-                    sbias, sinit, s.sw.data());
-      else
-        gemm<kStore>(rows, (int)p.Chp, s.zr.data(), 0, nullptr, p.skip_w.data() + l * skip_stride, (int)p.Csp,
-                     sbias, sinit, s.sw.data());
-      // next layer's input x + Wr z + br, straight into its ring
-      if (!last)
-        gemm<kStore>(rows, (int)p.Chp, s.zr.data(), 0, nullptr, p.res_w.data() + l * res_stride, (int)Crp,
-                     p.res_b.data() + l * Crp, s.cur.data(), s.nxt.data());
-    }
-    gemm<kRelu>(rows, (int)p.Csp, s.sr.data(), 0, nullptr, p.head1_w.data(), (int)p.Cop, p.head1_b.data(), nullptr,
-                s.h1w.data());
-    gemm<kStore>(rows, (int)p.Cop, s.h1r.data(), 0, nullptr, p.head2_w.data(), (int)p.Cop, p.head2_b.data(), nullptr,
-                 s.hw.data());
+    k_.step(kw_, job_.frames + b * p.Cin * job_.T * p.F, job_.T, j, (job_.step0 + j) * p.K, cls,
+            ring_base_ + b * ring_stride_, f0, f1, job_.force, s.rows());
   }
 
   const Job& job_;
   const PackedWeights& pw_;
+  const Kernels& k_;  // the instruction-set path (isa.h)
+  KernelWeights kw_;  // pw_ as k_ reads it
   std::vector<int64_t> ring_off_, ring_cap_;
   int64_t ring_stride_ = 0;
   AlignedBuffer rings_, partial_;

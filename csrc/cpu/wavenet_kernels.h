@@ -87,7 +87,9 @@ struct PackedWeights {
   std::string repr() const;
 };
 
-// One call: generate (uniforms and samples set) or teacher forced (classes and logits_out set).
+// One call: generate (uniforms and samples set), teacher forced (classes and logits_out set) or
+// forced (classes set, force): the classes given, nothing output, only the layers run (the
+// history advances; no skip sums, last layer's conv, head, output conv or sampling).
 struct Job {
   const PackedWeights& pw;
   const float* frames;  // (B, Cin, T, F) contiguous
@@ -97,6 +99,7 @@ struct Job {
   int64_t* samples = nullptr;        // (B, n)
   const int64_t* classes = nullptr;  // (B, n)
   float* logits_out = nullptr;       // (B, n, Q)
+  bool force = false;
   int64_t start_class = 0;
   // Continuing a generation (optional): the caller's history rings (B x ring_stride floats,
   // else fresh zeroed ones are allocated), the absolute index of the first step (the ring

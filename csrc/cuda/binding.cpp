@@ -1,4 +1,4 @@
-// fastgen._cuda: the CUDA kernels of torch.ops.fastgen.cuda_generate and cuda_teacher_forced (their
+// fastgen._cuda: the CUDA kernels of torch.ops.fastgen.cuda_generate, cuda_force and cuda_teacher_forced (their
 // schemas: csrc/cuda/schema/ops.cpp, in fastgen._C; their fake versions:
 // fastgen/backends/cuda/ops.py). Thin: the op's integers fill FgLaunchInts, fastgen_cuda.h
 // validates (the same code the CPU emulator runs), the outputs and workspaces are allocated on
@@ -101,6 +101,20 @@ at::Tensor launch(FgLaunchInts& a, int mode, int64_t step0, double temperature, 
   return out;
 }
 
+// The tensors every op takes, in their FgBufId slots; the op's own are set after.
+void put_model(at::Tensor (&ts)[kBufs], const at::Tensor& core, const at::Tensor& down, const at::Tensor& cond_table,
+               const at::Tensor& frames) {
+  ts[fastgen_cuda::FG_B_CORE] = core;
+  ts[fastgen_cuda::FG_B_DOWN] = down;
+  ts[fastgen_cuda::FG_B_COND] = cond_table;
+  ts[fastgen_cuda::FG_B_FRAMES] = frames;
+}
+
+void check_first_class(const at::Tensor& first_class, const FgLaunchInts& a) {
+  TORCH_CHECK_VALUE(first_class.dim() == 1 && first_class.size(0) == a.batch && first_class.scalar_type() == at::kLong,
+                    "fastgen cuda: first_class must be ", a.batch, " int64 classes");
+}
+
 at::Tensor generate(const at::Tensor& core, const at::Tensor& down, const at::Tensor& cond_table,
                     const at::Tensor& frames, const at::Tensor& uniforms, const at::Tensor& first_class,
                     const at::Tensor& rings, double temperature, int64_t step0,
@@ -108,17 +122,12 @@ at::Tensor generate(const at::Tensor& core, const at::Tensor& down, const at::Te
   FgLaunchInts a;
   FG_OP_INTS(FG_TAKE_PARAM)
   at::Tensor ts[kBufs];
-  ts[fastgen_cuda::FG_B_CORE] = core;
-  ts[fastgen_cuda::FG_B_DOWN] = down;
-  ts[fastgen_cuda::FG_B_COND] = cond_table;
-  ts[fastgen_cuda::FG_B_FRAMES] = frames;
+  put_model(ts, core, down, cond_table, frames);
   ts[fastgen_cuda::FG_B_UNIFORMS] = uniforms;
   ts[fastgen_cuda::FG_B_RING] = rings;
   // column 0: the class conditioning the first step; the kernel writes step j to column j + 1
   const at::Tensor samples = launch(a, fastgen_cuda::FG_MODE_GENERATE, step0, temperature, dilations, ts, [&] {
-    TORCH_CHECK_VALUE(first_class.dim() == 1 && first_class.size(0) == a.batch &&
-                          first_class.scalar_type() == at::kLong,
-                      "fastgen cuda: first_class must be ", a.batch, " int64 classes");
+    check_first_class(first_class, a);
     at::Tensor s = at::empty({a.batch, a.steps + 1}, frames.options().dtype(at::kLong));
     s.select(1, 0).copy_(first_class);
     ts[fastgen_cuda::FG_B_SAMPLES] = s;
@@ -127,16 +136,34 @@ at::Tensor generate(const at::Tensor& core, const at::Tensor& down, const at::Te
   return samples.narrow(1, 1, a.steps).clone(at::MemoryFormat::Contiguous);
 }
 
+void force(const at::Tensor& core, const at::Tensor& down, const at::Tensor& cond_table, const at::Tensor& frames,
+           const at::Tensor& classes, const at::Tensor& first_class, const at::Tensor& rings, int64_t step0,
+           c10::IntArrayRef dilations FG_OP_INTS(FG_INT_PARAM)) {
+  FgLaunchInts a;
+  FG_OP_INTS(FG_TAKE_PARAM)
+  at::Tensor ts[kBufs];
+  put_model(ts, core, down, cond_table, frames);
+  ts[fastgen_cuda::FG_B_RING] = rings;
+  launch(a, fastgen_cuda::FG_MODE_FORCE, step0, 0.0, dilations, ts, [&] {
+    check_first_class(first_class, a);
+    TORCH_CHECK_VALUE(classes.dim() == 2 && classes.size(0) == a.batch && classes.size(1) == a.steps &&
+                          classes.scalar_type() == at::kLong,
+                      "fastgen cuda: classes must be (", a.batch, ", ", a.steps, ") int64 classes");
+    // step j's conditioning: column 0 the class the state carries, then the given classes
+    if (a.batch > 0 && a.steps > 0)
+      ts[fastgen_cuda::FG_B_CLASSES] =
+          at::cat({first_class.unsqueeze(1), classes.narrow(1, 0, a.steps - 1)}, 1).contiguous();
+    return at::Tensor();
+  });
+}
+
 at::Tensor teacher_forced(const at::Tensor& core, const at::Tensor& down, const at::Tensor& cond_table,
                           const at::Tensor& frames, const at::Tensor& classes,
                           c10::IntArrayRef dilations FG_OP_INTS(FG_INT_PARAM)) {
   FgLaunchInts a;
   FG_OP_INTS(FG_TAKE_PARAM)
   at::Tensor ts[kBufs];
-  ts[fastgen_cuda::FG_B_CORE] = core;
-  ts[fastgen_cuda::FG_B_DOWN] = down;
-  ts[fastgen_cuda::FG_B_COND] = cond_table;
-  ts[fastgen_cuda::FG_B_FRAMES] = frames;
+  put_model(ts, core, down, cond_table, frames);
   ts[fastgen_cuda::FG_B_CLASSES] = classes;
   return launch(a, fastgen_cuda::FG_MODE_TEACHER, 0, 0.0, dilations, ts, [&] {
     at::Tensor logits = at::empty({a.batch, a.steps, a.Q}, frames.options().dtype(at::kFloat));
@@ -149,6 +176,7 @@ at::Tensor teacher_forced(const at::Tensor& core, const at::Tensor& down, const 
 
 TORCH_LIBRARY_IMPL(fastgen, CUDA, m) {
   m.impl("cuda_generate", generate);
+  m.impl("cuda_force", force);
   m.impl("cuda_teacher_forced", teacher_forced);
 }
 

@@ -2,7 +2,7 @@
 // bindings and the persistent kernel.
 //
 // Python (fastgen/backends/cuda/: pack.py, plan.py) packs the weights and plans the launch; it
-// calls the ops torch.ops.fastgen.cuda_generate / cuda_teacher_forced with the kernel's integers
+// calls the ops torch.ops.fastgen.cuda_generate / cuda_force / cuda_teacher_forced with the kernel's integers
 // as named int arguments (FG_OP_INTS below; the op derives FG_CALL_INTS from its tensors), the
 // dilations, the temperature and the buffers. fg_prepare_launch() validates the integers --
 // dimensions, the plan, the shared memory layout (recomputed here and compared with the plan's),
@@ -53,7 +53,10 @@ namespace fastgen_cuda {
 // The only place these codes are written: the emulator's callers name dtypes (fg_dtype_code),
 // binding.cpp takes them from the tensors.
 enum FgDType { FG_F32 = 0, FG_BF16 = 1, FG_F16 = 2, FG_I64 = 3, FG_U8 = 4, FG_I32 = 5, FG_DTYPE_COUNT };
-enum FgMode { FG_MODE_GENERATE = 0, FG_MODE_TEACHER = 1 };
+// Generate: sample each step. Teacher: write each step's logits. Force: the steps' classes are
+// given (classes[b][j] conditions step j: the op shifts them in) and nothing is output, so only
+// the layers run; the history advances as in generate mode.
+enum FgMode { FG_MODE_GENERATE = 0, FG_MODE_TEACHER = 1, FG_MODE_FORCE = 2 };
 
 // Buffers, in this order, of every launch.
 enum FgBufId {
@@ -62,11 +65,11 @@ enum FgBufId {
   FG_B_COND,       // float32 cond table [L][Q_c][2 C_h]
   FG_B_FRAMES,     // T       (batch, C_in, steps*K, F)
   FG_B_UNIFORMS,   // float32 (batch, steps)          generate only
-  FG_B_CLASSES,    // int64   (batch, steps)          teacher-forced only
+  FG_B_CLASSES,    // int64   (batch, steps)          teacher-forced and forced only
   FG_B_SAMPLES,    // int64   (batch, steps)          generate only (output)
   FG_B_LOGITS,     // float32 (batch, steps, Q)       teacher-forced only (output)
   FG_B_RING,       // T       history ring buffers, batch * ring_stride
-  FG_B_PARTIALS,   // float32 cross-block partial logits, G * nf * S * Q
+  FG_B_PARTIALS,   // float32 cross-block partial logits, G * nf * S * Q  (not forced)
   FG_B_FLAGS,      // int32   step flags, G * (nf + 1); zeroed by the launcher
   FG_B_COUNT
 };
@@ -323,7 +326,10 @@ inline std::string fg_prepare_launch(const FgLaunchInts& a, const std::vector<lo
     err << "batch and steps must lie in [1, " << INT_MAX - 1 << "], got " << a.batch << ", " << a.steps;
     return err.str();
   }
-  if (a.mode != FG_MODE_GENERATE && a.mode != FG_MODE_TEACHER) { err << "unknown mode " << a.mode; return err.str(); }
+  if (a.mode != FG_MODE_GENERATE && a.mode != FG_MODE_TEACHER && a.mode != FG_MODE_FORCE) {
+    err << "unknown mode " << a.mode;
+    return err.str();
+  }
   // The compute dtype is the one the down weights carry; frames and ring must match it (below).
   if (dtype != FG_F32 && dtype != FG_BF16 && dtype != FG_F16) {
     err << "down weights must be float32, bfloat16 or float16 (the compute dtype), got " << fg_dtype_name(dtype);
@@ -441,7 +447,7 @@ inline std::string fg_prepare_launch(const FgLaunchInts& a, const std::vector<lo
 // size overflows.
 struct FgBufNeed { int dtype; long long numel; };
 inline std::string fg_buffer_needs(const FgParams& p, FgBufNeed need[FG_B_COUNT]) {
-  const bool gen = p.mode == FG_MODE_GENERATE;
+  const bool gen = p.mode == FG_MODE_GENERATE, teacher = p.mode == FG_MODE_TEACHER;
   const long long B = p.batch, n = p.steps;
   need[FG_B_CORE] = {FG_U8, p.core_bytes};
   need[FG_B_DOWN] = {p.dtype, fg_prod({p.F, p.K, p.Co, p.Q})};
@@ -450,9 +456,9 @@ inline std::string fg_buffer_needs(const FgParams& p, FgBufNeed need[FG_B_COUNT]
   need[FG_B_UNIFORMS] = {FG_F32, gen ? fg_prod({B, n}) : 0};
   need[FG_B_CLASSES] = {FG_I64, gen ? 0 : fg_prod({B, n})};
   need[FG_B_SAMPLES] = {FG_I64, gen ? fg_prod({B, n + 1}) : 0};  // column 0: the first step's conditioning
-  need[FG_B_LOGITS] = {FG_F32, gen ? 0 : fg_prod({B, n, p.Q})};
+  need[FG_B_LOGITS] = {FG_F32, teacher ? fg_prod({B, n, p.Q}) : 0};
   need[FG_B_RING] = {p.dtype, fg_prod({B, p.ring_stride})};
-  need[FG_B_PARTIALS] = {FG_F32, fg_prod({p.G, p.nf, p.S, p.Q})};
+  need[FG_B_PARTIALS] = {FG_F32, gen || teacher ? fg_prod({p.G, p.nf, p.S, p.Q}) : 0};
   need[FG_B_FLAGS] = {FG_I32, fg_prod({p.G, (long long)p.nf + 1})};
   for (int id = 0; id < FG_B_COUNT; ++id) {
     if (need[id].numel < 0) {

@@ -15,6 +15,9 @@
 //   z    = tanh(a_f) * sigmoid(a_g),  a = A W_dil^T + cond_table[l][class]   (GEMM + gate)
 //   skip (+)= z W_s^T + b_s;  x += z W_r^T + b_r                              (one GEMM, N = C_s+C_r)
 // then h = W_h2 relu(W_h1 relu(skip) + b_h1) + b_h2 and the partial logits sum_{rows,c} W_down h.
+// Forced steps (FG_MODE_FORCE: the classes given, nothing output) stop once the last layer's
+// input is in its ring: no skip sums (the residual GEMM alone), no last layer's GEMMs, head,
+// downsampling or hand-off (the blocks never meet).
 //
 // GEMMs: MMA = true uses mma.sync m16n8k16 (bf16/fp16 in, fp32 accumulate) with weights
 // pre-packed in per-lane fragment order (one 8-byte load per lane per 16x8 tile); MMA = false
@@ -78,7 +81,7 @@ struct FgBlock {
   const int f0, Fc, s0, Sc;
   const int KF;             // rows per sequence
   const int M, Mp;          // rows of this block (Mp: padded to the mma tile)
-  const bool leader;
+  const bool leader, force;
   const int nsteps;
   const long long Tn;       // frames per sequence in this launch
   const long long sstride;  // samples per sequence (generate mode)
@@ -102,7 +105,8 @@ struct FgBlock {
       : p(p_), tid((int)threadIdx.x), nthr((int)blockDim.x), lane(tid & 31), warp(tid >> 5), nwarps(nthr >> 5),
         fs((int)blockIdx.x), grp((int)blockIdx.y), K(p.K), F(p.F), Cr(p.Cr), Ch(p.Ch), Cs(p.Cs), Co(p.Co),
         Q(p.Q), L(p.L), f0(fs * p.Fb), Fc(fg_imin(p.Fb, F - f0)), s0(grp * p.S), Sc(fg_imin(p.S, p.batch - s0)),
-        KF(K * Fc), M(Sc * KF), Mp(MMA ? (M + 15) & ~15 : M), leader(fs == 0), nsteps(p.steps),
+        KF(K * Fc), M(Sc * KF), Mp(MMA ? (M + 15) & ~15 : M), leader(fs == 0), force(p.mode == FG_MODE_FORCE),
+        nsteps(p.steps),
         Tn((long long)nsteps * K), sstride((long long)nsteps + 1), rsr(fg_row_split(Cr, lane, warp, nwarps)),
         rss(fg_row_split(Cs, lane, warp, nwarps)) {
     core_s = smem + p.sm_core;
@@ -136,7 +140,7 @@ struct FgBlock {
     const uint4* src = reinterpret_cast<const uint4*>(p.core);
     uint4* dst = reinterpret_cast<uint4*>(core_s);
     for (long long i = tid; i < p.core_resident / 16; i += nthr) dst[i] = src[i];
-    if (p.down_resident) {
+    if (p.down_resident && !force) {  // forced steps never downsample
       const T* dsrc = static_cast<const T*>(p.down) + (long long)f0 * K * Co * Q;
       const long long nd = (long long)Fc * K * Co * Q;
       for (long long i = tid; i < nd; i += nthr) down_s[i] = dsrc[i];
@@ -165,6 +169,7 @@ struct FgBlock {
       const long long b = s0 + s;
       int c;
       if (p.mode == FG_MODE_TEACHER) c = j == 0 ? p.start_class : (int)p.classes[b * nsteps + j - 1];
+      else if (force) c = (int)p.classes[b * nsteps + j];  // shifted by the op: column 0 the state's class
       else if (j == 0) c = (int)p.samples[b * sstride];  // the host's, before the launch
       else if (leader) c = cls[s];  // sampled by this block at the end of step j-1
       else {
@@ -205,7 +210,10 @@ struct FgBlock {
   }
 
   // (3) dilated conv (both taps) + conditioning + gate -> Z, then (4) skip and residual in one
-  // GEMM (the last layer's residual is never used), each after a barrier.
+  // GEMM (the last layer's residual is never used), each after a barrier. A forced step (never
+  // the last layer) takes the residual columns alone: W_sr's rows [C_s, C_s + C_r), at column
+  // C_s of W^T (fma) or past the C_s / 8 n-tiles of the fragments (mma: C_s x C_h elements),
+  // each output column computed as in the whole GEMM, so the history is the same.
   FG_DEVICE void layer_gemms(int l) {
     const long long lbase = p.off_layers + (long long)l * p.layer_stride;
     const T* wdil = reinterpret_cast<const T*>(wseg(lbase + p.loff_wdil, es * 4 * Ch * Cr));
@@ -223,6 +231,12 @@ struct FgBlock {
     fg_sync();
 
     // (4) skip and residual
+    if (force) {
+      const T* wres = wsr + (MMA ? (long long)Cs * Ch : (long long)Cs);
+      fg_gemm<T, MMA>(Zs, ldZ, Mp, M, Ch, wres, Cs + Cr, Cr,
+                      [&](int m, int n, float acc) { xs[m * Cr + n] += acc + bsr[Cs + n]; });
+      return;
+    }
     const int Nsr = Cs + (l + 1 < L ? Cr : 0);
     const bool first = l == 0;
     fg_gemm<T, MMA>(Zs, ldZ, Mp, M, Ch, wsr, Cs + Cr, Nsr, [&](int m, int n, float acc) {
@@ -356,9 +370,11 @@ FG_GLOBAL void FG_LAUNCH_BOUNDS(FG_MAX_THREADS) fg_persistent_kernel(const FG_GR
     for (int l = 0; l < p.L; ++l) {
       blk.layer_operands(l, t0);
       fg_sync();
+      if (blk.force && l + 1 == p.L) break;  // the last layer's output feeds only the skip sums
       blk.layer_gemms(l);
       fg_sync();
     }
+    if (blk.force) continue;
     blk.head();
     fg_sync();
     blk.downsample();

@@ -1,14 +1,20 @@
 """Backend ``cpu``: the fused C++ engine (``fastgen._C``, sources in ``csrc/cpu``), called through
-the torch dispatcher as the Triton engines are: ``torch.ops.fastgen.cpu_pack``, ``cpu_generate``
-and ``cpu_teacher_forced`` (their fake versions, for torch.compile and FakeTensor tracing, are
-registered here).
+the torch dispatcher as the Triton engines are: ``torch.ops.fastgen.cpu_pack``, ``cpu_generate``,
+``cpu_force`` and ``cpu_teacher_forced`` (their fake versions, for torch.compile and FakeTensor
+tracing, are registered here).
 
 The whole generation loop runs in native code with the GIL released: each step computes every
 layer (dilated conv on ring-buffered history, conditioning row, gate, residual and skip) on the
 step's K x F positions, the head and the output conv, then samples with the host's uniforms
-and feeds the class back. Sequences are split across OpenMP threads; with fewer sequences than
-threads and enough work per step, a sequence's F positions are (they never mix before the
-output conv). Weights are packed once, here at construction. float32 only.
+and feeds the class back. Forced steps (``cpu_force``: their classes given, nothing output)
+stop once the last layer's input is in its ring. Sequences are split across OpenMP threads;
+with fewer sequences than threads and enough work per step, a sequence's F positions are
+(they never mix before the output conv). Weights are packed once, here at construction.
+float32 only.
+
+The step's arithmetic is compiled once per instruction-set path (x86-64: baseline, avx2) and
+the best one this CPU has runs (``fastgen.build_info()["cpu"]["isa"]``; ``FASTGEN_CPU_ISA``
+forces one, for tests): the build is portable unless ``FASTGEN_CPU_ARCH=native`` (setup.py).
 """
 from __future__ import annotations
 
@@ -31,8 +37,11 @@ SUPPORTED_DTYPES = (torch.float32,)
 def unavailable_reason() -> str | None:
     """None when the native CPU engine can be used, else why not (and how to build it)."""
     if _C is None:
+        if "FASTGEN_CPU_ISA" in str(_IMPORT_ERROR):   # built, but asked for a path it cannot run
+            return f"the native extension fastgen._C did not load: {_IMPORT_ERROR}"
         return f"the native extension fastgen._C is not built ({_IMPORT_ERROR}); run  {BUILD_HINT}"
-    if not all(hasattr(torch.ops.fastgen, f) for f in ("cpu_pack", "cpu_generate", "cpu_teacher_forced")):
+    if not all(hasattr(torch.ops.fastgen, f)
+               for f in ("cpu_pack", "cpu_generate", "cpu_force", "cpu_teacher_forced")):
         return f"the native extension fastgen._C is out of date (no fused CPU engine in it); rebuild with  {BUILD_HINT}"
     return None
 
@@ -66,6 +75,10 @@ if unavailable_reason() is None:
     def _(packed, frames, uniforms, temperature, start_class, num_threads=0, split=-1, rings=None, step0=0,
           first_class=None):
         return frames.new_empty((frames.shape[0], uniforms.shape[1]), dtype=torch.long)
+
+    @torch.library.register_fake("fastgen::cpu_force")
+    def _(packed, frames, classes, rings, step0, first_class, num_threads=0, split=-1):
+        return None
 
     @torch.library.register_fake("fastgen::cpu_teacher_forced")
     def _(packed, frames, classes, start_class, num_threads=0, split=-1):
@@ -109,6 +122,10 @@ class CpuEngine(Engine):
         return torch.ops.fastgen.cpu_generate(self._packed, frames, uniforms.contiguous(), float(temperature),
                                               self.spec.start_class, self.num_threads, self.split,
                                               state.history, state.steps, state.classes)
+
+    def _force(self, frames, classes, state):
+        torch.ops.fastgen.cpu_force(self._packed, frames, classes.contiguous(), state.history, state.steps,
+                                    state.classes, self.num_threads, self.split)
 
     def _teacher_forced(self, frames, classes):
         return torch.ops.fastgen.cpu_teacher_forced(self._packed, frames, classes.contiguous(),

@@ -40,7 +40,7 @@ class ReferenceEngine(Engine):
     @torch.no_grad()
     def _generate(self, frames, uniforms, temperature, state):
         B, n = uniforms.shape
-        h, K = state.history, self.spec.frames_per_step
+        h = state.history
         m = h["cond"].shape[1]                       # groups of context before this call's first
         frames = torch.cat([h["frames"], frames], dim=2)
         cond = torch.cat([h["cond"], state.classes[:, None], h["cond"].new_empty((B, max(n - 1, 0)))], dim=1)
@@ -50,7 +50,21 @@ class ReferenceEngine(Engine):
             out[:, j] = ref.sample(logits, uniforms[:, j], temperature)
             if j + 1 < n:
                 cond[:, m + j + 1] = out[:, j]
-        keep = min(self.back, m + n)
-        h["frames"] = frames[:, :, (m + n - keep) * K:(m + n) * K].clone()
-        h["cond"] = cond[:, m + n - keep:m + n].clone()
+        self._keep(state, frames, cond[:, :m + n])     # (n = 0: without the next step's class)
         return out
+
+    @torch.no_grad()
+    def _force(self, frames, classes, state):
+        # Nothing to compute: a later step's window recomputes what it reaches, so forcing is
+        # only appending the steps' frames and conditioning classes to the history.
+        h = state.history
+        self._keep(state, torch.cat([h["frames"], frames], dim=2),
+                   torch.cat([h["cond"], ref.shift_conditioning(classes, state.classes)], dim=1))
+
+    def _keep(self, state, frames, cond):
+        """The history after the groups of ``frames`` and ``cond`` (the old history's, then the
+        call's): their last (up to) ``back`` groups."""
+        K, g = self.spec.frames_per_step, cond.shape[1]
+        keep = min(self.back, g)
+        state.history["frames"] = frames[:, :, (g - keep) * K:g * K].clone()
+        state.history["cond"] = cond[:, g - keep:].clone()

@@ -1,6 +1,8 @@
 """Backend ``torch``: incremental generation with per-layer history buffers (the Fast WaveNet
 queue algorithm generalized to K frames per step), in eager PyTorch; on CUDA the step can be
-captured in a CUDA graph.
+captured in a CUDA graph; ``compile=True`` runs the step (layers, head and sampling) through
+``torch.compile`` (inductor: C++ on a CPU, Triton and CUDA graphs on a GPU): the peer a user
+would try before a hand-written kernel, which the benchmarks measure beside eager.
 
 A layer of dilation d needs its input d frames back. Its buffer holds the last d input frames
 (B, C_r, d, F); appending the step's K frames gives a (d + K)-frame window whose first K
@@ -18,7 +20,8 @@ from ..packing import cond_table
 class TorchEngine(Engine):
     name = "torch"
 
-    def __init__(self, spec, weights, device="cpu", dtype=torch.float32, cuda_graph: bool = False):
+    def __init__(self, spec, weights, device="cpu", dtype=torch.float32, cuda_graph: bool = False,
+                 compile: bool = False):
         super().__init__(spec, weights, device, dtype)
         w = {k: v.to(self.device, dtype) for k, v in weights.items()}
         self.w = w
@@ -31,10 +34,21 @@ class TorchEngine(Engine):
         self.down_w = w["down_w"].reshape(-1, spec.num_classes)
         self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda"
         self._L = L
+        # compiled once per input shape (batch); "reduce-overhead" replays CUDA graphs on a GPU
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        self._compiled = torch.compile(self._sample_step, dynamic=False, mode=mode) if compile else None
+
+    def _sample_step(self, frames_step, cond, buffers: tuple, u, temperature: float):
+        """One sampled step as a function (what ``compile`` compiles): the class and the new buffers."""
+        buffers = list(buffers)
+        logits = self._step(frames_step, cond, buffers)
+        return ref.sample(logits.to(self.logits_dtype), u, temperature), tuple(buffers)
 
     # One step on the K new frames of every sequence. x: (B, P=K*F, C_in) for positions
     # ordered (k, f); buffers[l]: (B, d_l * F, C_r) holding the last d_l frames, same order.
-    def _step(self, frames_step, cond, buffers):
+    # Without `head` (a forced step) only the buffers advance: no skip sums, no last layer's
+    # conv (its output feeds only them), no head or downsampling; returns None.
+    def _step(self, frames_step, cond, buffers, head=True):
         s, w = self.spec, self.w
         K, Fn, Ch = s.frames_per_step, s.num_features, s.hidden_channels
         P = K * Fn
@@ -44,10 +58,13 @@ class TorchEngine(Engine):
             win = torch.cat([buffers[l], x], dim=1)                            # (B, (d+K)F, Cr)
             past = win[:, :P]
             buffers[l] = win[:, P:]                                            # last d frames
+            if not head and l + 1 == self._L:
+                return None
             a = torch.cat([past, x], dim=2) @ self.dil_w[l].T + self.cond_table[l][cond][:, None, :]
             z = torch.tanh(a[..., :Ch]) * torch.sigmoid(a[..., Ch:])
-            sk = z @ w["skip_w"][l].T + w["skip_b"][l]
-            skip = sk if skip is None else skip + sk
+            if head:
+                sk = z @ w["skip_w"][l].T + w["skip_b"][l]
+                skip = sk if skip is None else skip + sk
             if l + 1 < self._L:                                                # none after the last
                 x = x + z @ w["res_w"][l].T + w["res_b"][l]
         h = torch.relu(torch.relu(skip) @ w["head1_w"].T + w["head1_b"]) @ w["head2_w"].T + w["head2_b"]
@@ -87,11 +104,25 @@ class TorchEngine(Engine):
         cond = state.classes
         if self.cuda_graph and n > 0:
             return self._generate_graph(steps, uniforms, temperature, buffers, out, cond)
+        if self._compiled is not None:
+            for j in range(n):
+                cond, new = self._compiled(steps[j], cond, tuple(buffers), uniforms[:, j], temperature)
+                buffers[:] = new
+                out[:, j] = cond
+            return out
         for j in range(n):
             logits = self._step(steps[j], cond, buffers)
             cond = ref.sample(logits.to(self.logits_dtype), uniforms[:, j], temperature)
             out[:, j] = cond
         return out
+
+    @torch.no_grad()
+    def _force(self, frames, classes, state):
+        # eagerly, step by step (no CUDA graph: a forced step is the layers alone)
+        steps = self._steps_input(frames)
+        cond = ref.shift_conditioning(classes, state.classes)
+        for j in range(steps.shape[0]):
+            self._step(steps[j], cond[:, j], state.history, head=False)
 
     def _generate_graph(self, steps, uniforms, temperature, buffers, out, cond):
         # Capture one step (buffers updated in place) and replay it n times.

@@ -149,3 +149,15 @@ def test_sampling_parity_catches_a_single_flipped_sample():
         check_generate(_Flipped(eng), spec, w, frames, uniforms, 1.0, exact=True)
     with pytest.raises(AssertionError, match="not a near-tie"):
         check_generate(_Flipped(eng), spec, w, frames, uniforms, 1.0, exact=False)
+
+
+@pytest.mark.slow
+def test_torch_compiled_step_matches_the_reference():
+    """``compile=True`` (the benchmarks' torch.compile peer): the same samples as the float64
+    reference, but at near-ties (inductor may order the sums differently), and as eager."""
+    spec = PARITY_SPECS["odd"]
+    w, frames, _, uniforms = make_case(spec, 3, 6, seed=5)
+    compiled = fastgen.create("torch", spec, w, compile=True)
+    got = check_generate(compiled, spec, w, frames, uniforms, 1.0)
+    eager = fastgen.create("torch", spec, w).generate(frames, uniforms, 1.0)
+    assert (got == eager).float().mean() > 0.9

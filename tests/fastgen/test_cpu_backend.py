@@ -1,6 +1,10 @@
 """The fused C++ CPU backend (``cpu``): the conformance suite (tests/conformance.py), its thread
-splits, and its native argument checks."""
+splits, and its native argument checks; all of it again under each other instruction-set path of
+the kernels this CPU has (FASTGEN_CPU_ISA, in a subprocess)."""
 import contextlib
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -171,10 +175,13 @@ def test_ops_are_registered_with_the_dispatcher():
     assert isinstance(packed, torch.ScriptObject) and "CpuPacked" in str(packed._type())
     assert packed.num_classes() == spec.num_classes and packed.cond_classes() == spec.cond_classes
     assert packed.ring_stride() > 0 and packed.nbytes() > 0
-    for name in ("cpu_pack", "cpu_generate", "cpu_teacher_forced"):
+    for name in ("cpu_pack", "cpu_generate", "cpu_force", "cpu_teacher_forced"):
         assert hasattr(torch.ops.fastgen, name)
     # rings are declared as written in place (so functionalization copies them back)
     assert torch.ops.fastgen.cpu_generate.default._schema.arguments[7].alias_info.is_write
+    force = torch.ops.fastgen.cpu_force.default._schema
+    assert [a.name for a in force.arguments if a.alias_info is not None and a.alias_info.is_write] == ["rings"]
+    assert not force.returns
 
 
 def test_opcheck_cpu_ops():
@@ -188,6 +195,42 @@ def test_opcheck_cpu_ops():
     torch.library.opcheck(torch.ops.fastgen.cpu_teacher_forced.default,
                           (eng._packed, frames, classes, spec.start_class, 1, 0),
                           test_utils=("test_faketensor",))
+    first = torch.full((2,), spec.start_class)
+    torch.library.opcheck(torch.ops.fastgen.cpu_force.default,
+                          (eng._packed, frames, classes, rings, 0, first, 1, 0), test_utils=("test_faketensor",))
+
+
+def test_cpu_force_op_continues_the_rings_as_generate_does():
+    # the op itself: forcing a generation's own samples leaves the rings generate left
+    spec, eng, frames, classes, uniforms = _op_case(batch=3, steps=4)
+    ops, packed, K = torch.ops.fastgen, eng._packed, spec.frames_per_step
+    first = torch.full((3,), spec.start_class)
+    sampled, forced = torch.zeros(2, 3, packed.ring_stride())
+    c = ops.cpu_generate(packed, frames[:, :, :3 * K], uniforms[:, :3], 1.0, spec.start_class, 2, -1, sampled, 0,
+                         first)
+    assert ops.cpu_force(packed, frames[:, :, :3 * K], c, forced, 0, first, 2, -1) is None
+    assert torch.equal(forced, sampled) and forced.abs().sum() > 0
+    ops.cpu_force(packed, frames[:, :, 3 * K:], classes[:, 3:], forced, 3, c[:, -1], 2, -1)
+    assert not torch.equal(forced, sampled)
+
+
+def test_cpu_force_native_argument_checks():
+    spec, eng, frames, classes, _ = _op_case()
+    ops, packed = torch.ops.fastgen, eng._packed
+    rings, first = torch.zeros(2, packed.ring_stride()), torch.full((2,), spec.start_class)
+    with pytest.raises(RuntimeError, match="force: classes must lie in"):
+        ops.cpu_force(packed, frames, classes + 1000, rings, 0, first)
+    with pytest.raises(RuntimeError, match=r"force: classes must have shape \(batch, steps\)"):
+        ops.cpu_force(packed, frames, classes[:, :1], rings, 0, first)
+    with pytest.raises(RuntimeError, match="force: rings must be a contiguous float32"):
+        ops.cpu_force(packed, frames, classes, rings[:1], 0, first)
+    with pytest.raises(RuntimeError, match="force: first_class must lie in"):
+        ops.cpu_force(packed, frames, classes, rings, 0, first + 100)
+    with pytest.raises(RuntimeError, match="force: step0 -1"):
+        ops.cpu_force(packed, frames, classes, rings, -1, first)
+    with pytest.raises(RuntimeError, match="force: frames must be float32"):
+        ops.cpu_force(packed, frames.double(), classes, rings, 0, first)
+    assert rings.abs().sum() == 0                      # refused calls wrote nothing
 
 
 def test_torch_compile_traces_the_cpu_ops():
@@ -200,6 +243,30 @@ def test_torch_compile_traces_the_cpu_ops():
     compiled = torch.compile(run, backend="aot_eager", fullgraph=True)
     got, want = compiled(frames, uniforms, classes), run(frames, uniforms, classes)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+# -- the instruction-set paths (csrc/cpu/isa.h) --------------------------------------------------
+def _isa_paths():
+    return cpu_backend._C.cpu_isa_paths().split(",") if cpu_backend.unavailable_reason() is None else []
+
+
+@pytest.mark.skipif(bool(os.environ.get("FASTGEN_CPU_ISA")), reason="this run already forces a path")
+@pytest.mark.parametrize("isa", _isa_paths())
+def test_every_isa_path_passes_this_file(isa):
+    # This file (the conformance suite: samples equal to the float64 reference's, logits within
+    # its tolerance) with the path forced; the path this run picked has just been tested here.
+    if isa == cpu_backend._C.cpu_isa():
+        pytest.skip(f"{isa} is the path of this run")
+    env = dict(os.environ, FASTGEN_CPU_ISA=isa)
+    probe = subprocess.run([sys.executable, "-c", "import fastgen._C as c; print(c.cpu_isa())"], env=env,
+                           capture_output=True, text=True)
+    if "cannot run" in probe.stderr:
+        pytest.skip(f"this CPU has no {isa}")
+    assert probe.returncode == 0 and probe.stdout.split() == [isa], probe.stderr[-3000:]
+    # (this run's cwd and environment: the same fastgen)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__], env=env,
+                       capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0 and " passed" in r.stdout, r.stdout[-8000:] + r.stderr[-3000:]
 
 
 def test_unbuilt_extension_is_backend_unavailable(monkeypatch):

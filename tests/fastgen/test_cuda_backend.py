@@ -31,7 +31,7 @@ from fastgen.backends import BackendUnavailable
 from fastgen.backends import cuda as cb
 from conftest import PARITY_SPECS, make_case
 from conformance import *  # noqa: F401,F403 (the conformance suite, on the engines below)
-from conformance import TOL, EngineCase, check_generate, check_teacher_forced, engine_fixture
+from conformance import TOL, EngineCase, check_generate, check_samples, check_teacher_forced, engine_fixture
 from cuda_emu import build_emu, emu_engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -463,6 +463,34 @@ def test_emulated_edge_cases(emu):
     check_generate(eng, spec, w, frames[:, :, :1], uniforms[:, :1], 1.0)
 
 
+@pytest.mark.parametrize("dtype,path,options", [
+    (torch.bfloat16, "mma", dict(f_splits=2, threads=64)),      # the residual n-tiles of the fragments
+    (torch.float16, "mma", dict(seqs_per_block=2, threads=96)),  # groups of 2 and 1
+    (torch.float32, "fma", dict(f_splits=4, threads=32)),       # a 4-way split the forced steps never meet in
+    (torch.float32, "fma", dict(smem="stream")),                # weights (the residual columns) from global
+], ids=["mma-bf16", "mma-fp16-seqs2", "fma-f4", "fma-stream"])
+def test_emulated_forced_history_is_the_sampled_one(emu, dtype, path, options):
+    # The forced kernel takes the residual columns of the skip/residual GEMM alone and skips the
+    # last layer's GEMMs: each value it writes to the rings is computed as the whole GEMM computes it.
+    spec = PARITY_SPECS["round"]
+    options = dict(options)
+    w, frames, _, uniforms = make_case(spec, 3, 4, seed=12)
+    if options.pop("smem", None) == "stream":
+        options["smem"] = cb.plan_launch(spec, 3, 200_000, 4, dtype=dtype, threads=64).activation_bytes
+    eng = emu_engine(emu, spec, w, dtype, path=path, **options)
+    assert eng.path == path
+    if "smem" in options:
+        assert eng.plan(3).core_resident == 0
+    sampled, forced = eng.start(3), eng.start(3)
+    for state in (sampled, forced):
+        state.history.zero_()      # (the engine leaves slots no step wrote as they are: never read)
+    c = eng.generate(frames, uniforms, 1.0, state=sampled)
+    eng.force(frames, c, forced)
+    assert forced.history.abs().sum() > 0 and torch.equal(forced.history, sampled.history)
+    assert torch.equal(eng.generate(frames, uniforms, 1.0, state=forced), eng.generate(frames, uniforms, 1.0,
+                                                                                        state=sampled))
+
+
 # ------------------------------------------------------------------------------------------
 # On a GPU
 # ------------------------------------------------------------------------------------------
@@ -522,3 +550,26 @@ def test_gpu_long_generation_and_larger_model():
         eng = fastgen.create("cuda", spec, w, device="cuda", dtype=dtype)
         check_teacher_forced(eng, spec, w, frames, classes, TOL[dtype])
         check_generate(eng, spec, w, frames, uniforms, 1.0)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_forced_history_is_the_sampled_one(dtype):
+    # on the device too: the forced launch's residual-only GEMM computes each ring value as the
+    # whole GEMM does (bf16: the tensor-core path), so a long forced prefix leaves the same rings
+    spec = fastgen.NetworkSpec(in_channels=1, num_features=8, frames_per_step=4, residual_channels=64,
+                               hidden_channels=64, skip_channels=128, out_channels=128, num_classes=256,
+                               cond_classes=257, cond_channels=32, dilations=tuple(2 ** i for i in range(10)) * 2,
+                               start_class=256)
+    w, frames, _, uniforms = make_case(spec, 3, 200, seed=13)
+    eng = fastgen.create("cuda", spec, w, device="cuda", dtype=dtype)
+    sampled, forced = eng.start(3), eng.start(3)
+    for state in (sampled, forced):
+        state.history.zero_()
+    K, j = spec.frames_per_step, 150
+    c = eng.generate(frames[:, :, :j * K], uniforms[:, :j], 1.0, state=sampled)
+    eng.force(frames[:, :, :j * K], c, forced)
+    assert torch.equal(forced.history, sampled.history)
+    rest = eng.generate(frames[:, :, j * K:], uniforms[:, j:], 1.0, state=forced)
+    check_samples(spec, w, frames, torch.cat([c, rest], 1).cpu(), uniforms, 1.0, dtype, first=j)

@@ -1,7 +1,9 @@
-"""The cuda backend's ops, ``torch.ops.fastgen.cuda_generate`` and ``cuda_teacher_forced``.
+"""The cuda backend's ops, ``torch.ops.fastgen.cuda_generate``, ``cuda_force`` and
+``cuda_teacher_forced``.
 
 - Schemas (always: fastgen._C declares them): the kernel's integers are named, keyword-only
-  int arguments, exactly those ``op_ints`` gives; only ``rings`` is written to.
+  int arguments, exactly those ``op_ints`` gives; only ``rings`` is written to (generate,
+  force), and ``cuda_force`` returns nothing.
 - Fake versions (CPU): meta and FakeTensor calls, CUDA devices included, give the outputs'
   shapes without a GPU.
 - ``torch.library.opcheck`` on the CPU with the kernel emulator as the ops' CPU kernels
@@ -21,7 +23,7 @@ from fastgen.backends import cuda as cb
 from fastgen.backends.cuda import ops
 
 pytestmark = pytest.mark.skipif(not ops.registered(), reason="fastgen._C (which declares the ops) is not built")
-OPS = {"generate": "cuda_generate", "teacher_forced": "cuda_teacher_forced"}
+OPS = {"generate": "cuda_generate", "teacher_forced": "cuda_teacher_forced", "force": "cuda_force"}
 # What the ops derive per call, beside the integers they are given (FG_CALL_INTS).
 PER_CALL = {"G", "batch", "steps", "mode", "step0"}
 
@@ -41,7 +43,8 @@ def _calls(spec, batch=2, steps=2, dtype=torch.float32, device="cpu", limits=(10
     first = torch.full((batch,), spec.start_class, dtype=torch.long, device=device)
     dils = list(spec.dilations)
     args = {"generate": (*weights, frames, uniforms.to(device), first, rings, 1.0, 0, dils),
-            "teacher_forced": (*weights, frames, classes.to(device), dils)}
+            "teacher_forced": (*weights, frames, classes.to(device), dils),
+            "force": (*weights, frames, classes.to(device), first, rings.clone(), 0, dils)}
     return args, cb.op_ints(spec, plan, packed.layout), w
 
 
@@ -58,7 +61,8 @@ def test_the_kernel_integers_are_named_keyword_arguments(name):
     layout = cb.core_layout(spec, torch.float32, plan.path)
     assert set(cb.launch_ints(spec, plan, layout, 2, 3, cb.MODE_GENERATE)) == named | PER_CALL
     written = [a.name for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
-    assert written == (["rings"] if name == "generate" else [])
+    assert written == (["rings"] if name in ("generate", "force") else [])
+    assert len(schema.returns) == (0 if name == "force" else 1)
 
 
 @pytest.mark.parametrize("device", ["meta", "fake-cuda"])
@@ -72,6 +76,7 @@ def test_fake_versions_give_the_output_shapes(device):
                           for a in v) for k, v in args.items()}
         samples = _op("generate")(*moved["generate"], **ints)
         logits = _op("teacher_forced")(*moved["teacher_forced"], **ints)
+        assert _op("force")(*moved["force"], **ints) is None
     assert (tuple(samples.shape), samples.dtype, samples.device.type) == ((3, 4), torch.long, dev)
     assert (tuple(logits.shape), logits.dtype, logits.device.type) == ((3, 4, spec.num_classes), torch.float32, dev)
 
@@ -97,6 +102,18 @@ def test_the_dispatched_op_is_the_engines_kernel(emu):
     assert torch.equal(logits, eng.teacher_forced(frames, classes))
     # the rings were written in place: continuing from them is continuing the generation
     assert args["generate"][6].abs().sum() > 0
+    # forcing the generated classes leaves the rings generating them left, and forced steps are
+    # the engine's
+    *weights, _, _, first, rings, step0, dils = args["force"]
+    with as_cpu_kernels(emu):
+        assert torch.ops.fastgen.cuda_force(*weights, frames, samples, first, rings, step0, dils, **ints) is None
+    assert torch.equal(rings, args["generate"][6])
+    state = eng.start(3)
+    state.history.zero_()           # (slots no step wrote are never read: the engine leaves them as they are)
+    eng.force(frames, classes, state)
+    with as_cpu_kernels(emu):
+        torch.ops.fastgen.cuda_force(*weights, frames, classes, first, rings.zero_(), step0, dils, **ints)
+    assert torch.equal(rings, state.history)
 
 
 def test_the_op_refuses_what_the_kernel_cannot_run(emu):
@@ -116,6 +133,18 @@ def test_the_op_refuses_what_the_kernel_cannot_run(emu):
                                                                                if k != "Cin"})
         empty = torch.ops.fastgen.cuda_teacher_forced(core, down, cond, frames[:0], classes[:0], dils, **ints)
         assert tuple(empty.shape) == (0, 2, spec.num_classes)
+        _, _, _, _, _, first, rings, step0, _ = args["force"]
+        with pytest.raises(ValueError, match=r"classes must be \(2, 2\) int64 classes"):
+            torch.ops.fastgen.cuda_force(core, down, cond, frames, classes[:, :1], first, rings, step0, dils, **ints)
+        with pytest.raises(ValueError, match="first_class must be 2 int64 classes"):
+            torch.ops.fastgen.cuda_force(core, down, cond, frames, classes, first[:1], rings, step0, dils, **ints)
+        with pytest.raises(ValueError, match=r"buffer ring holds \d+ elements, the launch needs \d+"):
+            torch.ops.fastgen.cuda_force(core, down, cond, frames, classes, first, rings[:-1], step0, dils, **ints)
+        with pytest.raises(ValueError, match=r"the first step's index must lie in"):
+            torch.ops.fastgen.cuda_force(core, down, cond, frames, classes, first, rings, -1, dils, **ints)
+        torch.ops.fastgen.cuda_force(core, down, cond, frames[:, :, :0], classes[:, :0], first, rings, 0, dils,
+                                     **ints)
+        assert rings.abs().sum() == 0                   # refused or empty calls wrote nothing
 
 
 # -- on a GPU: the real kernels ------------------------------------------------------------------

@@ -10,7 +10,8 @@ is one allocation per block, so an overrun from one of its regions into the next
 
 The sanitized library is loaded into a child Python through LD_PRELOAD; torch's own threads
 are kept out (one thread), and only reports whose stacks name the emulated kernel count.
-Two mutant kernels (a barrier removed; a store one element too far) show that each check can fail.
+The runs cover generation, teacher forcing and forced steps. Two mutant kernels (a barrier
+removed; a store one element too far) show that each check can fail.
 """
 from __future__ import annotations
 
@@ -50,6 +51,11 @@ for case in json.loads(sys.argv[4]):
         assert 0 < p.core_resident < p.core_bytes, p
     conformance.check_teacher_forced(eng, spec, w, frames, classes, conformance.TOL[dtype])
     conformance.check_generate(eng, spec, w, frames, uniforms, 1.0)
+    # a forced step (the layers alone, the blocks never meet), then one generated on from it
+    K, state = spec.frames_per_step, eng.start(batch)
+    eng.force(frames[:, :, :K], classes[:, :1], state)
+    rest = eng.generate(frames[:, :, K:], uniforms[:, 1:], 1.0, state=state).cpu()
+    conformance.check_samples(spec, w, frames, torch.cat([classes[:, :1], rest], 1), uniforms, 1.0, dtype, first=1)
 print("SANITIZED-RUN-OK")
 """
 

@@ -2,9 +2,11 @@
 parameter validation under AddressSanitizer + UndefinedBehaviorSanitizer.
 
 The sizes of a network come from files a user downloads. A harness (HARNESS below, compiled
-with g++ together with ``csrc/cpu/wavenet_kernels.cpp`` and ``layout.cpp`` -- the torch-free part of the CPU
-backend: its size planning, buffers and generation loop -- and ``csrc/cuda/fastgen_cuda.h``'s
-``fg_prepare``) feeds them extreme values: dilations of 2**59, sizes past the limits, products
+with g++ together with ``csrc/cpu/wavenet_kernels.cpp``, ``layout.cpp``, ``dispatch.cpp`` and
+``step_kernels.cpp`` once per instruction-set path, with the flags of setup.py's portable build
+-- the torch-free part of the CPU backend: its size planning, buffers, generation loop and
+kernels -- and ``csrc/cuda/fastgen_cuda.h``'s ``fg_prepare``; run once per path this CPU has,
+chosen with FASTGEN_CPU_ISA) feeds them extreme values: dilations of 2**59, sizes past the limits, products
 that wrap around 64 bits, batches that overflow the ring buffers, values that an int cast
 would truncate into plausible ones (2**32 + 5 layers -> 5), and zero-step and zero-sequence
 jobs. Every hostile case must be refused with a message, never run; the valid ones (among
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import types
@@ -40,6 +43,7 @@ HARNESS = r"""
 #include <string>
 #include <vector>
 
+#include "cpu/isa.h"
 #include "cpu/wavenet_kernels.h"
 #include "cuda/fastgen_cuda.h"
 
@@ -221,6 +225,10 @@ int main(int argc, char** argv) {
     base_ints[std::string(argv[i], (size_t)(eq - argv[i]))] = std::atoll(eq + 1);
   }
   for (++i; i < argc; ++i) base_dils.push_back(std::atoll(argv[i]));
+  const char* error = "";
+  const char* isa = active_isa(&error);
+  if (!*isa) { std::printf("ISA-UNAVAILABLE %s\n", error); return 0; }
+  std::printf("ISA %s\n", isa);
   cpu_cases();
   cuda_cases();
   std::printf(failures ? "HARNESS-FAILED\n" : "HARNESS-OK\n");
@@ -284,8 +292,14 @@ def _baseline_launch():
     return cb.launch_ints(spec, plan, packed.layout, 1, 2, cb.MODE_TEACHER), list(spec.dilations)
 
 
+def _portable_build():
+    """setup.py's flags of a portable build (cpu_build_flags), read without building."""
+    return runpy.run_path(str(ROOT / "setup.py"), run_name="fastgen_build_flags")["cpu_build_flags"]("portable")
+
+
 @pytest.fixture(scope="module")
 def harness_output(tmp_path_factory):
+    """(exit status, output) of the harness run once per instruction-set path this CPU has."""
     cxx = _compiler()
     tmp = tmp_path_factory.mktemp("hostile")
     src = tmp / "harness.cpp"
@@ -293,27 +307,41 @@ def harness_output(tmp_path_factory):
     exe = tmp / "harness"
     flags = ["-std=c++17", "-O1", "-g", "-fopenmp", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
              "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Wno-psabi"]
-    if subprocess.run([cxx, "-march=native", "-E", "-x", "c++", "/dev/null"], capture_output=True).returncode == 0:
-        flags.append("-march=native")   # the AVX paths the extension is built with
-    cmd = [cxx, *flags, "-I", str(ROOT / "csrc"), str(src), str(ROOT / "csrc" / "cpu" / "wavenet_kernels.cpp"),
-           str(ROOT / "csrc" / "cpu" / "layout.cpp"),
-           "-o", str(exe)]
+    build = _portable_build()   # its -march and list of paths; -O1 and the sanitizers instead of -O3
+    flags += [f for f in build["common"] if f.startswith(("-march=", "-DFASTGEN_"))]
+    cpu = ROOT / "csrc" / "cpu"
+    units = [(src, []), (cpu / "wavenet_kernels.cpp", []), (cpu / "layout.cpp", []), (cpu / "dispatch.cpp", [])]
+    units += [(cpu / "step_kernels.cpp", [*extra, f"-DFASTGEN_ISA={name}"]) for name, extra in build["paths"].items()]
+    objects = []
+    for i, (source, extra) in enumerate(units):
+        objects.append(tmp / f"{i}_{source.stem}.o")
+        cmd = [cxx, *flags, *extra, "-I", str(ROOT / "csrc"), "-c", str(source), "-o", str(objects[-1])]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr[-6000:]}"
+    cmd = [cxx, *flags, *map(str, objects), "-o", str(exe)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0 and ("asan" in r.stderr.lower() or "ubsan" in r.stderr.lower()) and "cannot find" in r.stderr:
         pytest.skip(f"the sanitizer runtimes are not installed:\n{r.stderr[-2000:]}")
     assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr[-6000:]}"
     ints, dils = _baseline_launch()
     args = [f"{k}={v}" for k, v in ints.items()] + ["--"] + [str(d) for d in dils]
-    env = dict(os.environ, OMP_NUM_THREADS="2", ASAN_OPTIONS="detect_leaks=0:halt_on_error=1",
-               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
-    r = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=600)
-    return r.returncode, r.stdout + r.stderr
+    rc, out = 0, ""
+    for name in build["paths"]:
+        env = dict(os.environ, OMP_NUM_THREADS="2", ASAN_OPTIONS="detect_leaks=0:halt_on_error=1",
+                   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1", FASTGEN_CPU_ISA=name)
+        r = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=600)
+        rc, out = max(rc, r.returncode), out + f"== FASTGEN_CPU_ISA={name}\n" + r.stdout + r.stderr
+    return rc, out
 
 
 def test_sanitized_run_is_clean(harness_output):
     rc, out = harness_output
     assert "Sanitizer" not in out and "runtime error" not in out, out[-8000:]
-    assert rc == 0 and "HARNESS-OK" in out, out[-8000:]
+    assert rc == 0 and "HARNESS-FAILED" not in out, out[-8000:]
+    # every path ran to the end, but one this CPU lacks (baseline never)
+    ran = re.findall(r"^ISA (\w+)$", out, re.M)
+    assert "baseline" in ran and out.count("HARNESS-OK") == len(ran), out[-8000:]
+    assert len(ran) + out.count("ISA-UNAVAILABLE") == len(_portable_build()["paths"]), out[-8000:]
 
 
 @pytest.mark.parametrize("case", sorted(REFUSALS))
@@ -328,7 +356,8 @@ def test_hostile_sizes_are_refused_with_a_message(harness_output, case):
 @pytest.mark.parametrize("case", RUNS)
 def test_valid_extremes_run(harness_output, case):
     _, out = harness_output
-    assert re.search(rf"^RAN {re.escape(case)}: ", out, re.M), out[-4000:]
+    ran = re.findall(r"^ISA (\w+)$", out, re.M)
+    assert ran and len(re.findall(rf"^RAN {re.escape(case)}: ", out, re.M)) == len(ran), out[-4000:]
 
 
 def test_cuda_baseline_is_accepted(harness_output):

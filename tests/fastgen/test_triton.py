@@ -23,7 +23,7 @@ import torch
 import fastgen
 from conftest import PARITY_SPECS, make_case
 from conformance import *  # noqa: F401,F403 (the conformance suite, on the engines below)
-from conformance import EngineCase, check_generate, engine_fixture, rel_err
+from conformance import TOL, EngineCase, check_generate, check_teacher_forced, engine_fixture, rel_err
 
 pytest.importorskip("triton")
 from fastgen.backends.triton import engine as triton_backend  # noqa: E402
@@ -127,6 +127,49 @@ def test_row_chunks(variant, spec_name, seqs):
     check_generate(eng, spec, weights, frames, uniforms, 0.8, exact=EXACT)
 
 
+# -- a wide input: the input convolution takes its channels a tile (kernels.CIN_TILE) per trip of
+# a loop, the last trip partial; two sequences per program, the third masked off --------------
+WIDE_INPUT = fastgen.NetworkSpec(in_channels=21, num_features=4, frames_per_step=2, residual_channels=12,
+                                 hidden_channels=16, skip_channels=16, out_channels=8, num_classes=13,
+                                 cond_classes=14, cond_channels=5, dilations=(1, 2, 4), start_class=13)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_wide_input(variant, dtype):
+    from fastgen.backends.triton import kernels
+    spec, tile = WIDE_INPUT, kernels.CIN_TILE.value
+    assert spec.in_channels > 2 * tile and spec.in_channels % tile
+    batch, steps = 3, 4
+    weights, frames, classes, uniforms = make_case(spec, batch, steps, seed=7)
+    eng = fastgen.create(variant, spec, weights, device=DEVICE, dtype=dtype, seqs_per_program=2)
+    assert eng._config(batch)[0] == 2
+    check_teacher_forced(eng, spec, weights, frames, classes, TOL[dtype])
+    check_generate(eng, spec, weights, frames, uniforms, 0.8, exact=EXACT and dtype == torch.float32)
+
+
+# -- forced steps: the history the sampled steps leave, on every tiling ------------------------
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("spec_name,options", [
+    ("odd", dict(seqs_per_program=2, tile_rows=32)),   # 2 sequences per tile, the third masked off
+    ("wide", dict(seqs_per_program=2, tile_rows=16)),  # row chunks: past taps in an earlier chunk
+    ("one_layer", {}),                                 # no layer before the last: the ring store alone
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_forced_rings_are_the_sampled_ones(variant, spec_name, options, dtype):
+    spec = WIDE if spec_name == "wide" else PARITY_SPECS[spec_name]
+    w, frames, _, uniforms = make_case(spec, 3, 4, seed=6)
+    eng = fastgen.create(variant, spec, w, device=DEVICE, dtype=dtype, **options)
+    sampled, forced = eng.start(3), eng.start(3)
+    c = eng.generate(frames, uniforms, 1.0, state=sampled)
+    eng.force(frames, c, forced)
+    assert forced.history.abs().sum() > 0
+    if EXACT:        # the interpreter: the same dots on the same values
+        assert torch.equal(forced.history, sampled.history)
+    else:            # on a GPU the forced launch is another compiled kernel
+        assert rel_err(forced.history, sampled.history) <= (1e-6 if dtype == torch.float32 else 1e-2)
+
+
 def test_tile_rows_are_clamped_to_a_power_of_two():
     from fastgen.backends.triton import ops as tk
     dims = _engine("triton", "round", 1).dims              # PP = 32
@@ -226,6 +269,13 @@ def test_fake_impls_under_fake_mode():
         logits, nxt = torch.ops.fastgen.triton_step(f, 1, cond[:, 0], u[:, 0], 1.0, ring, packed, eng.dims,
                                                     config, True, True)
         assert logits.shape == (3, Q) and nxt.shape == (3,) and nxt.dtype == torch.int64
+        # forced steps: nothing written but the ring
+        logits, out = torch.ops.fastgen.triton_persistent(f, cond, u, 1.0, ring, packed, eng.dims, config, True, 2,
+                                                          True)
+        assert logits.shape == (3, 0, Q) and out.shape == (3, 5)
+        logits, nxt = torch.ops.fastgen.triton_step(f, 1, cond[:, 0], u[:, 0], 1.0, ring, packed, eng.dims,
+                                                    config, False, False, 2)
+        assert logits.shape == (3, 0) and nxt.shape == (3,)
 
 
 def test_opcheck_persistent():
@@ -236,6 +286,17 @@ def test_opcheck_persistent():
     ring = tk.new_ring(1, eng.dims, DEVICE, eng.dtype)
     torch.library.opcheck(torch.ops.fastgen.triton_persistent.default,
                           (frames, cond, u, 1.0, ring, eng.packed, eng.dims, config, False, 0),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_opcheck_persistent_forced():
+    from fastgen.backends.triton import ops as tk
+    spec, eng, frames, config = _op_args(batch=1, steps=2)
+    cond = torch.tensor([[spec.start_class, 3]], device=DEVICE)
+    u = torch.zeros(1, 2, device=DEVICE)
+    ring = tk.new_ring(1, eng.dims, DEVICE, eng.dtype)
+    torch.library.opcheck(torch.ops.fastgen.triton_persistent.default,
+                          (frames, cond, u, 1.0, ring, eng.packed, eng.dims, config, True, 4, True),
                           test_utils=("test_schema", "test_faketensor"))
 
 

@@ -6,14 +6,16 @@ specialisations, Triton's bundled ptxas), in a subprocess without ``TRITON_INTER
 catches what only the compiler rejects, and checks every default launch configuration of the
 parity specs and of the ``small`` and ``base`` presets (batch 1; 256, one sequence per program
 on sm_90's 132 SMs and two on sm_80's 108; 4096, 16 per program in bf16/fp16, the
-tensor-core downsampling): shared memory within what a block may
-have on the architecture, at least one block per SM, and no register spills beyond a few
-bytes in bf16/fp16 (the fast modes) nor for ``small`` in fp32. The fp32 parity mode of
+tensor-core downsampling), and the forced-step launches (``Engine.force``: the layers alone)
+at the same sizes, and a spec with a wide input (999 channels): shared memory within what a
+block may have on the architecture, at least one block per SM, and no register spills beyond a
+few bytes in bf16/fp16 (the fast modes) nor for ``small`` or the wide input in fp32. The fp32 parity mode of
 ``base`` does spill (0.5-0.9 KiB per thread): ``python -m benchmarks.triton_resources``
 reports it, and this test does not hold it.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -37,6 +39,11 @@ def _small_spec():
     return export_to_fastgen(EDANet(EDANetConfig.from_preset("small")))[0]
 
 
+# "round" with many more input channels than the kernels take in one trip of their input
+# convolution's loop (``kernels.CIN_TILE``), and a count no tile divides.
+WIDE_INPUT = dataclasses.replace(PARITY_SPECS["round"], in_channels=999)
+
+
 def _cases():
     """Parity specs by value, presets by name (``benchmarks.triton_resources`` case format)."""
     named = [(n, dict(spec=s.to_dict())) for n, s in PARITY_SPECS.items()]
@@ -51,10 +58,20 @@ def _cases():
                 # the sequences per program follow the batch and the arch's SM count
                 for batch in (1, 256, 4096) if name in ("small", "base") else (1, 4096):
                     for arch in archs:
-                        cases.append(dict(which, name=name, variant=variant, dtype=dtype, batch=batch, arch=arch,
-                                          teacher=False))
+                        # generation, and forced steps (no head: a specialisation of its own)
+                        for force in (False, True):
+                            cases.append(dict(which, name=name, variant=variant, dtype=dtype, batch=batch, arch=arch,
+                                              teacher=False, force=force))
             # teacher-forced launches (logits written, no sampling) specialise differently
-            cases.append(dict(which, name=name, variant=variant, dtype="fp32", batch=3, arch=90, teacher=True))
+            cases.append(dict(which, name=name, variant=variant, dtype="fp32", batch=3, arch=90, teacher=True,
+                              force=False))
+    # a wide input (the input convolution's loop over channel tiles, its last trip masked)
+    for variant in ("triton", "triton_persistent"):
+        for dtype in ("fp32", "bf16"):
+            for batch in (1, 4096):
+                for arch in (80, 90):
+                    cases.append(dict(spec=WIDE_INPUT.to_dict(), name="wide_input", variant=variant, dtype=dtype,
+                                      batch=batch, arch=arch, teacher=False, force=False))
     return cases
 
 
@@ -81,8 +98,9 @@ def test_the_cases_cover_every_sequences_per_program_path():
 
 
 def test_every_launch_compiles_for_sm80_and_sm90(compiled):
-    seen = {(r["name"], r["variant"], r["dtype"], r["batch"], r["arch"], r["teacher"]) for r in compiled}
+    seen = {(r["name"], r["variant"], r["dtype"], r["batch"], r["arch"], r["teacher"], r["force"]) for r in compiled}
     assert len(seen) == len(compiled)
+    assert {r["force"] for r in compiled} == {False, True}
     assert {r["arch"] for r in compiled} == {80, 90}
     for r in compiled:
         assert 0 < r["registers"] <= 255, r
@@ -112,6 +130,14 @@ def test_small_preset_does_not_spill_in_fp32(compiled):
     assert not spilled, "register spills:\n" + "\n".join(map(str, spilled))
 
 
+def test_wide_inputs_do_not_spill(compiled):
+    # the input channels are taken a tile at a time: their count does not reach the registers
+    rows = [r for r in compiled if r["name"] == "wide_input"]
+    assert {r["dtype"] for r in rows} == {"fp32", "bf16"} and {r["batch"] for r in rows} == {1, 4096}
+    spilled = [r for r in rows if r["spill_bytes"] > SPILL_SLACK]
+    assert not spilled, "register spills:\n" + "\n".join(map(str, spilled))
+
+
 # -- in this process the kernels are interpreted: compile_launch says what to do --------------
 def test_compile_launch_refuses_bad_arguments():
     spec = PARITY_SPECS["k1_stereo"]
@@ -119,6 +145,8 @@ def test_compile_launch_refuses_bad_arguments():
         compile_launch("cuda", spec, torch.float32, 1)
     with pytest.raises(ValueError, match="arch"):
         compile_launch("triton", spec, torch.float32, 1, arch=70)
+    with pytest.raises(ValueError, match="teacher-forced or forced"):
+        compile_launch("triton", spec, torch.float32, 1, teacher=True, force=True)
 
 
 @pytest.mark.skipif(not tk.interpreting(), reason="the kernels here are real JIT functions")

@@ -71,12 +71,13 @@ int fg_emu_run(int nkeys, const char* const* keys, const long long* vals, int nd
   return 0;
 }
 
-// One call of torch.ops.fastgen.cuda_generate (mode 0) or cuda_teacher_forced (mode 1), as
-// binding.cpp makes it: keys/vals the op's named integers (FG_OP_INTS), frames_shape the frames'
-// four sizes, bufs the op's tensors in their FgBufId slots -- core, down, cond_table, frames,
-// uniforms or classes, the output (samples with column 0 set, or logits) and in generate mode the
-// rings -- and empty slots for the workspaces, which are allocated here (the binding allocates
-// them on the GPU). Returns as fg_emu_run.
+// One call of torch.ops.fastgen.cuda_generate (mode 0), cuda_teacher_forced (mode 1) or
+// cuda_force (mode 2), as binding.cpp makes it: keys/vals the op's named integers (FG_OP_INTS),
+// frames_shape the frames' four sizes, bufs the op's tensors in their FgBufId slots -- core,
+// down, cond_table, frames, uniforms or classes (forced: shifted, column 0 the first step's
+// class), the output (samples with column 0 set, or logits; none when forced) and in generate
+// and forced mode the rings -- and empty slots for the workspaces, which are allocated here
+// (the binding allocates them on the GPU). Returns as fg_emu_run.
 int fg_emu_op(int mode, int nkeys, const char* const* keys, const long long* vals, int ndil, const long long* dils,
               double temperature, long long step0, const long long* frames_shape, void* const* ptrs,
               const long long* numels, const char* const* dtypes, double timeout_s, char* err, int errlen) {
@@ -95,7 +96,7 @@ int fg_emu_op(int mode, int nkeys, const char* const* keys, const long long* val
   std::vector<std::vector<long long>> workspaces;  // 8-byte aligned
   workspaces.reserve(3);
   for (int id : {FG_B_RING, FG_B_PARTIALS, FG_B_FLAGS}) {
-    if (id == FG_B_RING && mode == FG_MODE_GENERATE) continue;  // the caller's rings
+    if (id == FG_B_RING && mode != FG_MODE_TEACHER) continue;  // the caller's rings
     const long long bytes = fg_prod({need[id].numel, fg_esize(need[id].dtype), 1});
     if (bytes < 0) { put_error("the workspaces' size overflows", err, errlen); return 1; }
     workspaces.emplace_back((size_t)(bytes + 7) / 8);

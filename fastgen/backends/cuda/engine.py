@@ -26,7 +26,7 @@ def unavailable_reason() -> str | None:
                 f"build of torch and nvcc:\n  {BUILD_HINT}\n(set FASTGEN_BUILD_CUDA=1 to make the build fail "
                 "loudly if it cannot compile the CUDA sources)")
     if not ops.registered():
-        return (f"the ops torch.ops.fastgen.{ops.OPS[0]} and {ops.OPS[1]} are not registered: fastgen._C, which "
+        return (f"the ops torch.ops.fastgen.{', '.join(ops.OPS)} are not registered: fastgen._C, which "
                 f"declares them, is not built or out of date; rebuild with  {BUILD_HINT}")
     if not torch.cuda.is_available():
         return "torch.cuda.is_available() is False: no usable CUDA GPU on this machine"
@@ -83,7 +83,7 @@ class CudaEngine(Engine):
     for another before it traps; default ``$FASTGEN_CUDA_SPIN_TIMEOUT_S`` or 20 s). ``_runtime``
     substitutes the ops (an object with ``cuda_generate`` and ``cuda_teacher_forced`` taking their
     arguments; default ``torch.ops.fastgen``), ``_device_limits`` the device's (smem per block,
-    SMs) -- the tests run the kernel in a CPU emulator that way."""
+    SMs) -- the tests run the kernel in a CPU emulator that way (with ``cuda_force`` too)."""
     name = "cuda"
 
     def __init__(self, spec, weights, device="cuda", dtype=torch.float32, path: str = "auto",
@@ -146,6 +146,16 @@ class CudaEngine(Engine):
                                            float(temperature), state.steps, dils, **ints)
                for b0, b1 in launches]
         return out[0] if len(out) == 1 else torch.cat(out)
+
+    @torch.no_grad()
+    def _force(self, frames, classes, state):
+        # the kernel in forced mode: the layers only (no skip sums, head, downsampling, sampling)
+        launches, ints, per_seq = self._launches(frames.shape[0])
+        pk, dils, classes = self.packed, list(self.spec.dilations), classes.contiguous()
+        for b0, b1 in launches:
+            self._runtime.cuda_force(pk.core, pk.down, pk.cond_table, frames[b0:b1], classes[b0:b1],
+                                     state.classes[b0:b1], state.history[b0 * per_seq:b1 * per_seq], state.steps,
+                                     dils, **ints)
 
     @torch.no_grad()
     def _teacher_forced(self, frames, classes):

@@ -14,7 +14,7 @@ from ...spec import NetworkSpec, check_weights
 MAX_KERNEL_LAYERS = 128  # FG_MAX_LAYERS: its parameter block holds each layer's dilation and ring offset
 MAX_THREADS = 256        # FG_MAX_THREADS: threads per block
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)   # the kernel takes its dtype from down_w's
-MODE_GENERATE, MODE_TEACHER = 0, 1
+MODE_GENERATE, MODE_TEACHER, MODE_FORCE = 0, 1, 2   # FgMode
 
 
 def align16(n: int) -> int:

@@ -1,6 +1,7 @@
 """Backends ``triton`` (one kernel launch per step) and ``triton_persistent`` (one launch for the
-whole sequence). Thin wrappers: the weights are packed once here; the kernels and their
-``torch.library`` custom ops live in ``ops.py``, the kernels in ``kernels.py``.
+whole sequence); forced steps (``Engine.force``) launch the same kernels without the head.
+Thin wrappers: the weights are packed once here; the kernels and their ``torch.library``
+custom ops live in ``ops.py``, the kernels in ``kernels.py``.
 
 Without a GPU they run on CPU tensors through Triton's interpreter, which must be switched on
 (``TRITON_INTERPRET=1``) before triton is first imported.
@@ -101,6 +102,18 @@ class TritonEngine(Engine):
         return out
 
 
+    @torch.no_grad()
+    def _force(self, frames, classes, state):
+        # one launch per step with neither logits nor sampling: the layers alone (ops.triton_step)
+        B, n = classes.shape
+        cond = ref.shift_conditioning(classes, state.classes)
+        no_u = torch.zeros((B,), dtype=torch.float32, device=self.device)
+        config = self._config(B)
+        for j in range(n):
+            torch.ops.fastgen.triton_step(frames, j, cond[:, j].contiguous(), no_u, 1.0, state.history, self.packed,
+                                          self.dims, config, False, False, state.steps)
+
+
 class TritonPersistentEngine(TritonEngine):
     """One launch for the whole sequence (``torch.ops.fastgen.triton_persistent``): each program
     loops over the steps of its sequences, the sampled classes fed back in-kernel."""
@@ -117,6 +130,15 @@ class TritonPersistentEngine(TritonEngine):
         logits, _ = torch.ops.fastgen.triton_persistent(frames, cond, no_u, 1.0, ring, self.packed, self.dims,
                                                         self._config(B), True)
         return logits
+
+    @torch.no_grad()
+    def _force(self, frames, classes, state):
+        # one launch, the steps' classes given as in teacher-forced mode, nothing output
+        B, n = classes.shape
+        cond = ref.shift_conditioning(classes, state.classes).contiguous()
+        no_u = torch.zeros((B, n), dtype=torch.float32, device=self.device)
+        torch.ops.fastgen.triton_persistent(frames, cond, no_u, 1.0, state.history, self.packed, self.dims,
+                                            self._config(B), True, state.steps, True)
 
     @torch.no_grad()
     def _generate(self, frames, uniforms, temperature, state):

@@ -21,9 +21,15 @@ Design
   the two head convolutions. Accumulation is fp32 and the residual and skip streams stay in
   fp32 registers; the matmul operands, ring buffers and weights are in the engine dtype
   (fp32 / bf16 / fp16). fp32 dots use ``input_precision="ieee"`` (TF32 would miss 1e-4).
+* The input 1x1 convolution is outer products on CUDA cores (fp32, one input channel after
+  another): unrolled for up to ``CIN_TILE`` input channels, else ``CIN_TILE`` per trip of a
+  loop that is not unrolled (C_in padded to whole tiles, the padding masked off). Unrolled
+  over a wide input (the ``small`` preset's 64 channels), every channel's loads were issued
+  at once and the (C_in, C_r) weights hoisted out of the tile and step loops as loop
+  invariants, live across the layers: up to 412 B/thread of spills.
 * Weights are packed once (``pack_weights``), zero padded to the tiles and pre-transposed,
-  so the kernel loads them with no masks; padded channels stay exactly zero through every
-  layer. Biases and the conditioning table are fp32. Conditioning is folded into a
+  so the kernel loads them with no masks (but a wide input's last tile, above); padded
+  channels stay exactly zero through every layer. Biases and the conditioning table are fp32. Conditioning is folded into a
   per-layer table over classes (cond_emb @ cond_w^T + cond_b + dil_b): one row per layer
   and sequence, gathered per row.
 * History: per layer and sequence a ring buffer in global memory of (d + K) frames x F x
@@ -58,6 +64,11 @@ Design
 * Teacher-forced mode (parity tests, likelihoods): ``TEACHER`` reads each step's
   conditioning class from an input instead of the fed-back sample, ``WRITE_LOGITS`` writes
   the fp32 logits of every step, ``SAMPLE`` turns the sampling on.
+* Forced steps (priming a generation with known classes, ``Engine.force``): neither
+  ``WRITE_LOGITS`` nor ``SAMPLE`` (``persistent_kernel``: ``TEACHER`` and ``FORCE``). Nothing is
+  output, so a step runs the layers alone and stops once the last layer's input is in its
+  ring: no skip sums, no last layer's dots, no head, scratch or downsampling. The history
+  it leaves is the one a sampled step leaves (the same dots on the same values).
 
 The launches are ``torch.library`` custom ops (``torch.ops.fastgen.triton_step`` and
 ``torch.ops.fastgen.triton_persistent``) with fake implementations, so ``torch.compile``
@@ -77,6 +88,10 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 DIMS_FIELDS = ("CIN", "F", "K", "Q", "QC", "L", "START", "PP", "CR", "CH", "CS", "CO", "QP", "RING")
 # Layout of the ``config`` int list passed to the ops (how a launch is tiled).
 CONFIG_FIELDS = ("BLOCK_B", "TILE_M", "num_warps", "FP32_DOT")
+# Input channels the input convolution takes per trip of its loop (fully unrolled up to this
+# many; wider inputs take several trips). 8 compiled to fewer registers than 16 or 32 for the
+# ``small`` preset (python -m benchmarks.triton_resources).
+CIN_TILE = tl.constexpr(8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +114,8 @@ def _group_step(b0, B, j, j0, temperature, io, frames, ring_ptr, scratch_ptr, W,
     - ``W``: the packed weights (``ops.PACKED_FIELDS`` order) and ``L`` the layer count;
     - ``N`` (constexpr): the network's sizes, ``DIMS_FIELDS`` order;
     - ``C`` (constexpr): the launch configuration, ``CONFIG_FIELDS`` order, then ``OPD, PREC``;
-    - ``MODE`` (constexpr): ``(WRITE_LOGITS, SAMPLE, GREEDY)``.
+    - ``MODE`` (constexpr): ``(WRITE_LOGITS, SAMPLE, GREEDY)``; neither output: a forced step
+      (the history advances, nothing else is computed).
 
     ``DT`` is the engine dtype (weights, ring buffers, matmul operands); ``OPD`` the dtype the
     operands reach ``tl.dot`` in: ``DT`` (the ``.to(OPD)`` are no-ops) except under the
@@ -138,6 +154,7 @@ def _group_step(b0, B, j, j0, temperature, io, frames, ring_ptr, scratch_ptr, W,
     WRITE_LOGITS: tl.constexpr = MODE[0]
     SAMPLE: tl.constexpr = MODE[1]
     GREEDY: tl.constexpr = MODE[2]
+    HEAD: tl.constexpr = WRITE_LOGITS or SAMPLE                # else a forced step: the layers alone
     DT = w_dil_ptr.dtype.element_ty
     P: tl.constexpr = K * F
     SEQS: tl.constexpr = TILE_M // SPAN                        # sequences per tile
@@ -170,17 +187,36 @@ def _group_step(b0, B, j, j0, temperature, io, frames, ring_ptr, scratch_ptr, W,
         rmask = pmask & smask
         cls = tl.load(cls_ptr + seq * cls_stride, mask=smask, other=START).to(tl.int32)
 
-        # -- input 1x1 conv (C_in is tiny: outer products) ---------------------------------
+        # -- input 1x1 conv: outer products, one input channel after another ----------------
         x = tl.zeros([TILE_M, CR], dtype=tl.float32) + tl.load(b_in_ptr + offs_cr)[None, :]
         fbase = frames_ptr + seq * s_fb + t.to(tl.int64) * s_ft + ff * s_ff
-        for c in tl.static_range(CIN):
-            fr = tl.load(fbase + c * s_fc, mask=rmask, other=0.0).to(tl.float32)
-            wr = tl.load(w_in_ptr + c * CR + offs_cr).to(tl.float32)
-            x += fr[:, None] * wr[None, :]
+        if CIN <= CIN_TILE:
+            for c in tl.static_range(CIN):
+                fr = tl.load(fbase + c * s_fc, mask=rmask, other=0.0).to(tl.float32)
+                wr = tl.load(w_in_ptr + c * CR + offs_cr).to(tl.float32)
+                x += fr[:, None] * wr[None, :]
+        else:
+            # Wide inputs: CIN_TILE channels per trip of a loop that is not unrolled, so one
+            # tile's loads are in flight at a time and no weights are hoisted out of the tile
+            # and step loops (see the module docstring). The last trip is masked past C_in
+            # (w_in is packed with C_in rows: nothing past them is read).
+            for c0 in tl.range(0, CIN, CIN_TILE, loop_unroll_factor=1):
+                for cc in tl.static_range(CIN_TILE):
+                    c = c0 + cc
+                    # (tl.where, not rmask & (c < CIN): the interpreter gives that int32 data)
+                    ok = c < CIN
+                    fr = tl.load(fbase + c * s_fc, mask=tl.where(ok, rmask, False), other=0.0).to(tl.float32)
+                    wr = tl.load(w_in_ptr + c * CR + offs_cr, mask=tl.where(ok, offs_cr < CR, False),
+                                 other=0.0).to(tl.float32)
+                    x += fr[:, None] * wr[None, :]
 
-        skip = tl.zeros([TILE_M, CS], dtype=tl.float32) + tl.load(b_skip_ptr + offs_cs)[None, :]
         ring_r = ring_ptr + seq * RING
-        for l in range(L):
+        if HEAD:
+            skip = tl.zeros([TILE_M, CS], dtype=tl.float32) + tl.load(b_skip_ptr + offs_cs)[None, :]
+            layers = L
+        else:
+            layers = L - 1                                     # the last layer's output feeds only skip
+        for l in range(layers):
             d = tl.load(dil_ptr + l)
             cap = d + K
             ring_l = ring_r + tl.load(roff_ptr + l)
@@ -213,58 +249,68 @@ def _group_step(b0, B, j, j0, temperature, io, frames, ring_ptr, scratch_ptr, W,
             sg = 1.0 / (1.0 + eg)
             sg = tl.where(ag >= 0, sg, eg * sg)
             z = (th * sg).to(DT).to(OPD)
-            skip = tl.dot(z, tl.load(w_skip_ptr + l * (CH * CS) + w_hs).to(OPD), skip, input_precision=PREC)
+            if HEAD:
+                skip = tl.dot(z, tl.load(w_skip_ptr + l * (CH * CS) + w_hs).to(OPD), skip, input_precision=PREC)
             # The last layer's residual is packed as zeros and multiplied: skipping it behind a
             # branch costs registers (spills in 16-bit at sm_80/sm_90, tests/fastgen/test_triton_compile.py).
             x = tl.dot(z, tl.load(w_res_ptr + l * (CH * CR) + w_hr).to(OPD), x, input_precision=PREC)
             x += tl.load(b_res_ptr + l * CR + offs_cr)[None, :]
 
-        # -- head --------------------------------------------------------------------------
-        hs = tl.maximum(skip, 0.0).to(DT).to(OPD)
-        w_h1 = tl.load(w_h1_ptr + offs_cs[:, None] * CO + offs_co[None, :]).to(OPD)
-        h1 = tl.dot(hs, w_h1, tl.zeros([TILE_M, CO], tl.float32) + tl.load(b_h1_ptr + offs_co)[None, :],
-                    input_precision=PREC)
-        h1 = tl.maximum(h1, 0.0).to(DT).to(OPD)
-        w_h2 = tl.load(w_h2_ptr + offs_co[:, None] * CO + offs_co[None, :]).to(OPD)
-        h = tl.dot(h1, w_h2, tl.zeros([TILE_M, CO], tl.float32) + tl.load(b_h2_ptr + offs_co)[None, :],
-                   input_precision=PREC)
-        h = tl.where(rmask[:, None], h, 0.0)
-        tl.store(sc_prog + (sb * PP + p)[:, None] * CO + offs_co[None, :], h)
-
-    # -- learned downsampling: logits[s, q] = b[q] + sum_{p,o} h[s, p, o] * Wd[p*CO + o, q] --
-    tl.debug_barrier()
-    offs_b = tl.arange(0, BLOCK_B)
-    seqs = b0 + offs_b
-    bmask = seqs < B
-    offs_r = tl.arange(0, BLOCK_R)
-    acc = tl.zeros([BLOCK_B, QP], dtype=tl.float32)
-    for r0 in range(0, R_END, BLOCK_R):
-        hv = tl.load(sc_prog + offs_b[:, None] * (PP * CO) + r0 + offs_r[None, :])
-        wv = tl.load(w_down_ptr + (r0 + offs_r)[:, None] * QP + offs_q[None, :])
-        if DOWN_DOT:
-            acc = tl.dot(hv.to(DT).to(OPD), wv.to(OPD), acc, input_precision=PREC)
+        if HEAD:
+            # -- head ----------------------------------------------------------------------
+            hs = tl.maximum(skip, 0.0).to(DT).to(OPD)
+            w_h1 = tl.load(w_h1_ptr + offs_cs[:, None] * CO + offs_co[None, :]).to(OPD)
+            h1 = tl.dot(hs, w_h1, tl.zeros([TILE_M, CO], tl.float32) + tl.load(b_h1_ptr + offs_co)[None, :],
+                        input_precision=PREC)
+            h1 = tl.maximum(h1, 0.0).to(DT).to(OPD)
+            w_h2 = tl.load(w_h2_ptr + offs_co[:, None] * CO + offs_co[None, :]).to(OPD)
+            h = tl.dot(h1, w_h2, tl.zeros([TILE_M, CO], tl.float32) + tl.load(b_h2_ptr + offs_co)[None, :],
+                       input_precision=PREC)
+            h = tl.where(rmask[:, None], h, 0.0)
+            tl.store(sc_prog + (sb * PP + p)[:, None] * CO + offs_co[None, :], h)
         else:
-            acc += tl.sum(hv[:, :, None] * wv.to(tl.float32)[None, :, :], axis=1)
-    logits = acc + tl.load(b_down_ptr + offs_q)[None, :]
+            # a forced step: the last layer's input into its ring, and the step is done
+            cap = tl.load(dil_ptr + L - 1) + K
+            ring_l = ring_r + tl.load(roff_ptr + L - 1)
+            slot = (ta % cap).to(tl.int32)
+            tl.store(ring_l[:, None] + (slot * F + ff)[:, None] * CR + offs_cr[None, :], x.to(DT),
+                     mask=rmask[:, None])
 
-    if WRITE_LOGITS:
-        tl.store(lg_ptr + seqs[:, None] * lg_stride + offs_q[None, :], logits,
-                 mask=bmask[:, None] & qmask[None, :])
-    if SAMPLE:
-        # reference.sample: p_i ∝ exp((l_i - max l) / T); c = cumsum(p) in index order;
-        # class = #{i : c_i <= u * c_{Q-1}}, clamped to Q - 1; argmax (lowest index) for T = 0.
-        lm = tl.where(qmask[None, :], logits, float("-inf"))
-        if GREEDY:
-            nxt = tl.argmax(lm, 1, tie_break_left=True)
-        else:
-            m = tl.max(lm, 1)
-            e = tl.where(qmask[None, :], tl.exp((lm - m[:, None]) / temperature), 0.0)
-            c = tl.cumsum(e, 1)
-            u = tl.load(u_ptr + seqs * u_stride, mask=bmask, other=0.0)
-            thr = u * tl.max(c, 1)                             # c is non-decreasing: max = c_{Q-1}
-            cnt = tl.sum(((c <= thr[:, None]) & qmask[None, :]).to(tl.int32), 1)
-            nxt = tl.minimum(cnt, Q - 1)
-        tl.store(out_ptr + seqs * out_stride, nxt, mask=bmask)
+    if HEAD:                                                   # (a forced step outputs nothing)
+        # -- learned downsampling: logits[s, q] = b[q] + sum_{p,o} h[s, p, o] * Wd[p*CO + o, q] --
+        tl.debug_barrier()
+        offs_b = tl.arange(0, BLOCK_B)
+        seqs = b0 + offs_b
+        bmask = seqs < B
+        offs_r = tl.arange(0, BLOCK_R)
+        acc = tl.zeros([BLOCK_B, QP], dtype=tl.float32)
+        for r0 in range(0, R_END, BLOCK_R):
+            hv = tl.load(sc_prog + offs_b[:, None] * (PP * CO) + r0 + offs_r[None, :])
+            wv = tl.load(w_down_ptr + (r0 + offs_r)[:, None] * QP + offs_q[None, :])
+            if DOWN_DOT:
+                acc = tl.dot(hv.to(DT).to(OPD), wv.to(OPD), acc, input_precision=PREC)
+            else:
+                acc += tl.sum(hv[:, :, None] * wv.to(tl.float32)[None, :, :], axis=1)
+        logits = acc + tl.load(b_down_ptr + offs_q)[None, :]
+
+        if WRITE_LOGITS:
+            tl.store(lg_ptr + seqs[:, None] * lg_stride + offs_q[None, :], logits,
+                     mask=bmask[:, None] & qmask[None, :])
+        if SAMPLE:
+            # reference.sample: p_i ∝ exp((l_i - max l) / T); c = cumsum(p) in index order;
+            # class = #{i : c_i <= u * c_{Q-1}}, clamped to Q - 1; argmax (lowest index) for T = 0.
+            lm = tl.where(qmask[None, :], logits, float("-inf"))
+            if GREEDY:
+                nxt = tl.argmax(lm, 1, tie_break_left=True)
+            else:
+                m = tl.max(lm, 1)
+                e = tl.where(qmask[None, :], tl.exp((lm - m[:, None]) / temperature), 0.0)
+                c = tl.cumsum(e, 1)
+                u = tl.load(u_ptr + seqs * u_stride, mask=bmask, other=0.0)
+                thr = u * tl.max(c, 1)                             # c is non-decreasing: max = c_{Q-1}
+                cnt = tl.sum(((c <= thr[:, None]) & qmask[None, :]).to(tl.int32), 1)
+                nxt = tl.minimum(cnt, Q - 1)
+            tl.store(out_ptr + seqs * out_stride, nxt, mask=bmask)
 
 
 @triton.jit(do_not_specialize=["j", "j0"])
@@ -294,12 +340,13 @@ def persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n, j0,
                       PP: tl.constexpr, CR: tl.constexpr, CH: tl.constexpr, CS: tl.constexpr,
                       CO: tl.constexpr, QP: tl.constexpr,
                       BLOCK_B: tl.constexpr, TILE_M: tl.constexpr, SPAN: tl.constexpr, BLOCK_R: tl.constexpr, R_END: tl.constexpr,
-                      DOWN_DOT: tl.constexpr, TEACHER: tl.constexpr, GREEDY: tl.constexpr,
-                      OPD: tl.constexpr, PREC: tl.constexpr):
+                      DOWN_DOT: tl.constexpr, TEACHER: tl.constexpr, FORCE: tl.constexpr,
+                      GREEDY: tl.constexpr, OPD: tl.constexpr, PREC: tl.constexpr):
     """Generate: ``out (B, n + 1)`` holds in column 0 the class conditioning the first step and
     receives step j's sampled class in column j + 1, which conditions step j + 1. TEACHER: step
-    j is conditioned on ``cls (B, n)[:, j]`` and ``lg (B, n, Q)`` receives the logits. ``j0``:
-    the generation's index of the first step (the rings continue from it)."""
+    j is conditioned on ``cls (B, n)[:, j]`` and ``lg (B, n, Q)`` receives the logits, or with
+    FORCE nothing is written (forced steps: only the history advances). ``j0``: the
+    generation's index of the first step (the rings continue from it)."""
     b0 = tl.program_id(0).to(tl.int64) * BLOCK_B
     frames = (frames_ptr, s_fb, s_fc, s_ft, s_ff)
     N: tl.constexpr = (CIN, F, K, Q, QC, START, RING, PP, CR, CH, CS, CO, QP)
@@ -307,7 +354,7 @@ def persistent_kernel(frames_ptr, s_fb, s_fc, s_ft, s_ff, B, n, j0,
     for j in range(n):
         if TEACHER:
             _group_step(b0, B, j, j0, temperature, (cls_ptr + j, n, u_ptr + j, n, out_ptr + j, n, lg_ptr + j * Q, n * Q),
-                        frames, ring_ptr, scratch_ptr, W, L, N, C, (True, False, False))
+                        frames, ring_ptr, scratch_ptr, W, L, N, C, (not FORCE, False, False))
         else:
             # Column j (the class of step j - 1) was written by this program before the last barrier.
             _group_step(b0, B, j, j0, temperature,

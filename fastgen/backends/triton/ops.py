@@ -206,8 +206,11 @@ def new_ring(batch: int, dims: list[int], device, dtype) -> torch.Tensor:
     return torch.zeros((batch, _dims(dims)["RING"]), dtype=dtype, device=device)
 
 
-def _scratch(batch: int, dims: list[int], config: list[int], device) -> torch.Tensor:
+def _scratch(batch: int, dims: list[int], config: list[int], device, head: bool = True) -> torch.Tensor:
+    """The head's output rows the downsampling reads; a placeholder for forced steps (no head)."""
     D = _dims(dims)
+    if not head:
+        return torch.empty((1,), dtype=torch.float32, device=device)
     rows = triton.cdiv(batch, config[0]) * config[0]
     return torch.empty((rows, D["PP"] * D["CO"]), dtype=torch.float32, device=device)
 
@@ -235,12 +238,15 @@ def step_launch(frames, step, cls, uniforms, temperature, out, logits, ring, scr
 
 
 def persistent_launch(frames, n, cond, uniforms, temperature, out, logits, ring, scratch,
-                      packed, dims, config, teacher, step0=0):
+                      packed, dims, config, teacher, step0=0, force=False):
     """(grid, keyword arguments) of the ``persistent_kernel`` launch ``triton_persistent`` makes
-    (as ``step_launch``)."""
+    (as ``step_launch``); ``force`` (with ``teacher``): forced steps."""
+    if force and not teacher:
+        raise ValueError("forced steps take their classes as teacher-forced ones do (teacher=True)")
     kwargs = _kernel_args(frames, cond, uniforms, temperature, (not teacher) and temperature == 0, out, logits,
                           ring, scratch, packed, dims, config)
-    return (triton.cdiv(frames.shape[0], config[0]),), dict(kwargs, n=n, j0=step0, TEACHER=bool(teacher))
+    return (triton.cdiv(frames.shape[0], config[0]),), dict(kwargs, n=n, j0=step0, TEACHER=bool(teacher),
+                                                            FORCE=bool(force))
 
 
 # -- custom ops --------------------------------------------------------------------------------
@@ -258,7 +264,8 @@ def triton_step(frames: torch.Tensor, step: int, cls: torch.Tensor, uniforms: to
     sequence in one launch. ``frames (B, C_in, n*K, F)`` in the engine dtype, ``cls (B,)`` int64 the step's conditioning classes, ``uniforms (B,)``
     fp32, ``ring`` (``new_ring``) updated in place, ``packed``/``dims`` from ``pack_weights``,
     ``config`` from ``launch_config``. Returns ``(logits (B, Q) fp32, or (B, 0) without
-    write_logits; sampled classes (B,) int64, = cls without sample)``."""
+    write_logits; sampled classes (B,) int64, = cls without sample)``. Neither write_logits nor
+    sample: a forced step (the layers alone advance the ring)."""
     D = _dims(dims)
     B = frames.shape[0]
     logits = frames.new_empty((B, D["Q"] if write_logits else 0), dtype=torch.float32)
@@ -266,8 +273,8 @@ def triton_step(frames: torch.Tensor, step: int, cls: torch.Tensor, uniforms: to
     if B == 0:
         return logits, out
     grid, kwargs = step_launch(frames, step, cls.contiguous(), uniforms.contiguous(), temperature, out, logits,
-                                ring, _scratch(B, dims, config, frames.device), packed, dims, config,
-                                write_logits, sample, step0)
+                                ring, _scratch(B, dims, config, frames.device, write_logits or sample), packed, dims,
+                                config, write_logits, sample, step0)
     with _on(frames.device):
         step_kernel[grid](**kwargs)
     return logits, out
@@ -284,17 +291,18 @@ def _(frames, step, cls, uniforms, temperature, ring, packed, dims, config, writ
 @torch.library.custom_op("fastgen::triton_persistent", mutates_args=("ring",))
 def triton_persistent(frames: torch.Tensor, cond: torch.Tensor, uniforms: torch.Tensor, temperature: float,
                       ring: torch.Tensor, packed: list[torch.Tensor], dims: list[int], config: list[int],
-                      teacher: bool, step0: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                      teacher: bool, step0: int = 0, force: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """All ``n = frames.shape[2] // K`` steps in one launch, steps ``step0 .. step0 + n - 1`` of
     the generation whose history ``ring`` (``new_ring``) holds; updated in place. Teacher mode:
     ``cond (B, n)`` int64 are the steps' conditioning classes (``reference.shift_conditioning``);
-    returns ``(logits (B, n, Q) fp32, a copy of cond)``. Generate mode: ``cond (B,)`` int64 the
-    class conditioning the first step, ``uniforms (B, n)`` fp32; returns ``(empty (B, 0, Q),
-    sampled classes (B, n) int64)``."""
+    returns ``(logits (B, n, Q) fp32, a copy of cond)``, or with ``force`` (forced steps: the
+    layers alone advance the ring) ``(empty (B, 0, Q), a copy of cond)``. Generate mode:
+    ``cond (B,)`` int64 the class conditioning the first step, ``uniforms (B, n)`` fp32; returns
+    ``(empty (B, 0, Q), sampled classes (B, n) int64)``."""
     D = _dims(dims)
     B, T = frames.shape[0], frames.shape[2]
     n = T // D["K"]
-    logits = frames.new_empty((B, n if teacher else 0, D["Q"]), dtype=torch.float32)
+    logits = frames.new_empty((B, n if teacher and not force else 0, D["Q"]), dtype=torch.float32)
     # generate: column 0 the first step's conditioning class, column j + 1 step j's sample
     out = frames.new_empty((B, n) if teacher else (B, n + 1), dtype=torch.int64)
     if teacher:
@@ -304,16 +312,16 @@ def triton_persistent(frames: torch.Tensor, cond: torch.Tensor, uniforms: torch.
     if B == 0 or n == 0:
         return logits, out if teacher else out[:, 1:].clone()
     grid, kwargs = persistent_launch(frames, n, cond.contiguous(), uniforms.contiguous(), temperature, out,
-                                      logits, ring, _scratch(B, dims, config, frames.device), packed, dims, config,
-                                      teacher, step0)
+                                      logits, ring, _scratch(B, dims, config, frames.device, not force), packed, dims,
+                                      config, teacher, step0, force)
     with _on(frames.device):
         persistent_kernel[grid](**kwargs)
     return logits, out if teacher else out[:, 1:].clone()
 
 
 @triton_persistent.register_fake
-def _(frames, cond, uniforms, temperature, ring, packed, dims, config, teacher, step0=0):
+def _(frames, cond, uniforms, temperature, ring, packed, dims, config, teacher, step0=0, force=False):
     D = _dims(dims)
     B, n = frames.shape[0], frames.shape[2] // D["K"]
-    return (frames.new_empty((B, n if teacher else 0, D["Q"]), dtype=torch.float32),
+    return (frames.new_empty((B, n if teacher and not force else 0, D["Q"]), dtype=torch.float32),
             frames.new_empty((B, n), dtype=torch.int64))
