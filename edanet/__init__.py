@@ -14,14 +14,28 @@ _EXPORTS = {
     "generate": "generation.core", "GeneratedEDA": "generation.core", "Generator": "generation.core",
     "EDAStream": "generation.core", "default_model": "generation.models", "load_model": "generation.models",
     "generate_many": "generation.corpus", "find_clips": "generation.corpus", "clip_seed": "generation.corpus",
-    "MissingExtra": "extras",
+    "MissingExtra": "extras", "neurokit": "evaluation.interop", "phasic": "evaluation.metrics",
+    "find_scrs": "evaluation.metrics",
 }
 
 __all__ = sorted(_EXPORTS)
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml's, the one place it is written."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("edanet")
+    except PackageNotFoundError:        # a source tree on sys.path without an install
+        return "0+unknown"
+
+
 
 
 def __getattr__(name: str):
+    if name == "__version__":           # read from the package's metadata when first asked
+        globals()["__version__"] = _version()
+        return globals()["__version__"]
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'edanet' has no attribute {name!r}")

@@ -42,6 +42,8 @@ MAX_WINDOW = 65536               # mfcc_window_size and mfcc_hop_size, samples
 MAX_LAYERS_PER_STACK = 21
 MAX_CONTEXT_SECONDS = 3600.0     # an hour: 30x the small preset's 120 s
 MAX_C0_REF_DB = 200.0            # c0_ref_db in [-200, 200] dB (power_to_db's floor is -80 dB)
+MAX_SUBJECT_DIM = 64             # subject_dim: a few numbers describe a person's electrodermal traits
+MAX_SUBJECTS = 1_000_000         # subject_count: the people of a very large study
 
 _INT_RANGES = {  # field -> (lowest, highest, what it is)
     "num_mfccs": (1, MAX_MELS, "MFCC coefficients"),
@@ -58,12 +60,15 @@ _INT_RANGES = {  # field -> (lowest, highest, what it is)
     "max_layers_per_stack": (1, MAX_LAYERS_PER_STACK, "layers per stack"),
     "cond_channels": (1, MAX_MODEL_CHANNELS, "EDA class embedding width"),
     "num_mels": (1, MAX_MELS, "mel bands"),
+    "subject_dim": (0, MAX_SUBJECT_DIM, "subject vector width (0: none)"),
+    "subject_count": (0, MAX_SUBJECTS, "subjects in the subject table"),
 }
 _FLOAT_RANGES = {  # field -> (lowest, highest, what it is, whether None is allowed); "(" = lowest excluded
     "context_size_in_seconds": ("(", 0.0, MAX_CONTEXT_SECONDS, "s", False),
     "c0_ref_db": ("[", -MAX_C0_REF_DB, MAX_C0_REF_DB, "dB", False),
     "delta_range_us": ("(", 0.0, MAX_EDA_US, "µS", False),
     "initial_eda_us": ("[", 0.0, MAX_EDA_US, "µS", True),
+    "subject_level_log_sd": ("[", 0.0, 5.0, "log-units", False),
 }
 
 
@@ -112,7 +117,8 @@ FRAME_FEATURES = ("loudness", "onset_strength")
 # classes were per-recording normalized levels (edanet.representation).
 LEGACY_DEFAULTS = {"c0_ref_db": 0.0, "eda_representation": "normalized", "delta_range_us": 1.0,
                    "initial_eda_us": None, "audio_input": True, "frame_features": (),
-                   "per_coefficient_input": False}
+                   "per_coefficient_input": False, "subject_dim": 0, "subject_count": 0,
+                   "subject_level_log_sd": 0.0}
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,13 @@ class EDANetConfig:
     c0_ref_db: float = -40.0
     # "normalized" models only: the µS range their [-1, 1] output is mapped to by default
     default_eda_range_us: tuple[float, float] = field(default=(2.0, 8.0))
+    # Who the EDA is of: a learned vector per training subject (``subject_dim`` wide, 0: none),
+    # fed to the network beside the frames, constant over a sequence, so a generated sample
+    # stays one person; training sets the table's size (``subject_count``) and the spread of a
+    # subject's start levels between its recordings (``subject_level_log_sd``, log-units).
+    subject_dim: int = 0
+    subject_count: int = 0
+    subject_level_log_sd: float = 0.0
 
     def __post_init__(self) -> None:
         """Refuse implausible values before anything is derived or built: each field against its
@@ -175,6 +188,9 @@ class EDANetConfig:
         self._check_eda_range()
         if self.num_mfccs > self.num_mels:
             raise ValueError(f"num_mfccs ({self.num_mfccs}) cannot exceed num_mels ({self.num_mels})")
+        if self.subject_count > 0 and self.subject_dim == 0:
+            raise ValueError(f"subject_count ({self.subject_count}) needs subject_dim > 0: a table of subjects "
+                             "needs vectors to hold")
         if self.mfcc_window_size < self.mfcc_hop_size:
             raise ValueError(f"mfcc_window_size ({self.mfcc_window_size}) must be >= mfcc_hop_size "
                              f"({self.mfcc_hop_size}) so that frames cover all the audio")
@@ -224,7 +240,7 @@ class EDANetConfig:
     def parameter_counts(self) -> dict[str, int]:
         """Parameters of ``EDANet(config)`` by part (their sum is the model's parameter count),
         computed from the sizes alone."""
-        C, Fn, Q, E = self.feature_channels, self.num_mfccs, self.quantization_bins, self.cond_channels
+        C, Fn, Q, E = self.model_channels, self.num_mfccs, self.quantization_bins, self.cond_channels
         Cr, Ch, Cs, Co = self.residual_channels, self.hidden_channels, self.skip_channels, self.out_channels
         n = len(self.dilations)
         # per layer: tap_past (+bias), tap_now, cond (+bias), skip (+bias); all but the last: residual
@@ -235,6 +251,7 @@ class EDANetConfig:
             "layers": n * layer + (n - 1) * (Ch * Cr + Cr),
             "head": Cs * Co + Co + Co * Co + Co,
             "output conv": self.spectral_frames_per_eda_step * Fn * Co * Q + Q,
+            "subjects": max(1, self.subject_count) * self.subject_dim if self.subject_dim else 0,  # a row at least
         }
 
     # -- derived ------------------------------------------------------------------------------
@@ -247,6 +264,12 @@ class EDANetConfig:
     def feature_channels(self) -> int:
         """Channels of the model's input frames: the audio channels' MFCCs, then the frame features."""
         return self.in_channels + len(self.frame_features)
+
+    @property
+    def model_channels(self) -> int:
+        """Channels the network reads per frame and position: the frames' (``feature_channels``),
+        then the subject vector's (``subject_dim``), the same at every frame of a sequence."""
+        return self.feature_channels + self.subject_dim
 
     @property
     def frame_rate(self) -> float:
@@ -342,13 +365,14 @@ PRESETS: dict[str, EDANetConfig] = {
     # changes (delta, mu-law over +-1 µS: under 0.001 µS near no change, 0.01 µS at 0.3 µS a step).
     # A 120 s context (one stack of 11 layers, 128 s) sees every sound of a 2-minute recording,
     # as habituation needs; a loudness and an onset-strength channel and an input projection per
-    # coefficient carry what the response depends on (the README's table of what was tried).
+    # coefficient carry what the response depends on (the README's table of what was tried); a
+    # 4-number subject vector per training subject makes each generated sample one person.
     "small": EDANetConfig(context_size_in_seconds=120.0, num_mfccs=8, audio_sample_rate=16000,
                           mfcc_window_size=2048, mfcc_hop_size=1000, residual_channels=16, hidden_channels=16,
                           skip_channels=32, out_channels=32, quantization_bins=256, companding="mu_law",
                           eda_representation="delta", delta_range_us=1.0, max_layers_per_stack=11,
                           cond_channels=16, frame_features=("loudness", "onset_strength"),
-                          per_coefficient_input=True),
+                          per_coefficient_input=True, subject_dim=4),
     # A larger network for a GPU (and the GPU benchmarks' shape): 20 mfccs, 64 channels, 32 s
     # context (two stacks of 9 layers); MFCC input only.
     "base": EDANetConfig(context_size_in_seconds=32.0, num_mfccs=20, audio_sample_rate=16000,

@@ -1,7 +1,7 @@
 """Optional dependencies: what needs them and the extra that installs them.
 
-``pip install edanet`` is what generating needs (torch, numpy, librosa, soundfile,
-safetensors, tqdm). The rest comes with extras: ``[plot]`` (matplotlib: ``--plot``),
+``pip install edanet`` is what generating needs (torch, numpy, scipy, soxr, soundfile,
+safetensors, tqdm; librosa is the tests' reference for the features, in ``[test]``). The rest comes with extras: ``[plot]`` (matplotlib: ``--plot``),
 ``[eval]`` (matplotlib: the evaluation report's plots), ``[gpu]`` (triton: the ``triton``
 backends), ``[avro]`` (fastavro: EmbracePlus files), ``[all]``."""
 from __future__ import annotations

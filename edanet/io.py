@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import re
 import stat
@@ -17,6 +18,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 __all__ = ["atomic_write", "atomic_path", "write_eda_csv", "EDACSVWriter", "remove_temp_files_of", "eda_csv_text",
+           "EDA_FORMATS", "MEDIAN_COLUMN", "eda_columns", "eda_rows_text", "sidecar_path", "is_edanet_sidecar", "sidecar_fields",
            "temp_destination",
            "check_regular_file"]
 
@@ -159,29 +161,47 @@ def _row(xs) -> str:
     return ",".join(f"{x:.6f}" for x in xs) + "\n"
 
 
+#: The forms generated EDA is written in: Empatica E4's ``EDA.csv``, a ``time,...`` CSV, and a
+#: BIDS physio ``.tsv.gz`` (no header: its JSON sidecar names the columns).
+EDA_FORMATS = ("e4", "time", "bids")
+#: The column of the per-step median across samples (``summary=True``): named so that nobody
+#: takes it for a recording.
+MEDIAN_COLUMN = "median_of_samples"
+
+
 def _check_fmt(fmt: str) -> None:
-    if fmt not in ("e4", "time"):
-        raise ValueError(f"unknown EDA CSV format {fmt!r}; use 'e4' or 'time'")
+    if fmt not in EDA_FORMATS:
+        raise ValueError(f"unknown EDA format {fmt!r}; use one of {', '.join(EDA_FORMATS)}")
 
 
-def _header_text(fmt: str, num_samples: int, rate: float, start: float) -> str:
-    """An EDA CSV's header rows (see :func:`write_eda_csv`)."""
-    S = num_samples
+def eda_columns(num_samples: int, summary: bool = False) -> list[str]:
+    """The value columns of generated EDA (after ``time`` in the time form): ``eda`` for one sample,
+    ``sample_0 ... sample_{S-1}`` for several, then :data:`MEDIAN_COLUMN` when asked for."""
+    cols = ["eda"] if num_samples == 1 else [f"sample_{i}" for i in range(num_samples)]
+    return cols + ([MEDIAN_COLUMN] if summary and num_samples > 1 else [])
+
+
+def _header_text(fmt: str, num_samples: int, rate: float, start: float, summary: bool) -> str:
+    """An EDA file's header rows (see :func:`write_eda_csv`)."""
     if fmt == "e4":
-        return _row([start] * S) + _row([rate] * S)
-    if S == 1:
-        return "time,eda\n"
-    return "time,eda," + ",".join(f"sample_{i}" for i in range(S)) + "\n"
+        n = num_samples + (1 if summary and num_samples > 1 else 0)
+        return _row([start] * n) + _row([rate] * n)
+    if fmt == "bids":
+        return ""
+    return "time," + ",".join(eda_columns(num_samples, summary)) + "\n"
 
 
-def _rows_text(v: np.ndarray, fmt: str, rate: float, start: float, first_row: int) -> str:
-    """The rows of values ``(S, k)`` that start at row ``first_row`` of the file."""
+def eda_rows_text(v: np.ndarray, fmt: str, rate: float, start: float, first_row: int, summary: bool) -> str:
+    """The rows of values ``(S, k)`` that start at row ``first_row`` of an EDA file (a stream
+    writes the lines of ``fmt="time"`` as its steps complete)."""
+    if summary and v.shape[0] > 1:
+        v = np.concatenate([v, np.median(v, axis=0, keepdims=True)])
     if fmt == "e4":
         return "".join(_row(c) for c in v.T)
+    if fmt == "bids":
+        return "".join(_row(c).replace(",", "\t") for c in v.T)
     t = start + (first_row + np.arange(v.shape[1])) / rate
-    if v.shape[0] == 1:
-        return "".join(_row((a, b)) for a, b in zip(t, v[0]))
-    return "".join(_row((a, m, *c)) for a, m, c in zip(t, np.median(v, axis=0), v.T))
+    return "".join(_row((a, *c)) for a, c in zip(t, v.T))
 
 
 def _as_rows(values_us) -> np.ndarray:
@@ -192,24 +212,26 @@ def _as_rows(values_us) -> np.ndarray:
     return v
 
 
-def eda_csv_text(values_us, sample_rate: float, *, fmt: str = "e4", start_time: float = 0.0) -> str:
+def eda_csv_text(values_us, sample_rate: float, *, fmt: str = "e4", start_time: float = 0.0,
+                 summary: bool = False) -> str:
     """The text :func:`write_eda_csv` writes (to hash it or write it with the file's record)."""
     _check_fmt(fmt)
     v = _as_rows(values_us)
-    return (_header_text(fmt, v.shape[0], float(sample_rate), start_time)
-            + _rows_text(v, fmt, float(sample_rate), start_time, 0))
+    return (_header_text(fmt, v.shape[0], float(sample_rate), start_time, summary)
+            + eda_rows_text(v, fmt, float(sample_rate), start_time, 0, summary))
 
 
 class EDACSVWriter:
     """``write_eda_csv`` with the values appended as they are generated (``write``): a long
     generation keeps none of them in memory. The rows go to a temporary file beside ``path``,
     which replaces ``path`` when the ``with`` block ends without an error (else it is removed):
-    nothing half-written is ever left at ``path``."""
+    nothing half-written is ever left at ``path``. ``fmt="bids"`` writes gzip."""
 
     def __init__(self, path: str | os.PathLike, sample_rate: float, num_samples: int = 1, *, fmt: str = "e4",
-                 start_time: float = 0.0):
+                 start_time: float = 0.0, summary: bool = False):
         _check_fmt(fmt)
         self.path, self.rate, self.S, self.fmt, self.start = path, float(sample_rate), int(num_samples), fmt, start_time
+        self.summary = bool(summary)
         self.rows = 0
         self._stack = self._file = None
 
@@ -217,8 +239,15 @@ class EDACSVWriter:
         # the file closes before atomic_path's exit commits it (or removes it after an error)
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(atomic_path(self.path))
-            self._file = stack.enter_context(open(tmp, "w", encoding="utf-8", newline=""))
-            self._put(_header_text(self.fmt, self.S, self.rate, self.start))
+            if self.fmt == "bids":
+                import gzip
+                # mtime 0: the same values give the same bytes whenever they are written
+                raw = stack.enter_context(open(tmp, "wb"))
+                gz = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename=""))
+                self._file = stack.enter_context(io.TextIOWrapper(gz, encoding="utf-8", newline=""))
+            else:
+                self._file = stack.enter_context(open(tmp, "w", encoding="utf-8", newline=""))
+            self._put(_header_text(self.fmt, self.S, self.rate, self.start, self.summary))
             self._stack = stack.pop_all()
         return self
 
@@ -234,7 +263,7 @@ class EDACSVWriter:
         v = v.reshape(1, -1) if v.ndim <= 1 else v
         if v.ndim != 2 or v.shape[0] != self.S:
             raise ValueError(f"EDA values must be ({self.S}, k) for this file, got shape {v.shape}")
-        self._put(_rows_text(v, self.fmt, self.rate, self.start, self.rows))
+        self._put(eda_rows_text(v, self.fmt, self.rate, self.start, self.rows, self.summary))
         self.rows += v.shape[1]
 
     def __exit__(self, *exc) -> None:
@@ -250,14 +279,54 @@ class EDACSVWriter:
 
 
 def write_eda_csv(path: str | os.PathLike, values_us, sample_rate: float, *, fmt: str = "e4",
-                  start_time: float = 0.0) -> Path:
+                  start_time: float = 0.0, summary: bool = False) -> Path:
     """Write EDA (µS) as an Empatica E4 ``EDA.csv`` (``fmt="e4"``: start Unix time, sample
-    rate, then one value a row) or a ``time,eda`` CSV (``fmt="time"``: seconds from start).
+    rate, then one value a row), a ``time,eda`` CSV (``fmt="time"``: seconds from start), or the
+    data of a BIDS physio file (``fmt="bids"``: gzip TSV, no header; its JSON sidecar, at
+    :func:`sidecar_path`, names the columns: :func:`sidecar_fields`).
 
-    ``values_us`` of shape ``(S, N)`` (several samples) writes S columns: in E4 form the two
-    header rows repeat per column (as E4's multi-column files do), in ``time`` form the
-    column ``eda`` holds the median and ``sample_0 ... sample_{S-1}`` follow."""
+    ``values_us`` of shape ``(S, N)`` (several samples) writes S columns, each sample a
+    recording of its own (in E4 form the two header rows repeat per column, as E4's multi-column
+    files do; in ``time`` form ``sample_0 ... sample_{S-1}``). ``summary``: also the per-step
+    median across the samples, in a last column named ``median_of_samples``: a summary, not a
+    recording (the samples' SCRs fall at different times, so their median flattens them)."""
     v = _as_rows(values_us)
-    with EDACSVWriter(path, sample_rate, v.shape[0], fmt=fmt, start_time=start_time) as w:
+    with EDACSVWriter(path, sample_rate, v.shape[0], fmt=fmt, start_time=start_time, summary=summary) as w:
         w.write(v)
     return Path(path)
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The JSON sidecar beside a written EDA file: ``X.json`` for ``X.csv`` and ``X.tsv.gz``."""
+    p = Path(path)
+    stem = p.name[:-len(".tsv.gz")] if p.name.endswith(".tsv.gz") else p.stem
+    return p.with_name(stem + ".json")
+
+
+def is_edanet_sidecar(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a JSON file this library wrote beside an output (its provenance)."""
+    import json
+    try:
+        if os.stat(path).st_size > 1 << 20:
+            return False
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and str(d.get("generated_by", "")).startswith("edanet ")
+
+
+def sidecar_fields(fmt: str, num_samples: int, sample_rate: float, summary: bool = False,
+                   start_time: float = 0.0) -> dict:
+    """What a sidecar says about the file's layout: BIDS physio's required fields
+    (SamplingFrequency, StartTime, Columns) and each column's units and meaning."""
+    cols = eda_columns(num_samples, summary)
+    meaning = {c: {"Units": "uS", "Description": "skin conductance, one generated person" if c != MEDIAN_COLUMN
+                   else "the per-step median across the generated samples: a summary, not a recording"}
+               for c in cols}
+    out = {"SamplingFrequency": float(sample_rate), "StartTime": 0.0, "Columns": cols, **meaning,
+           "format": fmt}
+    if start_time:
+        import datetime
+        out["start_time_unix"] = float(start_time)
+        out["start_time_iso"] = datetime.datetime.fromtimestamp(float(start_time), datetime.timezone.utc).isoformat()
+    return out

@@ -10,6 +10,8 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# training's frame cache (~/.cache/edanet/frames by default): the tests' own, not the user's
+os.environ["XDG_CACHE_HOME"] = __import__("tempfile").mkdtemp(prefix="edanet-test-cache-")
 
 import fastgen  # noqa: E402
 

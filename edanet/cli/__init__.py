@@ -28,6 +28,8 @@ def _corpus_mode(a) -> bool:
 
 def _generate_corpus(a) -> int:
     from edanet.cli.corpus_job import CorpusJob, run_corpus
+    if a.prime:
+        raise ValueError("--prime is a recording of one clip's listener: give one audio file (not a corpus)")
     if a.eda_range:
         raise ValueError("--eda-range applies to one legacy model run at a time; generate a corpus with a "
                          "delta model (the default)")
@@ -41,7 +43,7 @@ def _generate_corpus(a) -> int:
                                 fail_fast=a.fail_fast, model=a.model, backend=a.backend, batch_size=a.batch_size,
                                 seed=0 if a.seed is None else a.seed, num_samples=a.num_samples,
                                 temperature=a.temperature, initial_eda=a.initial_eda, fmt=a.format,
-                                quiet=a.quiet))
+                                quiet=a.quiet, start_time=_start_time(a.start_time), summary=a.with_median))
 
 
 def _generate(a) -> int:
@@ -63,6 +65,8 @@ def _generate(a) -> int:
     if a.eda_range:
         from edanet.generation.core import check_eda_range
         check_eda_range(a.eda_range)
+    start = _start_time(a.start_time)
+    sidecar = _check_output_format(a.output, a.format)
 
     from tqdm import tqdm
 
@@ -75,23 +79,68 @@ def _generate(a) -> int:
     # (into a temporary file that replaces the output only when the generation is complete).
     bar = tqdm(total=round(frames / sr, 1), desc="edanet generate", unit="s audio", disable=a.quiet)
     try:            # closed on errors too, so an error message starts on its own line
-        with EDACSVWriter(a.output, gen.config.eda_sample_rate, a.num_samples, fmt=a.format) as csv:
+        with EDACSVWriter(a.output, gen.config.eda_sample_rate, a.num_samples, fmt=a.format, start_time=start,
+                          summary=a.with_median) as csv:
             def block_done(values, times, seconds):
                 csv.write(values)
                 bar.update(round(seconds, 1) - bar.n)
 
             res = generate_file(a.audio, generator=gen, on_block=block_done, temperature=a.temperature,
                                 seed=a.seed, num_samples=a.num_samples, initial_eda_us=a.initial_eda,
-                                eda_range_us=tuple(a.eda_range) if a.eda_range else None)
+                                eda_range_us=tuple(a.eda_range) if a.eda_range else None, prime=a.prime)
+        from edanet.io import atomic_write, sidecar_fields
+        fields = sidecar_fields(a.format, a.num_samples, res.sample_rate, a.with_median, start)
+        atomic_write(sidecar, json.dumps({**res.provenance, "input": str(a.audio), **fields}, indent=1) + "\n")
         if a.plot:
             bar.set_postfix_str("plot")
             from edanet.evaluation.plot import plot_generation
             plot_generation(a.audio, res, a.plot)
     finally:
         bar.close()
-    print(f"wrote {a.output}: {res.values.shape[1]} EDA samples at {res.sample_rate:g} Hz x {res.values.shape[0]} "
-          f"sample(s) (backend {res.backend}, seed {res.seed})" + (f"; plot {a.plot}" if a.plot else ""))
+    print(f"wrote {a.output} and {sidecar.name}: {res.values.shape[1]} EDA samples at {res.sample_rate:g} Hz x "
+          f"{res.values.shape[0]} sample(s) (backend {res.backend}, seed {res.seed})"
+          + (f"; plot {a.plot}" if a.plot else ""))
     return 0
+
+
+def _start_time(text: str | None) -> float:
+    """``--start-time`` as Unix seconds: a number of seconds, or an ISO 8601 date and time (UTC when
+    it names no zone); 0 when not given."""
+    if text is None:
+        return 0.0
+    import datetime
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            when = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"--start-time {text!r} is neither Unix seconds nor an ISO 8601 date and time "
+                             "(e.g. 1733600000 or 2026-12-07T21:30:00+01:00)") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        value = when.timestamp()
+    if not (math.isfinite(value) and 0 <= value < 253402300800):      # before year 10000
+        raise ValueError(f"--start-time {text!r} is not a time from 1970 to 9999")
+    return value
+
+
+def _check_output_format(output: str, fmt: str) -> Path:
+    """The sidecar an output gets (its provenance), checked before anything is generated: a
+    BIDS output must be ``.tsv.gz``, and an existing file where the sidecar goes must be one of
+    ours (never a user's file of the same name, e.g. a recording's ground truth)."""
+    from edanet.io import is_edanet_sidecar, sidecar_path
+    if fmt == "bids" and not output.endswith(".tsv.gz"):
+        raise ValueError(f"--format bids writes a BIDS physio file: name it ...physio.tsv.gz (got -o {output}); "
+                         "its JSON sidecar goes beside it")
+    if fmt != "bids" and output.endswith(".gz"):
+        raise ValueError(f"-o {output}: a .gz output is the BIDS form; pass --format bids")
+    sidecar = sidecar_path(output)
+    if sidecar.exists() and not is_edanet_sidecar(sidecar):
+        raise FileExistsError(f"-o {output} writes its provenance to {sidecar}, which exists and edanet did not "
+                              "write: move it, or choose another -o")
+    return sidecar
 
 
 #: Bytes per sample of each ``edanet stream --encoding`` (little-endian, interleaved channels).
@@ -104,6 +153,7 @@ def _stream(a) -> int:
     import numpy as np
 
     from edanet.generation import EDAStream
+    from edanet.io import eda_columns, eda_rows_text
     for name, role in (("stdin", "reads the raw PCM audio from"), ("stdout", "writes its time,eda lines to")):
         if name in getattr(a, "closed_streams", ()):
             raise ValueError(f"{name} is closed, and edanet stream {role} it: pipe audio in and read the lines out, "
@@ -111,7 +161,7 @@ def _stream(a) -> int:
     if a.channels < 1:
         raise ValueError(f"--channels must be >= 1, got {a.channels}")
     stream = EDAStream(a.model, a.sample_rate, channels=a.channels, seed=a.seed, num_samples=a.num_samples,
-                       backend=a.backend, temperature=a.temperature, initial_eda_us=a.initial_eda)
+                       backend=a.backend, temperature=a.temperature, initial_eda_us=a.initial_eda, prime=a.prime)
     dtype = np.dtype(STREAM_ENCODINGS[a.encoding])
     frame = dtype.itemsize * a.channels                  # bytes of one sample of every channel
     if not a.quiet:
@@ -120,12 +170,9 @@ def _stream(a) -> int:
     out, S = sys.stdout, stream.num_samples
 
     def emit(values, times):
-        if S == 1:
-            lines = "".join(f"{t:.6f},{v:.6f}\n" for t, v in zip(times, values[0]))
-        else:
-            med = np.median(values, axis=0)
-            lines = "".join(f"{t:.6f},{m:.6f}," + ",".join(f"{x:.6f}" for x in c) + "\n"
-                            for t, m, c in zip(times, med, values.T))
+        # the lines edanet generate --format time writes for the same steps
+        first = int(round(times[0] * stream.eda_sample_rate)) if len(times) else 0
+        lines = eda_rows_text(values, "time", stream.eda_sample_rate, 0.0, first, a.with_median)
         if lines:
             out.write(lines)
             out.flush()                                   # line by line as the steps complete
@@ -135,7 +182,7 @@ def _stream(a) -> int:
     want = max(frame, int(a.sample_rate * STREAM_READ_SECONDS) * frame)
     pending = b""
     try:
-        out.write("time,eda" + "".join(f",sample_{i}" for i in range(S) if S > 1) + "\n")
+        out.write("time," + ",".join(eda_columns(S, a.with_median)) + "\n")
         out.flush()
         while data := read(want):
             data = pending + data
@@ -199,7 +246,8 @@ def _train(a) -> int:
     over = {k: v for k, v in [("steps", a.steps), ("batch_size", a.batch_size), ("crop_steps", a.crop_steps),
                               ("lr", a.lr), ("val_every", a.val_every), ("ckpt_every", a.ckpt_every),
                               ("seed", a.seed), ("onset_focus", a.onset_focus),
-                              ("val_fraction", a.val_fraction), ("keep_checkpoints", a.keep_checkpoints)]
+                              ("val_fraction", a.val_fraction), ("keep_checkpoints", a.keep_checkpoints),
+                              ("workers", a.workers)]
             if v is not None}
     tcfg = dataclasses.replace(tcfg, **over)
     init = None
@@ -212,17 +260,25 @@ def _train(a) -> int:
         cfg = init.config
     check_network(cfg)          # a model the engines could not run is refused before it is trained
     summary = train(a.data, a.out, cfg, tcfg, resume=a.resume, skip_bad=a.skip_bad, device=a.device,
-                    progress=not a.quiet, init_model=init)
+                    progress=not a.quiet, init_model=init, cache=a.cache)
     print(json.dumps(summary, indent=1))
     return 0
 
 
 def _evaluate(a) -> int:
     from edanet.evaluation import evaluate
+    from edanet.evaluation.cohort import evaluate_cohort, is_cohort, render_cohort_markdown
+    if a.prime_seconds is not None and not 0 <= a.prime_seconds <= 3600:
+        raise ValueError(f"--prime-seconds must lie in [0, 3600] (0: no primed figures), got {a.prime_seconds:g}")
     report = evaluate(a.data, model=a.model, out=a.out, backend=a.backend, num_samples=a.num_samples, seed=a.seed,
                       temperature=a.temperature, max_recordings=a.max_recordings, progress=not a.quiet,
                       seeds=a.seeds, baseline_model=a.baseline_model, redraws=a.redraws)
     print(report["markdown"])
+    if is_cohort(a.data):
+        pop = evaluate_cohort(a.data, a.model, backend=a.backend, num_samples=a.num_samples, seed=a.seed,
+                              temperature=a.temperature, prime_s=a.prime_seconds or None, out=a.out, progress=not a.quiet,
+                              max_recordings=a.max_recordings)
+        print(render_cohort_markdown(pop))
     return 0
 
 
@@ -250,9 +306,20 @@ def _setting(text: str):
         return k, v
 
 
+class _Version(argparse.Action):
+    """``--version``: the installed version, looked up only when asked (reading the package's
+    metadata would slow every other command's start)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from edanet import __version__
+        print(f"edanet {__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edanet", description="Synthetic EDA from audio (autoregressive WaveNet).")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--version", action=_Version, nargs=0, help="print the installed version and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="audio file(s) -> EDA CSV(s) (and plots)",
@@ -275,9 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-samples", type=int, default=1)
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--format", choices=["e4", "time"], default="e4")
+    g.add_argument("--format", choices=["e4", "time", "bids"], default="e4",
+                   help="e4: Empatica E4's EDA.csv (default); time: a time,eda CSV (time,sample_0,... with "
+                        "several samples); bids: a BIDS physio .tsv.gz. A JSON sidecar beside it records how it "
+                        "was made (and, for BIDS, its columns and rate)")
+    g.add_argument("--start-time", metavar="T",
+                   help="when the audio starts: Unix seconds or ISO 8601 (E4's first row; the sidecar)")
+    g.add_argument("--with-median", action="store_true",
+                   help="with several samples, also a column median_of_samples: a summary, not a recording")
     g.add_argument("--initial-eda", type=float, metavar="US",
                    help="the level (µS) the EDA starts from (default: the model's, from its training data)")
+    g.add_argument("--prime", metavar="EDA_FILE",
+                   help="a recording of the person from the start of the audio (any EDA file edanet reads): "
+                        "its steps are kept, and the rest continues it")
     g.add_argument("--eda-range", type=float, nargs=2, metavar=("LO", "HI"),
                    help="legacy 'normalized' models only: the µS range their output is mapped to")
     g.set_defaults(fn=_generate)
@@ -292,10 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="s16: signed 16-bit integers (default); f32: 32-bit floats in [-1, 1]")
     st.add_argument("--model", help="model folder (default: the bundled model)")
     st.add_argument("--backend", default="auto", help="auto, fused, cpu, torch, reference, triton, cuda")
-    st.add_argument("--num-samples", type=int, default=1, help="samples per step: columns eda (median), sample_i")
+    st.add_argument("--num-samples", type=int, default=1, help="samples per step: columns sample_0, sample_1, ...")
+    st.add_argument("--with-median", action="store_true",
+                    help="with several samples, also a column median_of_samples: a summary, not a recording")
     st.add_argument("--seed", type=int, default=None)
     st.add_argument("--temperature", type=float, default=1.0)
     st.add_argument("--initial-eda", type=float, metavar="US", help="the level (µS) the EDA starts from")
+    st.add_argument("--prime", metavar="EDA_FILE",
+                    help="a recording of the person from the start of the audio: its steps are written as they "
+                         "are, then the stream continues it")
     st.set_defaults(fn=_stream)
 
     s = sub.add_parser("synth", help="write synthetic paired audio + EDA data")
@@ -328,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of recordings held out for validation, by a hash of their names (default 0.1)")
     t.add_argument("--keep-checkpoints", type=int, metavar="N",
                    help="keep only the N newest checkpoints (the latest is never deleted; default: all)")
+    t.add_argument("--workers", type=int, metavar="N",
+                   help="DataLoader workers reading the batches (default: 2 beside a GPU, 0 on a CPU)")
+    t.add_argument("--cache", metavar="DIR",
+                   help="folder of the audio's frames, computed once and read a window at a time "
+                        "(default ~/.cache/edanet/frames, or $XDG_CACHE_HOME/edanet/frames)")
     t.add_argument("--device")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     t.add_argument("--init", help="start from this model's weights (fine-tuning); its config is used")
@@ -351,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data redrawn per recording and seed (the ground-truth generator with other seeds)")
     e.add_argument("--temperature", type=float, default=1.0)
     e.add_argument("--max-recordings", type=int)
+    e.add_argument("--prime-seconds", type=float, default=120.0, metavar="S",
+                   help="on a cohort (NAME.<subject>.csv): prime with each recording's first S seconds for the "
+                        "primed figures (default 120; 0: none)")
     e.set_defaults(fn=_evaluate)
 
     # every further argument, --help too, goes to benchmarks/engines/report.py

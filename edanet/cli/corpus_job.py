@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import gzip
 import hashlib
 import io
 import json
@@ -36,12 +37,13 @@ from pathlib import Path
 from ..dist import local_device, ranks
 from ..evaluation.plot import plot_format, plot_generation
 from ..generation import Clip, clip_seed, find_clips, generate_many, shard_of
-from ..io import atomic_write, eda_csv_text, remove_temp_files_of
+from ..io import atomic_write, eda_csv_text, remove_temp_files_of, sidecar_fields
 
 __all__ = ["CorpusJob", "run_corpus", "MANIFEST_FIELDS", "MANIFEST", "RECORD_KIND"]
 
 MANIFEST = "manifest.csv"
-MANIFEST_FIELDS = ("input", "output", "duration_s", "seed", "backend", "status", "error")
+MANIFEST_FIELDS = ("input", "output", "duration_s", "seed", "backend", "status", "error", "model", "model_sha256",
+                   "edanet_version", "temperature", "start_eda_us")
 #: Names at the top of OUTDIR that are the run's own: a clip's output must not take them.
 _RESERVED = re.compile(r"manifest(\.rank-\d+-of-\d+)?\.csv")
 #: What a record says it is: an output with another record, or none, is not this tool's.
@@ -64,6 +66,8 @@ class CorpusJob:
     initial_eda: float | None = None
     fmt: str = "e4"
     quiet: bool = False
+    start_time: float = 0.0
+    summary: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,9 @@ def _is_manifest(path: Path) -> bool:
     """Whether ``path`` is a manifest this tool wrote (its header is ours)."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            return next(csv.reader(f), None) == list(MANIFEST_FIELDS)
+            header = next(csv.reader(f), None)
+        # the first seven are every version's (the provenance columns came later)
+        return header is not None and header[:7] == list(MANIFEST_FIELDS[:7])
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
 
@@ -204,9 +210,10 @@ def run_corpus(job: CorpusJob) -> int:
         raise FileNotFoundError(f"no audio files in {', '.join(job.inputs)} (looked for "
                                 "wav, flac, ogg, mp3, aiff, ... recursively)")
     outputs = {}
+    ext = ".tsv.gz" if job.fmt == "bids" else ".csv"
     for c in clips:
         base = out_dir / Path(c.rel).with_suffix("")
-        outputs[c.rel] = _Outputs(base.with_name(base.name + ".csv"), base.with_name(base.name + ".json"),
+        outputs[c.rel] = _Outputs(base.with_name(base.name + ext), base.with_name(base.name + ".json"),
                                   base.with_name(f"{base.name}.{job.plot_format}") if job.plot_format else None)
     _check_outputs(clips, outputs, out_dir)
     mine = [c for c in clips if shard_of(c.rel, world) == rank]
@@ -220,10 +227,14 @@ def run_corpus(job: CorpusJob) -> int:
         import torch.distributed as dist
         dist.init_process_group("gloo", timeout=timedelta(days=7))    # only a barrier: a shard may take hours
 
-    def row(c: Clip, status: str, backend: str = "", error: str = "") -> dict:
+    def row(c: Clip, status: str, backend: str = "", error: str = "", prov: dict | None = None) -> dict:
+        prov = prov or {}
+        start = prov.get("start_eda_us") or []
         return {"input": _text(str(c.path)), "output": _text(str(outputs[c.rel].csv)), "duration_s": _duration(c.path),
                 "seed": clip_seed(job.seed, c.rel), "backend": backend, "status": status,
-                "error": " ".join(error.split())}
+                "error": " ".join(error.split()), "model": prov.get("model", {}).get("name", ""),
+                "model_sha256": prov.get("model", {}).get("sha256", ""), "edanet_version": prov.get("edanet_version", ""),
+                "temperature": prov.get("temperature", ""), "start_eda_us": " ".join(f"{x:g}" for x in start)}
 
     rows: dict[str, dict] = {}
     todo = []
@@ -233,7 +244,7 @@ def run_corpus(job: CorpusJob) -> int:
                                                 "so neither its output's name nor the manifest could hold it: "
                                                 "rename the file")
         elif not job.overwrite and (rec := _done(c, outputs[c.rel])) is not None:
-            rows[c.rel] = row(c, "skipped", str(rec.get("backend", "")))
+            rows[c.rel] = row(c, "skipped", str(rec.get("backend", "")), prov=rec)
         else:
             todo.append(c)
 
@@ -256,7 +267,7 @@ def run_corpus(job: CorpusJob) -> int:
                     first_error = res
                     break
             else:
-                rows[clip.rel] = row(clip, "ok", res.backend)
+                rows[clip.rel] = row(clip, "ok", res.backend, prov=res.provenance)
                 audio_s += res.values.shape[1] / res.sample_rate
             bar.update()
             bar.set_postfix_str(f"{audio_s / 3600:.2f} audio h")
@@ -285,12 +296,13 @@ def _write_outputs(clip: Clip, res, o: _Outputs, job: CorpusJob) -> None:
     the record says "done": a run killed in between leaves a claim, and the clip is generated
     again (its files are this tool's to replace), never a file of ours without a record."""
     values = res.values if res.values.shape[0] > 1 else res.values[0]
-    data = eda_csv_text(values, res.sample_rate, fmt=job.fmt).encode()
+    text = eda_csv_text(values, res.sample_rate, fmt=job.fmt, start_time=job.start_time, summary=job.summary)
+    data = gzip.compress(text.encode(), mtime=0) if job.fmt == "bids" else text.encode()
+    # the record is the output's sidecar: its provenance, its layout (BIDS physio's fields)
     record = {"kind": RECORD_KIND, "status": "writing", "input": clip.rel, "output": o.csv.name,
               "csv_sha256": hashlib.sha256(data).hexdigest(), "plot": o.plot.name if o.plot else None,
-              "seed": res.seed, "backend": res.backend, "num_samples": int(res.values.shape[0]),
-              "temperature": job.temperature, "sample_rate_hz": res.sample_rate, "format": job.fmt,
-              "model": job.model or "bundled default"}
+              **res.provenance, **sidecar_fields(job.fmt, res.values.shape[0], res.sample_rate, job.summary,
+                                                 job.start_time)}
     atomic_write(o.record, json.dumps(record, indent=1) + "\n")
     atomic_write(o.csv, data)
     if o.plot is not None:

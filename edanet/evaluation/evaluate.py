@@ -46,7 +46,7 @@ from ..extras import require
 from ..features import load_audio
 from ..generation import Generator, check_sampling, resolve_model
 from ..signals import codec_for, resample_eda
-from ..synth import SynthConfig, eda_from_events, read_ground_truth, response_drive
+from ..synth import SynthConfig, eda_from_events, read_ground_truth, response_drive, subject_truth
 from ..training.data import PairedData
 from . import metrics
 from .report import SYSTEMS, build_report, write_report
@@ -77,10 +77,15 @@ class Truth:
 
 
 def _read_truth(rec, n: int, rate: float) -> Truth | None:
+    """The ground truth of ``rec``: its pair's JSON, or for a subject of a cohort clip the clip's
+    JSON, that subject's part (``edanet.synth.subject_truth``); None when there is none."""
     path = rec.csv_path.with_suffix(".json")
+    subject = None
+    if not path.is_file() and "/" in rec.name:
+        path, subject = rec.audio_path.with_suffix(".json"), rec.name.split("/", 1)[1]
     if not path.is_file():
         return None
-    gt = read_ground_truth(path)
+    gt = subject_truth(read_ground_truth(path), subject)
     duration = n / rate
     events = [e for e in gt["events"] if float(e["time"]) < duration]
     responses = gt.get("responses") or response_drive(gt["events"], SynthConfig.from_dict(gt.get("config") or {}))
@@ -200,9 +205,9 @@ def step_nll(net, data) -> tuple[np.ndarray, np.ndarray]:
             w_class = codec.class_widths_us(rec.eda_range_us) if net.config.eda_representation == "normalized" \
                 else codec.class_widths_us()
             for b in range(start, start + count, 16):
-                frames, cond, target, mask = (torch.from_numpy(np.stack(x))
-                                              for x in zip(*windows[b:min(b + 16, start + count)]))
-                per = F.cross_entropy(net.forward_conditioned(frames, cond).float(), target, reduction="none")
+                frames, cond, target, mask, subject = PairedData.collate(windows[b:min(b + 16, start + count)])
+                per = F.cross_entropy(net.forward_conditioned(frames, cond, subject).float(), target,
+                                      reduction="none")
                 m = mask.numpy().astype(bool)
                 nll.append(per.numpy()[m])
                 widths.append(np.asarray(w_class)[target.numpy()[m]])

@@ -10,7 +10,7 @@ import numpy as np
 from ..extras import require
 from ..io import atomic_write
 
-__all__ = ["plot_generation", "plot_format", "plot_event_locked", "plot_traces"]
+__all__ = ["plot_generation", "plot_format", "plot_event_locked", "plot_traces", "plot_population"]
 
 
 def _pyplot():
@@ -157,5 +157,40 @@ def plot_traces(traces: list, path, *, labels: dict | None = None) -> Path:
     axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format=fmt))
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_population(levels: tuple, rates: tuple, path) -> Path:
+    """The population evaluation's distributions, generated beside recorded: each person's median
+    level (log scale) and response rate after strong events, as empirical CDFs. ``levels`` and
+    ``rates``: ``(generated, recorded)`` arrays of the per-person figures."""
+    plt = _pyplot()
+    fmt = plot_format(path)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, (gen, rec), xlabel, log in ((axes[0], levels, "median skin conductance level (µS)", True),
+                                        (axes[1], rates, "response rate after strong events", False)):
+        for values, label, color in ((rec, "recorded: {} recordings", "black"), (gen, "generated: {} samples",
+                                                                                 "tab:red")):
+            v = np.sort(np.asarray(values, float)[np.isfinite(np.asarray(values, float))])
+            if v.size:
+                ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", color=color, lw=1.8,
+                        label=label.format(v.size))
+        if log:
+            from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+            ax.set_xscale("log")
+            # labels at 1-2-5 only (every minor tick labelled overlaps below 1 µS), as 0.5, not 5e-1
+            lo, hi = ax.get_xlim()
+            ticks = [m * 10.0 ** e for e in range(-3, 4) for m in (1, 2, 5) if lo <= m * 10.0 ** e <= hi]
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("fraction at or below")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8, frameon=False)
+    fig.suptitle("who the model generates: its people against the recorded cohort", fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=fmt))
     plt.close(fig)
     return Path(path)

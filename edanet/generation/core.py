@@ -13,7 +13,7 @@ a minute. Inputs are checked once, where a generation starts."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,9 @@ from ..features import stream as feature_stream
 from ..signals import FALLBACK_INITIAL_EDA_US, codec_for
 from .export import engine_frames, export_to_fastgen
 from .models import check_device, check_dtype, resolve_backend, resolve_model
+from .people import draw_people, people_for_prime
+from .priming import load_prime
+from .provenance import model_identity, provenance
 from .sampling import UniformStream, check_sampling, check_seed, fresh_seed
 
 __all__ = ["GeneratedEDA", "Generator", "EDAStream", "generate", "generate_file", "generator_for", "output_scale",
@@ -41,14 +44,17 @@ STEP_HOST_BYTES = 8 + 4 + 8 + 8 + 8
 
 @dataclass
 class GeneratedEDA:
-    values: np.ndarray        # (num_samples, N) float64, µS
+    values: np.ndarray        # (num_samples, N) float64, µS: each row one person's plausible recording
     classes: np.ndarray       # (num_samples, N) int64
     sample_rate: float        # EDA samples per second
     backend: str              # the backend that ran
     seed: int                 # the seed the uniforms were drawn from
+    provenance: dict = field(default_factory=dict)    # how it was made (edanet.generation.provenance)
 
     @property
     def median(self) -> np.ndarray:
+        """The per-step median across the samples: a summary, not a recording (the samples' SCRs
+        fall at different times, so their median flattens them); plot or analyse ``values``."""
         return np.median(self.values, axis=0)
 
     @property
@@ -56,6 +62,18 @@ class GeneratedEDA:
         """Time (s) of each sample, E4 style: sample j at j / rate (it is predicted from the audio
         up to (j + 1) / rate)."""
         return np.arange(self.values.shape[1]) / self.sample_rate
+
+    def to_dataframe(self):
+        """A pandas DataFrame: index ``time_s``, one column per sample in µS (``eda_uS`` for one,
+        ``sample_0_uS ...`` for several), the provenance in ``attrs``. Needs pandas
+        (``pip install 'edanet[pandas]'``)."""
+        from ..extras import require
+        from ..io import eda_columns
+        pd = require("pandas", "pandas", "GeneratedEDA.to_dataframe")
+        cols = [f"{c}_uS" for c in eda_columns(self.values.shape[0])]
+        df = pd.DataFrame(self.values.T, index=pd.Index(self.times, name="time_s"), columns=cols)
+        df.attrs.update({"sample_rate_hz": float(self.sample_rate), "provenance": dict(self.provenance)})
+        return df
 
 
 # -- the start level and the codec ----------------------------------------------------------------
@@ -129,6 +147,14 @@ class Generator:
         self.model = resolve_model(model)
         spec, weights = export_to_fastgen(self.model)
         self.engine = fastgen.create(resolve_backend(backend, device), spec, weights, device=device, dtype=dtype)
+        self._identity = None
+
+    @property
+    def identity(self) -> dict:
+        """The model's name and weights' sha256 (``provenance.model_identity``), computed once."""
+        if self._identity is None:
+            self._identity = model_identity(self.model)
+        return self._identity
 
     @property
     def config(self) -> EDANetConfig:
@@ -142,10 +168,10 @@ class Generator:
         return f"Generator(backend={self.backend!r}, device={str(self.engine.device)!r}, dtype={self.engine.dtype})"
 
     def generate(self, audio, sample_rate=None, *, temperature: float = 1.0, seed: int | None = None,
-                 num_samples: int = 1, initial_eda_us=None, eda_range_us=None) -> GeneratedEDA:
+                 num_samples: int = 1, initial_eda_us=None, eda_range_us=None, prime=None) -> GeneratedEDA:
         """``edanet.generate`` of ``audio`` with this model and engine (see there)."""
         kwargs = dict(temperature=temperature, seed=seed, num_samples=num_samples, initial_eda_us=initial_eda_us,
-                      eda_range_us=eda_range_us)
+                      eda_range_us=eda_range_us, prime=prime)
         if isinstance(audio, (str, os.PathLike)):
             return generate_file(audio, generator=self, sample_rate=sample_rate, **kwargs)
         data, rate = audio_array(audio, sample_rate)         # (channels, n)
@@ -208,11 +234,16 @@ class EDAStream:
     ``1 / eda_sample_rate`` s of audio), and sets ``times`` (their times in seconds) and
     ``classes``. ``close()`` ends the stream and returns the steps only the end of the audio
     completes (the resampler's tail; usually none); a partial step at the end is dropped, as
-    ``edanet.generate`` drops it. Leaving a ``with`` block closes the stream without them."""
+    ``edanet.generate`` drops it. Leaving a ``with`` block closes the stream without them.
+
+    ``prime``: a recording of the person from the start of the audio (``edanet.generation.
+    priming``): its steps are returned as they are, and the samples continue it once its audio
+    has been pushed. ``people``: for a model with a subject table, who each sample is
+    (``edanet.generation.people``; drawn from the seed, or from the prime)."""
 
     def __init__(self, model=None, sample_rate: float | None = None, *, channels: int = 1, seed: int | None = None,
                  num_samples: int = 1, backend: str = "auto", temperature: float = 1.0, initial_eda_us=None,
-                 eda_range_us: tuple[float, float] | None = None, device=None, dtype=torch.float32):
+                 eda_range_us: tuple[float, float] | None = None, device=None, dtype=torch.float32, prime=None):
         if sample_rate is None:
             raise ValueError("sample_rate is required: the rate (Hz) of the audio you will push")
         self.generator = generator_for(model, backend, device, dtype)
@@ -220,14 +251,23 @@ class EDAStream:
         check_sampling(num_samples, temperature)
         check_seed(seed)
         self.generator.check_memory(num_samples)        # before the sampling streams are made
-        self.codec, self._scale = output_scale(cfg, int(num_samples), initial_eda_us, eda_range_us)
-        self.features = FeatureStream(cfg, sample_rate, channels=channels)
         self.num_samples = int(num_samples)
-        self.temperature = float(temperature)
         self.seed = fresh_seed() if seed is None else int(seed)
+        self._prime = load_prime(prime, cfg) if prime is not None else None
+        self.people = draw_people(self.generator.model, self.num_samples, self.seed) if self._prime is None else None
+        if initial_eda_us is None and self.people is not None:
+            initial_eda_us = self.people.levels
+        self.codec, self._scale = output_scale(cfg, self.num_samples, initial_eda_us, eda_range_us)
+        self.features = FeatureStream(cfg, sample_rate, channels=channels)
+        self.temperature = float(temperature)
         self._uniforms = UniformStream(self.seed, self.num_samples)
         self._state = self.engine.start(self.num_samples)
-        self._decoder = self.codec.decoder(self._scale) if cfg.eda_representation == "delta" else None
+        self._decoder = None
+        if cfg.eda_representation == "delta" and self._prime is None:
+            self._decoder = self.codec.decoder(self._scale)
+        self._prime_classes = None if self._prime is None else self.codec.encode(self._prime, self._prime[0])
+        self._prime_frames: list[np.ndarray] = []       # the prime's frames, until its audio is complete
+        self._steps = 0
         self.eda_sample_rate = float(cfg.eda_sample_rate)
         self.times = np.zeros(0)
         self.classes = np.zeros((self.num_samples, 0), dtype=np.int64)
@@ -247,8 +287,8 @@ class EDAStream:
 
     @property
     def steps(self) -> int:
-        """EDA steps generated so far."""
-        return self._state.steps
+        """EDA steps returned so far."""
+        return self._steps
 
     def push(self, chunk) -> np.ndarray:
         """µS ``(num_samples, k)`` of the steps ``chunk`` completes; their times in ``times``."""
@@ -267,23 +307,63 @@ class EDAStream:
     def result(self, values: list[np.ndarray], classes: list[np.ndarray]) -> GeneratedEDA:
         """The ``GeneratedEDA`` of this stream's pushes (their values and classes, in order)."""
         return GeneratedEDA(values=np.concatenate(values, axis=1), classes=np.concatenate(classes, axis=1),
-                            sample_rate=self.eda_sample_rate, backend=self.backend, seed=self.seed)
+                            sample_rate=self.eda_sample_rate, backend=self.backend, seed=self.seed,
+                            provenance=self.provenance())
+
+    def provenance(self) -> dict:
+        """How this stream generates (``edanet.generation.provenance``)."""
+        start = self._prime[-1:] if self._prime is not None else (
+            self._scale if self.config.eda_representation == "delta" else None)
+        return provenance(self.generator.model, backend=self.backend, seed=self.seed, temperature=self.temperature,
+                          num_samples=self.num_samples, start_us=start, sample_rate=self.eda_sample_rate,
+                          prime_steps=0 if self._prime is None else len(self._prime),
+                          identity=self.generator.identity)
+
+    def _rows(self, frames: np.ndarray) -> torch.Tensor:
+        """The engine's input for ``frames`` ``(C, k*K, F)``: one row per sample, with its subject."""
+        one = torch.from_numpy(frames)[None].expand(self.num_samples, -1, -1, -1)
+        z = self.people.z if self.people is not None else None
+        return engine_frames(self.generator.model.with_subject(one, z), self.config)
 
     def _generate(self, frames: np.ndarray) -> np.ndarray:
-        cfg, K = self.config, self.config.spectral_frames_per_eda_step
+        K = self.config.spectral_frames_per_eda_step
         k = frames.shape[1] // K
-        j0 = self._state.steps
+        j0 = self._steps
+        self._steps += k
         self.times = (j0 + np.arange(k)) / self.eda_sample_rate
         self.classes = np.zeros((self.num_samples, 0), dtype=np.int64)
         if k == 0:
             return np.zeros((self.num_samples, 0))
         self.generator.check_memory(self.num_samples, k)     # before this push's uniforms are drawn
-        batch = engine_frames(torch.from_numpy(frames)[None], cfg).expand(self.num_samples, -1, -1, -1)
-        classes = self.engine.generate(batch, self._uniforms.next(k), self.temperature, state=self._state)
-        classes = self.classes = classes.cpu().numpy().astype(np.int64)
-        if self._decoder is not None:
-            return self._decoder.push(classes)
-        return np.asarray(self.codec.decode(classes, self._scale), dtype=np.float64)
+        uniforms = self._uniforms.next(k)        # step j takes uniform j, primed or not
+        values, classes = [], []
+        n_p = 0 if self._prime is None else min(len(self._prime), j0 + k) - j0
+        if n_p > 0:                              # the prime's steps: given, not generated
+            self._prime_frames.append(frames[:, : n_p * K])
+            values.append(np.broadcast_to(self._prime[j0:j0 + n_p], (self.num_samples, n_p)).copy())
+            classes.append(np.broadcast_to(self._prime_classes[j0:j0 + n_p], (self.num_samples, n_p)).copy())
+            if j0 + n_p == len(self._prime):
+                self._force_prime()
+        if k > max(n_p, 0):
+            j = max(n_p, 0)
+            out = self.engine.generate(self._rows(frames[:, j * K:]), uniforms[:, j:], self.temperature,
+                                       state=self._state).cpu().numpy().astype(np.int64)
+            classes.append(out)
+            values.append(self._decoder.push(out) if self._decoder is not None
+                          else np.asarray(self.codec.decode(out, self._scale), dtype=np.float64))
+        self.classes = np.concatenate(classes, axis=1)
+        return np.concatenate(values, axis=1)
+
+    def _force_prime(self) -> None:
+        """The prime's audio is complete: choose the people it is of, feed its classes through the
+        engine, and start the decoder from its last value."""
+        frames = np.concatenate(self._prime_frames, axis=1)
+        self._prime_frames = []
+        classes = torch.from_numpy(self._prime_classes)
+        self.people = people_for_prime(self.generator.model, self.engine, torch.from_numpy(frames)[None], classes,
+                                       self.num_samples, self.seed)
+        self.engine.force(self._rows(frames), classes[None].expand(self.num_samples, -1), self._state)
+        self._decoder = self.codec.decoder(np.full(self.num_samples, self._prime[-1]))
 
     def __enter__(self) -> "EDAStream":
         return self
@@ -323,7 +403,8 @@ def generate_file(path, *, generator=None, sample_rate=None, on_block=None, **kw
 
 def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temperature: float = 1.0,
              seed: int | None = None, num_samples: int = 1, initial_eda_us=None,
-             eda_range_us: tuple[float, float] | None = None, device=None, dtype=torch.float32) -> GeneratedEDA:
+             eda_range_us: tuple[float, float] | None = None, device=None, dtype=torch.float32,
+             prime=None) -> GeneratedEDA:
     """Generate EDA for ``audio`` (a path soundfile reads, or an array with its ``sample_rate``).
 
     Returns ``GeneratedEDA`` with ``values`` in µS ``(num_samples, N)``, N the number of
@@ -338,7 +419,17 @@ def generate(audio, sample_rate=None, *, model=None, backend: str = "auto", temp
     A file is read and generated block by block (``generate_file``): memory does not grow with
     its length, and the result is the same as for its samples passed as an array.
     ``model`` may also be an ``edanet.Generator`` (then backend, device and dtype are its own):
-    hold one to generate many times with a model of your own without packing it each call."""
+    hold one to generate many times with a model of your own without packing it each call.
+
+    ``prime``: a recording of the person from the start of the audio (a path to any EDA file the
+    library reads, or a 1-D array of µS at the model's EDA rate): the values of its steps are
+    the prime's, and the samples continue it from its last value, as the person it shows (a
+    model with a subject table: the training subjects that explain it best). Its steps run
+    through the engine as given classes (``Engine.force``), then the rest are sampled.
+
+    A model with a subject table (``config.subject_dim``) gives each sample a person: a training
+    subject drawn from the seed, held for the whole audio, and a start level drawn around that
+    person's (``initial_eda_us`` overrides it)."""
     gen = generator_for(model, backend, device, dtype)       # device and dtype checked before any reading
     return gen.generate(audio, sample_rate, temperature=temperature, seed=seed, num_samples=num_samples,
-                        initial_eda_us=initial_eda_us, eda_range_us=eda_range_us)
+                        initial_eda_us=initial_eda_us, eda_range_us=eda_range_us, prime=prime)

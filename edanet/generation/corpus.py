@@ -28,6 +28,8 @@ import torch
 from ..features import file_features
 from .core import GeneratedEDA, generator_for, output_scale
 from .export import engine_frames
+from .people import draw_people
+from .provenance import provenance
 from .sampling import check_sampling, check_seed, draw_uniforms
 
 __all__ = ["Clip", "find_clips", "clip_seed", "shard_of", "generate_many", "default_batch_size", "AUDIO_SUFFIXES"]
@@ -236,7 +238,6 @@ def generate_many(inputs, *, model=None, backend: str = "auto", batch_size: int 
     clips = find_clips(inputs)
     cfg = gen.config
     codec, scale = output_scale(cfg, int(num_samples), initial_eda_us, None)
-    engine = gen.engine
     per_batch = max(1, batch_size // num_samples)
     gen.check_memory(per_batch * int(num_samples))   # an engine call's rows, before any clip is read
     window = 4 * per_batch           # clips sorted by length together: more, less padding
@@ -250,8 +251,8 @@ def generate_many(inputs, *, model=None, backend: str = "auto", batch_size: int 
             for lo in range(0, len(clips), window):
                 ready = [f.result() for f in pending]
                 pending = submit(lo + window)        # the next window's features, while this one runs
-                results = _generate_window(ready, engine, cfg, codec, scale, per_batch, int(num_samples),
-                                           float(temperature))
+                results = _generate_window(ready, gen, codec, scale, per_batch, int(num_samples), float(temperature),
+                                           initial_eda_us)
                 for r in ready:
                     out = results.get(id(r), r.error)
                     if isinstance(out, BaseException) and on_error == "raise":
@@ -262,8 +263,11 @@ def generate_many(inputs, *, model=None, backend: str = "auto", batch_size: int 
                 f.cancel()
 
 
-def _generate_window(ready: list[_Ready], engine, cfg, codec, scale, per_batch: int, num_samples: int,
-                     temperature: float) -> dict[int, GeneratedEDA]:
+def _generate_window(ready: list[_Ready], gen, codec, scale, per_batch: int, num_samples: int,
+                     temperature: float, initial_eda_us=None) -> dict[int, GeneratedEDA]:
+    """The clips of ``ready`` generated in batches of ``per_batch`` clips (each ``num_samples``
+    rows, with the people ``edanet.generate`` gives them for their seeds)."""
+    engine, cfg, model = gen.engine, gen.config, gen.model
     good = sorted((r for r in ready if r.error is None), key=lambda r: r.n, reverse=True)
     out: dict[int, GeneratedEDA] = {}
     for b0 in range(0, len(good), per_batch):
@@ -273,19 +277,27 @@ def _generate_window(ready: list[_Ready], engine, cfg, codec, scale, per_batch: 
         K = cfg.spectral_frames_per_eda_step
         frames = torch.zeros(len(batch), C, n_max * K, F)
         uniforms = torch.zeros(len(batch), num_samples, n_max)     # padding steps: any value in [0, 1]
+        people = [draw_people(model, num_samples, r.seed) for r in batch]
         for i, r in enumerate(batch):
             frames[i, :, : r.n * K] = torch.from_numpy(r.frames)
             uniforms[i, :, : r.n] = draw_uniforms(r.seed, num_samples, r.n)
+        z = torch.cat([p.z for p in people]) if people[0] is not None else None
         uniforms = uniforms.reshape(-1, n_max)
         classes = np.empty((len(batch) * num_samples, n_max), dtype=np.int64)
         state = engine.start(classes.shape[0])
         for j0 in range(0, n_max, CHUNK_STEPS):      # the engine's inputs of a chunk at a time, as for a file
             j1 = min(n_max, j0 + CHUNK_STEPS)
-            rows = engine_frames(frames[:, :, j0 * K:j1 * K], cfg).repeat_interleave(num_samples, dim=0)
-            classes[:, j0:j1] = engine.generate(rows, uniforms[:, j0:j1], temperature, state=state).cpu().numpy()
+            rows = model.with_subject(frames[:, :, j0 * K:j1 * K].repeat_interleave(num_samples, dim=0), z)
+            classes[:, j0:j1] = engine.generate(engine_frames(rows, cfg), uniforms[:, j0:j1], temperature,
+                                                state=state).cpu().numpy()
         classes = classes.reshape(len(batch), num_samples, n_max)
         for i, r in enumerate(batch):
             c = np.ascontiguousarray(classes[i, :, : r.n])
-            out[id(r)] = GeneratedEDA(values=np.asarray(codec.decode(c, scale), dtype=np.float64), classes=c,
-                                      sample_rate=float(cfg.eda_sample_rate), backend=engine.name, seed=r.seed)
+            start = scale if people[i] is None or initial_eda_us is not None else people[i].levels
+            out[id(r)] = GeneratedEDA(values=np.asarray(codec.decode(c, start), dtype=np.float64), classes=c,
+                                      sample_rate=float(cfg.eda_sample_rate), backend=engine.name, seed=r.seed,
+                                      provenance=provenance(model, backend=engine.name, seed=r.seed,
+                                                            temperature=temperature, num_samples=num_samples,
+                                                            start_us=start, sample_rate=cfg.eda_sample_rate,
+                                                            identity=gen.identity))
     return out

@@ -25,8 +25,9 @@ SMALL_MODEL_BYTES = 256 * 2**20
 
 
 def engine_channels(cfg) -> int:
-    """Input channels of the exported spec (see the module docstring)."""
-    C = cfg.feature_channels
+    """Input channels of the exported spec (see the module docstring): the network's channels
+    (frames and subject vector), scattered per coefficient when each has its own projection."""
+    C = cfg.model_channels
     return cfg.num_mfccs * (C + 1) if cfg.per_coefficient_input else C
 
 
@@ -82,7 +83,7 @@ def check_network(cfg: EDANetConfig) -> None:
                          f"mfcc_hop_size")
     inputs = engine_channels(cfg)
     if inputs > MAX_CHANNELS:
-        raise ValueError(f"per_coefficient_input with num_mfccs={cfg.num_mfccs} and {cfg.feature_channels} feature "
+        raise ValueError(f"per_coefficient_input with num_mfccs={cfg.num_mfccs} and {cfg.model_channels} input "
                          f"channel(s) gives the exported network {inputs} input channels (num_mfccs x (channels + "
                          f"1)), more than fastgen's {MAX_CHANNELS}; use fewer num_mfccs or a shared input")
     try:

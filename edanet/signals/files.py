@@ -1,7 +1,7 @@
 """Any EDA file the library reads, one recording at a time: :func:`read_eda_file` picks the
 reader (an E4 or ``time,eda`` CSV or a subject table: :mod:`edanet.signals.csv_files`; an
-Empatica EmbracePlus session file: :func:`read_eda_avro`), :func:`load_eda_file` also validates
-and resamples it.
+Empatica EmbracePlus session file: :func:`read_eda_avro`; a BIDS physio ``.tsv.gz`` with its
+JSON sidecar: :func:`read_bids_physio`), :func:`load_eda_file` also validates and resamples it.
 
 - **EmbracePlus** session file (``.avro``, one record, read with ``fastavro``): the EDA is
   ``rawData.eda``: ``timestampStart`` (µs, Unix time), ``samplingFrequency`` (Hz) and
@@ -22,7 +22,7 @@ from .csv_files import (has_eda_column, header_cells, no_time_column, read_eda_c
                         subject_columns, time_column)
 from .recording import EDARecording, validate_eda
 
-__all__ = ["read_eda_avro", "read_eda_file", "load_eda_file"]
+__all__ = ["read_eda_avro", "read_bids_physio", "read_eda_file", "load_eda_file"]
 
 
 def _import_fastavro(path: Path):
@@ -75,6 +75,38 @@ def read_eda_avro(path: str | os.PathLike) -> EDARecording:
     return EDARecording(v, float(rate), start_s)
 
 
+def read_bids_physio(path: str | os.PathLike, column: str | None = None) -> EDARecording:
+    """One column of a BIDS physio file (``X.tsv.gz`` and its sidecar ``X.json``: SamplingFrequency,
+    Columns, StartTime): ``column``, else ``eda`` (or the only column). ValueError naming the
+    file for a missing sidecar or field, an unknown column, or values that are not EDA in µS."""
+    import gzip
+    import json
+    path = Path(path)
+    side = path.with_name(path.name[:-len(".tsv.gz")] + ".json")
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+        rate, columns = meta["SamplingFrequency"], list(meta["Columns"])
+    except FileNotFoundError:
+        raise ValueError(f"{path}: its BIDS sidecar {side.name} is missing (it names the columns and the rate)") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{side}: not a BIDS physio sidecar with SamplingFrequency and Columns ({e})") from None
+    if column is None:
+        column = "eda" if "eda" in columns else columns[0] if len(columns) == 1 else None
+    if column not in columns:
+        raise ValueError(f"{path}: no column {column!r} among {columns} (give one: column=...)")
+    check_regular_file(path, "EDA file")
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+        values = [float(r[columns.index(column)]) for r in rows]
+    except (OSError, EOFError, ValueError, IndexError) as e:
+        raise ValueError(f"{path}: not a readable BIDS physio file ({e})") from None
+    check_sample_rate(rate, f"{side}: SamplingFrequency", EDA_RATES)
+    start = meta.get("start_time_unix", meta.get("StartTime"))
+    return EDARecording(validate_eda(values, name=f"{path}: column {column!r}"), float(rate),
+                        float(start) if isinstance(start, (int, float)) else None)
+
+
 def read_eda_file(path: str | os.PathLike, column: str | None = None) -> EDARecording:
     """Read one EDA recording from any supported file: ``.avro`` (:func:`read_eda_avro`), a
     subject table (``column`` names the subject; :func:`read_subject_column`), or an E4 or
@@ -85,6 +117,8 @@ def read_eda_file(path: str | os.PathLike, column: str | None = None) -> EDAReco
     path = Path(path)
     if path.suffix.lower() == ".avro":
         return read_eda_avro(path)
+    if path.name.lower().endswith(".tsv.gz"):
+        return read_bids_physio(path, column)
     header = header_cells(path) if path.is_file() else None
     if header is None or ("time" in (c.lower() for c in header) and has_eda_column(header)):
         return read_eda_csv(path)

@@ -181,4 +181,5 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ED
                          "holds NaN or inf values, as a diverged training run leaves; use an earlier "
                          "checkpoint or retrain with a lower learning rate")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    model.source = w_path.parent          # where it came from: what generated files record
     return model.to(device).eval()

@@ -37,14 +37,16 @@ import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Callable
 
 import numpy as np
 import torch
 
 from ..config import EDANetConfig
-from ..features import features, mean_level_db
+from ..features import mean_level_db
 from ..signals import codec_for, load_eda_file, subject_columns
+from .frame_store import FrameStore
 
 __all__ = ["Recording", "find_pairs", "load_recording", "acoustic_onsets", "PairedData", "AUDIO_SUFFIXES",
            "EDA_SUFFIXES"]
@@ -67,17 +69,28 @@ RESPONSE_WINDOW_S = 4.0
 @dataclass
 class Recording:
     name: str
-    frames: np.ndarray        # (C, N*K, F) float32
+    store: FrameStore         # where its audio's frames are (shared by the subjects of one audio)
+    key: str                  # its audio's frames in the store
     classes: np.ndarray       # (N,) int64
     eda_us: np.ndarray        # (N,) float64: the recorded values the classes code
     start_us: float           # delta models: the level the classes start from (the first value)
     eda_range_us: tuple[float, float] | None = None    # "normalized" models: the recording's range
     audio_path: Path | None = None    # the files it was loaded from (find_pairs' match)
     csv_path: Path | None = None
+    subject: str = ""         # who it is of: NAME/<subject>'s subject, else the recording itself
 
     @property
     def steps(self) -> int:
         return int(self.classes.shape[0])
+
+    @property
+    def frames(self) -> np.ndarray:
+        """Its frames ``(C, N*K, F)`` float32 (read whole: for one recording at a time)."""
+        return self.store.frames(self.key)[:, : self.steps * self.store.config.spectral_frames_per_eda_step]
+
+    def frames_window(self, f0: int, f1: int) -> np.ndarray:
+        """Its frames ``[f0, f1)`` ``(C, f1 - f0, F)`` (``f1`` at most ``N*K``)."""
+        return self.store.window(self.key, f0, f1)
 
 
 def _names(paths: list[Path], limit: int = 5) -> str:
@@ -189,15 +202,15 @@ def find_pairs(root: str | Path) -> list[tuple[str, Path, Path]]:
 
 
 def load_recording(name: str, audio_path: Path, csv_path: Path, config: EDANetConfig, *,
-                   audio_features: tuple[np.ndarray, int] | None = None) -> Recording:
+                   store: FrameStore | None = None) -> Recording:
     """One recording of :func:`find_pairs`: the audio's frames and the EDA at the model's rate.
 
-    ``csv_path`` is the EDA file, any form :func:`edanet.eda_formats.read_eda_file` reads; in a
+    ``csv_path`` is the EDA file, any form :func:`edanet.signals.read_eda_file` reads; in a
     subject table the column is the part of ``name`` after its first ``/`` (``NAME/<subject>``).
-    ``audio_features``: ``audio.features(audio_path, None, config)`` computed before, so that the
-    recordings of one audio share them."""
-
-    frames, n_audio = audio_features if audio_features is not None else features(str(audio_path), None, config)
+    ``store``: where the audio's frames are computed once and kept (the recordings of one audio
+    share them; default: a new one in memory)."""
+    store = store if store is not None else FrameStore(config)
+    key, n_audio = store.add(Path(audio_path))
     rec = load_eda_file(csv_path, config.eda_sample_rate, column=_subject(name))
     n_eda = len(rec.values)
     slack = max(2, int(LENGTH_SLACK_SECONDS * config.eda_sample_rate))
@@ -206,7 +219,6 @@ def load_recording(name: str, audio_path: Path, csv_path: Path, config: EDANetCo
                          f"({n_audio / config.eda_sample_rate:.1f} s) but {csv_path.name} has {n_eda} "
                          f"({n_eda / config.eda_sample_rate:.1f} s); they must cover the same time")
     n = min(n_audio, n_eda)
-    K = config.spectral_frames_per_eda_step
     eda = rec.values[:n]
     codec = codec_for(config)
     start, eda_range = float(eda[0]), None
@@ -215,8 +227,8 @@ def load_recording(name: str, audio_path: Path, csv_path: Path, config: EDANetCo
     else:
         classes, eda_range = codec.encode(rec.values)
         classes = classes[:n]
-    return Recording(name, np.ascontiguousarray(frames[:, : n * K]), classes, eda, start, eda_range,
-                     Path(audio_path), Path(csv_path))
+    return Recording(name, store, key, classes, eda, start, eda_range, Path(audio_path), Path(csv_path),
+                     subject=_subject(name) or name)
 
 
 def acoustic_onsets(frames: np.ndarray, config: EDANetConfig) -> np.ndarray:
@@ -258,18 +270,6 @@ def _split_pairs(pairs: list, split: str, val_fraction: float) -> list:
     return chosen
 
 
-def _shared_features(config: EDANetConfig) -> Callable[[Path], tuple[np.ndarray, int]]:
-    """``audio.features`` of an audio file, computed once for consecutive recordings of it (the
-    subjects of one audio: find_pairs lists them together)."""
-    last: list = [None, None]
-
-    def get(audio: Path) -> tuple[np.ndarray, int]:
-        if last[0] != audio:
-            last[1], last[0] = features(str(audio), None, config), audio
-        return last[1]
-    return get
-
-
 def _no_recordings_message(root, split: str, pairs: list, chosen: list, skipped: list, val_fraction: float) -> str:
     head = f"no usable recordings for split {split!r} in {root}"
     if chosen:          # every chosen pair was skipped
@@ -292,7 +292,7 @@ class PairedData:
 
     def __init__(self, root: str | Path, config: EDANetConfig, split: str = "train", *,
                  val_fraction: float = 0.1, crop_steps: int = 32, skip_bad: bool = False, progress: bool = False,
-                 max_recordings: int | None = None,
+                 max_recordings: int | None = None, cache: str | Path | None = None,
                  bad_pair_hint: str = "use --skip-bad to skip such files"):
         if split not in ("train", "val", "all"):
             raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
@@ -313,10 +313,11 @@ class PairedData:
         if progress:
             from tqdm import tqdm
             it = tqdm(chosen, desc=f"loading {split}", unit="rec")
-        audio_features = _shared_features(config)
+        self.store = FrameStore(config, cache)
+        self.subject_rows: dict[str, int] = {}       # subject -> its row in the model's table (training sets it)
         for name, audio, csv in it:
             try:     # per recording: one bad subject of an audio does not take the others with it
-                rec = load_recording(name, audio, csv, config, audio_features=audio_features(audio))
+                rec = load_recording(name, audio, csv, config, store=self.store)
             except (ValueError, OSError) as e:
                 if not skip_bad:
                     raise ValueError(f"bad pair {name!r} in {root}: {e} ({bad_pair_hint})") from None
@@ -331,7 +332,13 @@ class PairedData:
                           "; ".join(f"{n}: {r}" for n, r in self.skipped[:5]), RuntimeWarning, stacklevel=2)
         if not self.recordings:
             raise ValueError(_no_recordings_message(root, split, pairs, chosen, self.skipped, val_fraction))
-        self.onsets = [acoustic_onsets(r.frames, config) for r in self.recordings]
+        of_audio: dict[str, np.ndarray] = {}      # per audio: its subjects share them (onsets are causal)
+        self.onsets = []
+        for r in self.recordings:
+            if r.key not in of_audio:
+                of_audio[r.key] = acoustic_onsets(self.store.frames(r.key), config)
+            self.onsets.append(of_audio[r.key][of_audio[r.key] < r.steps])
+        self.subjects = sorted({r.subject for r in self.recordings})
 
     @property
     def window_steps(self) -> int:
@@ -342,9 +349,9 @@ class PairedData:
         (and masked) past the end; conditioning of the first step is the true previous value."""
         K = self.config.spectral_frames_per_eda_step
         n = min(length, rec.steps - start)
-        C, _, Fn = rec.frames.shape
-        frames = np.zeros((C, length * K, Fn), np.float32)
-        frames[:, : n * K] = rec.frames[:, start * K:(start + n) * K]
+        part = rec.frames_window(start * K, (start + n) * K)
+        frames = np.zeros((part.shape[0], length * K, part.shape[2]), np.float32)
+        frames[:, : n * K] = part
         target = np.zeros(length, np.int64)
         target[:n] = rec.classes[start:start + n]
         cond = np.empty(length, np.int64)
@@ -354,19 +361,37 @@ class PairedData:
         valid[:n] = True
         return frames, cond, target, valid
 
-    def sample_batch(self, batch_size: int, generator: torch.Generator, onset_focus: float = 0.0):
-        """A training batch of random windows; ``mask`` marks the scored steps (the crop). With
-        probability ``onset_focus`` a window is placed so that an acoustic onset of its recording
-        and the ``RESPONSE_WINDOW_S`` after it are scored (see the module docstring)."""
+    def subject_row(self, rec: Recording) -> int:
+        """The row of ``rec``'s subject in :attr:`subject_rows` (the model's subject table), or -1
+        for a subject it does not hold (the model then takes its average subject)."""
+        return self.subject_rows.get(rec.subject, -1) if self.subject_rows else -1
+
+    def read(self, w: Window) -> tuple[np.ndarray, ...]:
+        """``(frames, cond, target, mask, subject)`` of window ``w``: ``mask`` marks its scored
+        steps (those with data in ``w.scored``), ``subject`` its recording's subject row."""
+        rec = self.recordings[w.rec]
+        frames, cond, target, valid = self._window(rec, w.start, w.length)
+        mask = valid.copy()
+        mask[: w.scored[0]] = False
+        mask[w.scored[1]:] = False
+        return frames, cond, target, mask, np.int64(self.subject_row(rec))
+
+    @staticmethod
+    def collate(items) -> tuple[torch.Tensor, ...]:
+        """A batch of :meth:`read` items as tensors ``(frames, cond, target, mask, subject)``."""
+        return tuple(torch.from_numpy(np.stack(x)) for x in zip(*items))
+
+    def draw_windows(self, batch_size: int, generator: torch.Generator, onset_focus: float = 0.0) -> list[Window]:
+        """The windows of a training batch, drawn with ``generator`` (see :meth:`sample_batch`)."""
         if not 0.0 <= onset_focus <= 1.0:
             raise ValueError(f"onset_focus must lie in [0, 1], got {onset_focus!r}")
-        out = []
         W, C = self.window_steps, self.crop_steps
         after = min(C, max(1, round(RESPONSE_WINDOW_S * self.config.eda_sample_rate)))
         picks = [int(torch.randint(len(self.recordings), (1,), generator=generator)) for _ in range(batch_size)]
         # a window longer than every recording of the batch starts each at 0 and scores it whole:
         # it need only be as long as the longest of them
         length = min(W, max(self.recordings[i].steps for i in picks))
+        out = []
         for i in picks:
             r, onsets = self.recordings[i], self.onsets[i]
             hi = max(0, r.steps - W)
@@ -377,31 +402,58 @@ class PairedData:
                 start = min(max(0, lo + int(torch.randint(C - after + 1, (1,), generator=generator))), hi)
             else:
                 start = int(torch.randint(hi + 1, (1,), generator=generator))
-            frames, cond, target, valid = self._window(r, start, length)
-            mask = valid.copy()
-            if start > 0:       # steps before the crop lack part of their field: not scored
-                mask[: self.warmup_steps] = False
-            out.append((frames, cond, target, mask))
-        return tuple(torch.from_numpy(np.stack(x)) for x in zip(*out))
+            # steps before the crop lack part of their field: not scored
+            out.append(Window(i, start, length, (self.warmup_steps if start > 0 else 0, length)))
+        return out
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator, onset_focus: float = 0.0):
+        """A training batch ``(frames, cond, target, mask)`` of random windows; ``mask`` marks the
+        scored steps (the crop). With probability ``onset_focus`` a window is placed so that an
+        acoustic onset of its recording and the ``RESPONSE_WINDOW_S`` after it are scored (see the
+        module docstring). (Training reads the same windows, with their subjects, through
+        ``edanet.training.loader``.)"""
+        return self.collate([self.read(w) for w in self.draw_windows(batch_size, generator, onset_focus)])[:4]
 
     def window_starts(self, recording) -> list[int]:
         """The first scored step of each validation window of ``recording``: 0 (a whole window),
         then one every ``crop_steps`` steps."""
         return [0, *range(self.window_steps, recording.steps, self.crop_steps)]
 
-    def validation_windows(self, max_windows_per_recording: int = 8):
+    def validation_windows(self, max_windows_per_recording: int = 8) -> "Windows":
         """Deterministic windows tiling each recording, as training scores it: the first window
         starts at 0 and scores all its steps (the field before the start is the model's zeros,
         as when it generates), each later one scores a crop after a warm-up that overlaps what
-        came before."""
+        came before. Read when indexed (:meth:`read`'s items): memory does not grow with them."""
         W, C = self.window_steps, self.crop_steps
-        items = []
-        for r in self.recordings:
+        specs = []
+        for i, r in enumerate(self.recordings):
             for s in self.window_starts(r)[:max_windows_per_recording]:
                 start = max(0, s - self.warmup_steps)
-                frames, cond, target, valid = self._window(r, start, W)
-                mask = valid.copy()
-                mask[: s - start] = False
-                mask[s - start + (W if s == 0 else C):] = False
-                items.append((frames, cond, target, mask))
-        return items
+                specs.append(Window(i, start, W, (s - start, s - start + (W if s == 0 else C))))
+        return Windows(self, specs)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window of a recording: ``rec`` its index, steps ``[start, start + length)``, of which
+    ``scored`` (relative to ``start``) are scored."""
+    rec: int
+    start: int
+    length: int
+    scored: tuple[int, int]
+
+
+class Windows(Sequence):
+    """Windows of a ``PairedData``, read when indexed: an item is ``PairedData.read``'s, a slice
+    a list of them."""
+
+    def __init__(self, data: PairedData, specs: list[Window]):
+        self.data, self.specs = data, specs
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.data.read(w) for w in self.specs[i]]
+        return self.data.read(self.specs[i])

@@ -10,6 +10,11 @@ skip sum and back onto the residual. Head: ``ReLU -> 1x1 -> ReLU -> 1x1``, then 
 ``(K, F)`` conv with stride ``(K, 1)`` gives ``Q`` logits per EDA step.
 
 ``logits[:, :, j]`` depends only on ``eda[:, :j]`` and frames ``[0, (j+1)*K)``.
+
+Who the EDA is of (``config.subject_dim`` > 0): a learned vector per training subject
+(``subjects``, one row each) is appended to every frame's channels, constant over the sequence:
+the input projection reads it as it reads the features, so the engines run it unchanged (the
+exported frames carry it). ``subject_levels`` holds each subject's typical start level (µS).
 """
 from __future__ import annotations
 
@@ -52,7 +57,7 @@ class EDANet(nn.Module):
         if not isinstance(config, EDANetConfig):
             raise TypeError(f"EDANet needs an EDANetConfig, got {type(config).__name__}")
         self.config = cfg = config
-        C, Fn = cfg.feature_channels, cfg.num_mfccs
+        C, Fn = cfg.model_channels, cfg.num_mfccs
         if cfg.per_coefficient_input:
             # coefficient f's input projection: weight (C_r, C) and bias, as nn.Linear initializes them
             bound = 1.0 / C ** 0.5
@@ -70,21 +75,52 @@ class EDANet(nn.Module):
         # The learned (K, F) downsampling conv with stride (K, 1), as a matmul over each group's
         # K*F*C_o values (weight layout (Q, K, F, C_o); export permutes it to fastgen's).
         self.downsample = nn.Linear(K * cfg.num_mfccs * cfg.out_channels, cfg.quantization_bins)
+        if cfg.subject_dim:
+            self.subjects = nn.Embedding(max(1, cfg.subject_count), cfg.subject_dim)
+            nn.init.normal_(self.subjects.weight, std=0.1)
+            self.register_buffer("subject_levels", torch.ones(max(1, cfg.subject_count)))
 
-    def forward(self, mfcc: torch.Tensor, eda: torch.Tensor, *, conditioned: bool = False) -> torch.Tensor:
+    def forward(self, mfcc: torch.Tensor, eda: torch.Tensor, *, conditioned: bool = False,
+                subject: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(B, Q, N)`` for MFCC frames ``(B, C_in, N*K, F)`` and EDA classes ``(B, N)``.
         ``conditioned=True``: ``eda`` already holds each step's conditioning class (see
-        ``forward_conditioned``)."""
+        ``forward_conditioned``). ``subject``: see :meth:`subject_vectors`."""
         self._check(mfcc, eda, conditioned)
         if conditioned:
-            return self.forward_conditioned(mfcc, eda)
+            return self.forward_conditioned(mfcc, eda, subject)
         start = torch.full_like(eda[:, :1], self.config.start_class)
-        return self.forward_conditioned(mfcc, torch.cat([start, eda[:, :-1]], dim=1))
+        return self.forward_conditioned(mfcc, torch.cat([start, eda[:, :-1]], dim=1), subject)
 
-    def forward_conditioned(self, mfcc: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def subject_vectors(self, subject: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The subject vectors ``(B, subject_dim)`` of ``subject``: row indices ``(B,)`` into the
+        subject table (-1: a subject it does not hold), vectors ``(B, subject_dim)`` as they are,
+        or None; the table's mean (an average person) for None and -1. None when the model has
+        no subjects."""
+        if not self.config.subject_dim:
+            return None
+        mean = self.subjects.weight.mean(0, keepdim=True)
+        if subject is None:
+            return mean.expand(batch, -1)
+        if subject.dtype in (torch.int64, torch.int32):
+            rows = subject.long()
+            return torch.where((rows >= 0)[:, None], self.subjects(rows.clamp(min=0)), mean)
+        return subject.to(self.subjects.weight.dtype)
+
+    def with_subject(self, mfcc: torch.Tensor, subject: torch.Tensor | None) -> torch.Tensor:
+        """Frames ``(B, C, T, F)`` with the subject vectors appended as channels (constant over T
+        and F): the network's input, and what the engines are given."""
+        z = self.subject_vectors(subject, mfcc.shape[0])
+        if z is None:
+            return mfcc
+        B, _, T, Fn = mfcc.shape
+        return torch.cat([mfcc, z.to(mfcc.dtype)[:, :, None, None].expand(B, -1, T, Fn)], dim=1)
+
+    def forward_conditioned(self, mfcc: torch.Tensor, cond: torch.Tensor,
+                            subject: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(B, Q, N)`` given each step's conditioning class directly (``cond[:, j]`` is
         the value step j sees as "previous"; the start class is ``config.start_class``)."""
         K = self.config.spectral_frames_per_eda_step
+        mfcc = self.with_subject(mfcc, subject)
         B, _, T, Fn = mfcc.shape
         e = self.embedding(cond).repeat_interleave(K, dim=1)[:, :, None, :]   # (B, N*K, 1, E): held K frames
         m = mfcc.permute(0, 2, 3, 1)                                           # (B, T, F, C)

@@ -27,6 +27,9 @@ class TrainConfig:
     onset_focus: float = 0.0
     # checkpoints kept, the newest ones (None: all); the latest is never deleted
     keep_checkpoints: int | None = None
+    # DataLoader workers reading the batches' windows (0: the training process reads them; None:
+    # 2 beside a GPU, 0 on a CPU, where the reads are cheap and workers would take its cores)
+    workers: int | None = None
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "crop_steps", "val_every", "ckpt_every"):
@@ -36,6 +39,9 @@ class TrainConfig:
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ValueError(f"TrainConfig.keep_checkpoints must be a positive int (the latest checkpoint is "
                              f"always kept) or None to keep all, got {k!r}")
+        w = self.workers
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= 64):
+            raise ValueError(f"TrainConfig.workers must be None (automatic) or an integer in [0, 64], got {w!r}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"TrainConfig.val_fraction must lie in [0, 1), got {self.val_fraction}")
         if not 0 <= self.onset_focus <= 1:

@@ -34,6 +34,10 @@ class RunLock:
     created it and nothing else was written). Where ``fcntl`` is missing (Windows), no lock."""
 
     NAME = ".lock"
+    #: The descriptors of the locks this process holds: a forked child (a DataLoader worker)
+    #: shares their flock, and closes them (``close_in_child``) so that a killed run's folder
+    #: is free as soon as the run dies, not when its workers notice.
+    _held: set[int] = set()
 
     def __init__(self, run: str | Path):
         self.run = Path(run)
@@ -66,6 +70,7 @@ class RunLock:
         else:                           # pragma: no cover - a livelock of lockers
             raise OSError(f"could not lock {self.path}: it keeps being replaced")
         self._fd = fd
+        RunLock._held.add(fd)
         stale = os.pread(fd, 4096, 0)
         if stale.strip():
             warnings.warn(f"{self.run}: a training run that no longer runs left its lock ({self._describe(stale)}); "
@@ -85,9 +90,20 @@ class RunLock:
             self.path.unlink()
         except FileNotFoundError:
             pass
+        RunLock._held.discard(self._fd)
         os.close(self._fd)
         self._fd = None
         self._remove_created_folder()
+
+    @classmethod
+    def close_in_child(cls, *_) -> None:
+        """In a forked child: close the descriptors of the parent's locks (see ``_held``)."""
+        for fd in list(cls._held):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        cls._held.clear()
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
@@ -237,7 +253,7 @@ def save_checkpoint(run: Path, step: int, model, opt, sched, sampler_states: lis
 
 # TrainConfig fields a resumed run may change: they do not alter the weights it computes
 # (``steps`` extends or shortens the run, which reshapes its cosine tail: the user's call).
-RESUMABLE_CHANGES = ("steps", "val_every", "ckpt_every", "keep_checkpoints")
+RESUMABLE_CHANGES = ("steps", "val_every", "ckpt_every", "keep_checkpoints", "workers")
 
 
 def load_checkpoint(run: Path, model, opt, sched, world: int, rank: int,

@@ -39,12 +39,22 @@ from ..dist import local_device, ranks
 from ..io import atomic_write, remove_temp_files_of
 from .checkpoint import nonfinite_tensors
 from .data import PairedData
+from .loader import BatchPlan, batches
 from .model import EDANet
 from .recipe import TRAIN_PRESETS, TrainConfig
 from .run_folder import (LOG_HEADER, RunLock, append_log, check_resume_steps, check_run_folder, load_checkpoint,
                          prune_checkpoints, run_files, save_checkpoint, truncate_log)
 
-__all__ = ["TrainConfig", "train", "TRAIN_PRESETS", "RunLock"]
+__all__ = ["TrainConfig", "train", "TRAIN_PRESETS", "RunLock", "default_cache"]
+
+
+def default_cache() -> Path:
+    """Where training keeps the audio's frames unless told (``train(cache=...)``, ``--cache``):
+    ``$XDG_CACHE_HOME/edanet/frames`` (``~/.cache/edanet/frames``), shared by every run, a file
+    per audio file and feature settings (``edanet.training.frame_store``)."""
+    import os
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edanet" / "frames"
 
 
 def _device(name) -> torch.device:
@@ -86,9 +96,8 @@ def validation_nll(model: EDANet, windows, device, batch_size: int = 16) -> floa
     model.eval()
     total, count = 0.0, 0.0
     for i in range(0, len(windows), batch_size):
-        frames, cond, target, mask = (torch.from_numpy(np.stack(x)).to(device)
-                                      for x in zip(*windows[i:i + batch_size]))
-        logits = model.forward_conditioned(frames, cond)
+        frames, cond, target, mask, subject = (t.to(device) for t in PairedData.collate(windows[i:i + batch_size]))
+        logits = model.forward_conditioned(frames, cond, subject)
         nll = F.cross_entropy(logits.float(), target, reduction="none")
         total += float((nll * mask).sum())
         count += float(mask.sum())
@@ -98,25 +107,43 @@ def validation_nll(model: EDANet, windows, device, batch_size: int = 16) -> floa
 
 def train(data_dir: str | Path, out_dir: str | Path, model_config: EDANetConfig, tcfg: TrainConfig = TrainConfig(),
           *, resume: bool = False, skip_bad: bool = False, device: str | None = None, progress: bool = True,
-          init_model: EDANet | None = None) -> dict:
+          init_model: EDANet | None = None, cache: str | Path | None = None) -> dict:
     """Train ``model_config`` on the pairs in ``data_dir``; returns a summary dict (also written
-    to ``out_dir/summary.json``).
+    to ``out_dir/summary.json``). ``cache``: the folder of the audio's frames, computed once and
+    read a window at a time, so that memory does not grow with the data (default
+    :func:`default_cache`, which later runs on the same data reuse).
 
     The run folder is locked (``RunLock``) for the whole run; a folder another run holds is
     refused at once with a FileExistsError."""
     rank = ranks()[0]
+    kwargs = dict(resume=resume, skip_bad=skip_bad, device=device, progress=progress, init_model=init_model,
+                  cache=cache)
     if rank != 0:       # rank 0 alone writes into the folder, and holds its lock
-        return _train(data_dir, out_dir, model_config, tcfg, resume=resume, skip_bad=skip_bad, device=device,
-                      progress=progress, init_model=init_model)
+        return _train(data_dir, out_dir, model_config, tcfg, **kwargs)
     run = Path(out_dir)
     with RunLock(run):
         check_run_folder(run, resume)
-        return _train(data_dir, out_dir, model_config, tcfg, resume=resume, skip_bad=skip_bad, device=device,
-                      progress=progress, init_model=init_model)
+        return _train(data_dir, out_dir, model_config, tcfg, **kwargs)
+
+
+def _subject_table(cfg: EDANetConfig, data: PairedData) -> tuple[EDANetConfig, np.ndarray]:
+    """The subject table of a new run: one row per subject of the training data (sorted, so a
+    resumed run gets the same rows), each subject's start level (the median of its recordings'
+    first values) and the spread of a subject's start levels between its recordings (log-sd,
+    pooled over the subjects with several)."""
+    data.subject_rows = {s: i for i, s in enumerate(data.subjects)}
+    starts: dict[str, list[float]] = {}
+    for r in data.recordings:
+        starts.setdefault(r.subject, []).append(max(r.start_us, 1e-3))
+    levels = np.array([np.median(starts[s]) for s in data.subjects])
+    dev = [np.log(v) - np.log(v).mean() for v in starts.values() if len(v) > 1]
+    n = sum(len(d) - 1 for d in dev)
+    log_sd = float(np.sqrt(sum(float((d ** 2).sum()) for d in dev) / n)) if n else 0.0
+    return dataclasses.replace(cfg, subject_count=len(data.subjects), subject_level_log_sd=round(log_sd, 4)), levels
 
 
 def _train(data_dir, out_dir, model_config: EDANetConfig, tcfg: TrainConfig, *, resume: bool, skip_bad: bool,
-           device: str | None, progress: bool, init_model: EDANet | None) -> dict:
+           device: str | None, progress: bool, init_model: EDANet | None, cache) -> dict:
     from tqdm import tqdm
 
 
@@ -132,20 +159,31 @@ def _train(data_dir, out_dir, model_config: EDANetConfig, tcfg: TrainConfig, *, 
     if rank == 0 and run.exists() and not run.is_dir():
         raise FileExistsError(f"--out {run} is a file; give a folder for the run")
 
-    torch.manual_seed(tcfg.seed)            # identical initial weights on every rank
-    model = init_model if init_model is not None else EDANet(model_config)
-    model.to(device).train()
+    cache = Path(cache) if cache is not None else default_cache()
     train_data = PairedData(data_dir, model_config, "train", val_fraction=tcfg.val_fraction,
-                            crop_steps=tcfg.crop_steps, skip_bad=skip_bad, progress=progress and rank == 0)
+                            crop_steps=tcfg.crop_steps, skip_bad=skip_bad, progress=progress and rank == 0,
+                            cache=cache)
     if model_config.eda_representation == "delta" and model_config.initial_eda_us is None:
         # the level generation starts from by default: the training recordings' median first value
         start = float(np.median([r.start_us for r in train_data.recordings]))
         model_config = dataclasses.replace(model_config, initial_eda_us=round(start, 3))
-        model.config = model_config
+    levels = None
+    if model_config.subject_dim and init_model is None:
+        model_config, levels = _subject_table(model_config, train_data)
+    elif model_config.subject_dim:
+        train_data.subject_rows = {s: i for i, s in enumerate(train_data.subjects)} \
+            if len(train_data.subjects) == model_config.subject_count else {}
+    torch.manual_seed(tcfg.seed)            # identical initial weights on every rank
+    model = init_model if init_model is not None else EDANet(model_config)
+    model.config = model_config
+    if levels is not None:
+        model.subject_levels.copy_(torch.as_tensor(levels, dtype=model.subject_levels.dtype))
+    model.to(device).train()
     val_windows = []
     if rank == 0 and tcfg.val_fraction > 0:
         val = PairedData(data_dir, model_config, "val", val_fraction=tcfg.val_fraction,
-                         crop_steps=tcfg.crop_steps, skip_bad=skip_bad)
+                         crop_steps=tcfg.crop_steps, skip_bad=skip_bad, cache=cache)
+        val.subject_rows = train_data.subject_rows
         val_windows = val.validation_windows()
 
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, foreach=False)
@@ -157,6 +195,7 @@ def _train(data_dir, out_dir, model_config: EDANetConfig, tcfg: TrainConfig, *, 
         check_resume_steps(step, tcfg, run)
         if state is not None:
             sampler.set_state(state)
+    plan = BatchPlan(train_data, tcfg.batch_size, sampler, tcfg.onset_focus)
     last_ckpt = step if resume else None
     if rank == 0:       # after the resume checks: a refused resume leaves the run as it was
         run.mkdir(parents=True, exist_ok=True)
@@ -175,11 +214,12 @@ def _train(data_dir, out_dir, model_config: EDANetConfig, tcfg: TrainConfig, *, 
     t0 = time.time()
     bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", disable=not progress or rank != 0)
     last_val, loss_v = float("nan"), None
+    workers = tcfg.workers if tcfg.workers is not None else (2 if device.type == "cuda" else 0)
+    stream = batches(train_data, plan, workers) if step < tcfg.steps else iter(())
     while step < tcfg.steps:
-        batch = train_data.sample_batch(tcfg.batch_size, sampler, tcfg.onset_focus)
-        frames, cond, target, mask = (t.to(device) for t in batch)
+        frames, cond, target, mask, subject = (t.to(device) for t in next(stream))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = ddp(frames, cond, conditioned=True)
+            logits = ddp(frames, cond, conditioned=True, subject=subject)
         loss = _masked_nll(logits, target, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -207,10 +247,11 @@ def _train(data_dir, out_dir, model_config: EDANetConfig, tcfg: TrainConfig, *, 
             if bad:
                 bar.close()
                 raise _diverged(step, f"the update left NaN or inf in {bad[:3]}", tcfg, last_ckpt)
-            states = [sampler.get_state()]
+            states = [plan.state_for_next()]
             if world > 1:
-                states = [torch.empty_like(states[0]) for _ in range(world)]
-                dist.all_gather(states, sampler.get_state())
+                mine = states[0]
+                states = [torch.empty_like(mine) for _ in range(world)]
+                dist.all_gather(states, mine)
             if rank == 0:
                 save_checkpoint(run, step, model, opt, sched, states, tcfg)
                 prune_checkpoints(run, tcfg.keep_checkpoints, step)

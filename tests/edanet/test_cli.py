@@ -44,17 +44,15 @@ def test_generate_csv_and_plot(workspace, tmp_path):
     assert rec.sample_rate == 4 and len(rec.values) == 96 and (rec.values >= 0).all() and rec.values.std() > 0
     png = (tmp_path / "out.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    # several samples, time format: a median column and one column per sample
+    # several samples, time format: one column per sample, each a recording (no median unless asked)
     r = _cli("generate", wav, "-o", tmp_path / "multi.csv", "--model", workspace / "model", "--num-samples", 3,
              "--format", "time", "--seed", 3, "--backend", "torch")
     assert r.returncode == 0, r.stderr
     lines = (tmp_path / "multi.csv").read_text().splitlines()
-    assert lines[0] == "time,eda,sample_0,sample_1,sample_2" and len(lines) == 97
-    row = np.array([float(v) for v in lines[5].split(",")])
-    assert row[1] == pytest.approx(np.median(row[2:]), abs=1e-5)
+    assert lines[0] == "time,sample_0,sample_1,sample_2" and len(lines) == 97
     # the same seed reproduces the single-sample run's first column
     single = read_eda_csv(tmp_path / "out.csv").values
-    again = np.array([float(l.split(",")[2]) for l in lines[1:]])
+    again = np.array([float(l.split(",")[1]) for l in lines[1:]])
     assert np.allclose(single, again, atol=1e-5)
 
 
@@ -124,3 +122,27 @@ def test_the_command_exits_2_on_a_user_error(tmp_path):
     r = subprocess.run(CLI + ["generate", "missing.wav", "-o", "x.csv"], capture_output=True, text=True,
                        timeout=300, cwd=tmp_path)
     assert r.returncode == 2 and "missing.wav" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_generate_and_stream_with_a_prime(workspace, tmp_path):
+    from edanet.io import write_eda_csv
+    wav = workspace / "data" / "synth_00000.wav"
+    prime = 2.5 + 0.01 * np.arange(40)                     # 10 s recorded at 4 Hz
+    write_eda_csv(tmp_path / "prime.csv", prime, 4.0)
+    r = _cli("generate", wav, "-o", tmp_path / "p.csv", "--model", workspace / "model", "--seed", 1,
+             "--prime", tmp_path / "prime.csv", "--format", "time")
+    assert r.returncode == 0, r.stderr
+    rows = np.array([[float(x) for x in line.split(",")] for line in (tmp_path / "p.csv").read_text().splitlines()[1:]])
+    np.testing.assert_allclose(rows[:40, 1], prime, atol=1e-6)
+    assert len(rows) == 96
+    assert abs(rows[40, 1] - prime[-1]) <= 1.0 + 1e-6          # continued from the prime's last value
+    r = _cli("generate", workspace / "data", "-o", tmp_path / "corpus", "--prime", tmp_path / "prime.csv")
+    assert r.returncode == 2 and "one audio file" in r.stderr
+
+
+def test_version_prints_the_installed_version(capsys):
+    from edanet.cli import main
+    from importlib.metadata import version
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"edanet {version('edanet')}"

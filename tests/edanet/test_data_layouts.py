@@ -57,7 +57,7 @@ def _by_name(data):
 # -- a subject table beside its audio, and PMEmo's folders ----------------------------------------
 
 def test_subject_table_beside_audio_gives_one_recording_per_column(tmp_path, monkeypatch):
-    import edanet.training.data as data_mod
+    import edanet.training.frame_store as data_mod
     calls, features = [], data_mod.features
     monkeypatch.setattr(data_mod, "features", lambda *a: calls.append(a[0]) or features(*a))
     _wav(tmp_path / "song.wav", 10)

@@ -20,10 +20,16 @@ def example():
 
 
 def test_bundled_model_is_the_small_preset_and_small():
-    cfg = edanet.default_model().config
-    # training sets the start level to its data's median first value; all else is the preset
+    model = edanet.default_model()
+    cfg = model.config
+    # training sets the start level to its data's median first value and sizes the subject table
+    # from its data (a person each, with their start level); all else is the preset
     assert 1.0 <= cfg.initial_eda_us <= 20.0
-    assert replace(cfg, initial_eda_us=None) == EDANetConfig.from_preset("small")
+    assert cfg.subject_count >= 50 and 0 < cfg.subject_level_log_sd < 1
+    assert replace(cfg, initial_eda_us=None, subject_count=0, subject_level_log_sd=0.0) == \
+        EDANetConfig.from_preset("small")
+    levels = model.subject_levels.numpy()
+    assert levels.shape == (cfg.subject_count,) and 0.1 < levels.min() and levels.max() < 50
     total = sum(p.stat().st_size for p in (ASSETS / "default").iterdir())
     assert total < 5 * 2 ** 20
 
@@ -33,8 +39,11 @@ def test_generated_eda_is_in_us_from_the_start_level(example):
     assert example.values.shape == (4, 240)                   # 60 s at 4 Hz
     v = example.values
     assert np.isfinite(v).all() and (v >= 0).all()
-    # the first step moves from the start level by one delta class at most
-    assert np.abs(v[:, 0] - cfg.initial_eda_us).max() <= cfg.delta_range_us
+    # each sample starts at its person's level: the first step moves it by one delta class at most
+    from edanet.generation.people import draw_people
+    levels = draw_people(edanet.default_model(), 4, 0).levels
+    assert np.abs(v[:, 0] - levels).max() <= cfg.delta_range_us
+    assert np.ptp(levels) > 0                                  # four people, four levels
     assert v.std() > 0
 
 
@@ -80,3 +89,17 @@ def test_bundled_model_uses_the_audio(tmp_path):
     other = np.mean([nll(recs[(i + 1) % len(recs)].frames, r.classes) for i, r in enumerate(recs)])
     print(f"own-audio NLL {own:.4f}, other-audio NLL {other:.4f}, margin {other - own:.4f}")
     assert own < other - 0.02, (own, other)
+
+
+def test_bundled_model_has_a_card_that_names_its_weights():
+    """The model card (README.md with front matter) describes these weights: its sha256 is theirs,
+    so replacing the weights without the card fails here."""
+    import hashlib
+    card = (ASSETS / "default" / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---\n")
+    front = dict(line.split(": ", 1) for line in card.split("---\n")[1].splitlines() if ": " in line)
+    weights = (ASSETS / "default" / "model.safetensors").read_bytes()
+    assert front["model_sha256"] == hashlib.sha256(weights).hexdigest()
+    assert front["license"] == "mit" and front["edanet_version"]
+    for section in ("## Training data", "## Intended use", "## Evaluation", "## Limits", "## License"):
+        assert section in card

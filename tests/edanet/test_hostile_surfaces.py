@@ -387,7 +387,7 @@ def test_stream_with_a_closed_standard_stream_is_refused(model, redirect, name):
 def test_generate_and_synth_run_with_closed_standard_streams(model, tmp_path):
     wav = tmp_path / "a.wav"
     sf.write(wav, noise(2.0), RATE)
-    for cmd in (f'generate "$1" -o "$2/a.csv" --model "$3"', 'synth --out "$2/syn" --pairs 1 --seconds 2',
+    for cmd in ('generate "$1" -o "$2/a.csv" --model "$3"', 'synth --out "$2/syn" --pairs 1 --seconds 2',
                 "--help"):
         r = subprocess.run(["bash", "-c", f'exec "$0" -m edanet.cli {cmd} <&- >&- 2>&-', sys.executable, str(wav),
                             str(tmp_path), str(model)], capture_output=True, text=True, timeout=HANG,

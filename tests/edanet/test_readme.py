@@ -4,10 +4,10 @@ The quick start and the test command are run by .ci/run exactly as written, each
 virtual environment; here every other block is either run (on made-up files) or marked as a
 synopsis or an example that needs the reader's data.
 """
-import shutil
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
+from edanet.io import write_eda_csv
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +61,7 @@ def test_python_blocks_run_on_made_up_files(tmp_path, monkeypatch, tiny_model_di
     for i in range(2):
         sf.write(tmp_path / "clips" / f"c{i}.wav", _noise(2.5 + i, 16000, 3 + i), 16000)
     shutil.copytree(tiny_model_dir, tmp_path / "runs" / "mine")
+    write_eda_csv(tmp_path / "first_minutes.csv", 3.0 + 0.01 * np.arange(12), 4.0)     # 3 s recorded
     monkeypatch.chdir(tmp_path)
     python = [body for k, _, body in BLOCKS if k == "python"]
     assert len(python) == 2
@@ -71,8 +74,9 @@ def test_python_blocks_run_on_made_up_files(tmp_path, monkeypatch, tiny_model_di
 
 
 def _scaled_down(recipe: str) -> str:
-    """The recipe with every size cut to seconds of work: 2 recordings of 8 s, 2 steps, 2 samples."""
-    s = re.sub(r"--pairs \d+", "--pairs 2", recipe)
+    """The recipe with every size cut to seconds of work: 2 cohorts of 2 clips of 8 s, 2 steps, 2 samples."""
+    s = re.sub(r"\$\(seq 0 \d+\)", "$(seq 0 1)", recipe)                   # two cohorts
+    s = re.sub(r"--pairs \d+", "--pairs 2", s)
     s = re.sub(r"--seconds \d+", "--seconds 8", s)
     s = re.sub(r"--steps \d+", "--steps 2", s)
     s = re.sub(r"(edanet train (?:(?!--steps)[^\n])*?)(\s*(?:#[^\n]*)?)$", r"\1 --steps 2\2", s, flags=re.M)
@@ -85,12 +89,14 @@ def test_recipe_runs_scaled_down(tmp_path):
     recipe = [body for k, _, body in BLOCKS if k == "recipe"]
     assert len(recipe) == 1
     script = _scaled_down(recipe[0])
-    assert script.count("--steps 2") == script.count("edanet train") == 2, script
+    assert script.count("--steps 2") == script.count("edanet train") == 1 and "seq 0 1" in script, script
     (tmp_path / "edanet" / "assets" / "default").mkdir(parents=True)   # where the recipe copies to
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert len(list((tmp_path / "data" / "train").glob("*.wav"))) == 4           # both sets linked
+    assert len(list((tmp_path / "data" / "train").glob("*.wav"))) == 4           # both cohorts linked
+    assert len(list((tmp_path / "data" / "train").glob("*.csv"))) == 4 * 5       # 5 people each
     assert (tmp_path / "edanet" / "assets" / "default" / "model.safetensors").stat().st_size > 0
-    assert "SCR F1" in (tmp_path / "report.md").read_text()
+    assert "SCR F1" in (tmp_path / "report" / "single.md").read_text()
+    assert "non-responder fraction" in (tmp_path / "report" / "heldout_population.md").read_text()

@@ -148,13 +148,13 @@ def test_cli_stream_f32_stereo_several_samples_and_bad_input():
     audio = _audio(3.1, seed=6, channels=2)
     want = edanet.generate(audio.T, SR, seed=2, num_samples=2)
     r = _cli(["-q", "stream", "--sample-rate", str(SR), "--channels", "2", "--encoding", "f32", "--seed", "2",
-              "--num-samples", "2"], stdin=audio.astype("<f4").tobytes())
+              "--num-samples", "2", "--with-median"], stdin=audio.astype("<f4").tobytes())
     assert r.returncode == 0, r.stderr.decode()
     lines = r.stdout.decode().splitlines()
-    assert lines[0] == "time,eda,sample_0,sample_1"
+    assert lines[0] == "time,sample_0,sample_1,median_of_samples"     # each sample a recording; a named summary
     got = np.array([[float(x) for x in line.split(",")] for line in lines[1:]])
-    np.testing.assert_allclose(got[:, 2:], want.values.T, atol=5e-7)
-    np.testing.assert_allclose(got[:, 1], np.median(want.values, axis=0), atol=5e-7)
+    np.testing.assert_allclose(got[:, 1:3], want.values.T, atol=5e-7)
+    np.testing.assert_allclose(got[:, 3], np.median(want.values, axis=0), atol=5e-7)
     bad = np.full(4000, np.nan, dtype="<f4").tobytes()
     r = _cli(["-q", "stream", "--sample-rate", str(SR), "--encoding", "f32"], stdin=bad)
     assert r.returncode == 2 and b"edanet stream: error:" in r.stderr and b"NaN" in r.stderr
