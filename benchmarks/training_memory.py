@@ -24,6 +24,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from benchmarks.engines.memory import proc_kib
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,19 +44,11 @@ def _tree(pid: int) -> list[int]:
 
 
 def _pss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
-    except (OSError, StopIteration):
-        return 0
+    return proc_kib("Pss", f"/proc/{pid}/smaps_rollup") or 0
 
 
 def _hwm_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return 0
+    return proc_kib("VmHWM", f"/proc/{pid}/status") or 0
 
 
 def run(data: Path, out: Path, args) -> dict:
@@ -64,7 +58,8 @@ def run(data: Path, out: Path, args) -> dict:
     if not args.legacy:           # an edanet from before the frame cache has neither option
         cmd += ["--workers", str(args.workers), "--cache", str(args.cache)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = open(out.parent / f"{out.name}.stderr", "w+")       # a file: a full pipe would stall the run
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
     peak_pss = hwm = 0
     while proc.poll() is None:
         pids = _tree(proc.pid)
@@ -73,16 +68,18 @@ def run(data: Path, out: Path, args) -> dict:
         time.sleep(0.1)
     wall = time.perf_counter() - t0
     if proc.returncode:
-        raise SystemExit(f"edanet train failed on {data}: {proc.stderr.read()[-2000:]}")
+        err.seek(0)
+        raise SystemExit(f"edanet train failed on {data}: {err.read()[-2000:]}")
+    err.close()
     with open(out / "log.csv") as f:
         rows = list(csv.DictReader(f))
     seconds = max(1e-9, float(rows[-1]["seconds"]) - float(rows[0]["seconds"]))     # steps 2..n: past the start-up
     steps = len(rows) - 1
-    recordings = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     n_rec = sum(1 for p in data.iterdir() if p.suffix == ".csv")
     return {"data": str(data), "recordings": n_rec, "peak_pss_mib": peak_pss / 1024, "main_hwm_mib": hwm / 1024,
             "steps_per_s": steps / seconds, "windows_per_s": steps * args.batch / seconds, "wall_s": wall,
-            "val_nll": recordings["val_nll"]}
+            "val_nll": summary["val_nll"]}
 
 
 def main(argv=None) -> int:
@@ -93,12 +90,14 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="small")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=8, help="the preset's batch size (for windows/s)")
-    p.add_argument("--cache", type=Path, default=Path(tempfile.mkdtemp(prefix="edanet-frames-")))
+    p.add_argument("--cache", type=Path, default=None, help="frame cache folder (default: a temporary one)")
     p.add_argument("--legacy", action="store_true",
                    help="the edanet on PYTHONPATH predates the frame cache: no --workers/--cache")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / f"training-memory-{date.today()}.md")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
+        if args.cache is None:
+            args.cache = Path(tmp) / "frames"
         for name, data in (("warm-1x", args.data_1x), ("warm-4x", args.data_4x)):     # fill the frame cache
             if not args.legacy:
                 run(data, Path(tmp) / name, argparse.Namespace(**{**vars(args), "steps": 1}))

@@ -299,7 +299,7 @@ def write_eda_csv(path: str | os.PathLike, values_us, sample_rate: float, *, fmt
 def sidecar_path(path: str | os.PathLike) -> Path:
     """The JSON sidecar beside a written EDA file: ``X.json`` for ``X.csv`` and ``X.tsv.gz``."""
     p = Path(path)
-    stem = p.name[:-len(".tsv.gz")] if p.name.endswith(".tsv.gz") else p.stem
+    stem = p.name[:-len(".tsv.gz")] if p.name.lower().endswith(".tsv.gz") else p.stem
     return p.with_name(stem + ".json")
 
 

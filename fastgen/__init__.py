@@ -12,9 +12,9 @@ from .spec import NetworkSpec, check_weights, random_weights, weight_shapes
 __all__ = ["NetworkSpec", "Engine", "GenerationState", "BackendUnavailable", "BACKENDS", "available", "create",
            "resolve", "check_weights", "random_weights", "weight_shapes", "check_memory", "build_info"]
 try:        # the distribution (edanet) holds both packages: pyproject.toml's version, written once
-    from importlib.metadata import version as _dist_version
+    from importlib.metadata import PackageNotFoundError, version as _dist_version
     __version__ = _dist_version("edanet")
-except Exception:          # pragma: no cover - a source tree without an install
+except PackageNotFoundError:          # pragma: no cover - a source tree without an install
     __version__ = "0+unknown"
 
 

@@ -32,7 +32,7 @@ def probe_steps(spec) -> int:
     return -(-(max(spec.dilations) + K) // K) + 1
 
 
-def _proc_kib(field: str, path: str = "/proc/self/status") -> int | None:
+def proc_kib(field: str, path: str = "/proc/self/status") -> int | None:
     """A ``kB`` field of a /proc file (Linux), or None."""
     try:
         with open(path) as f:
@@ -76,12 +76,12 @@ def _measure_here(variant: str, preset: str, batch: int, steps: int, device: tor
         _trim_heap()
         if not _reset_rss_peak():
             return None
-        before = _proc_kib("VmRSS") * 1024
+        before = proc_kib("VmRSS") * 1024
     engine.generate(frames, uniforms)
     common.sync(device)
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device)) - before
-    return _proc_kib("VmHWM") * 1024 - before
+    return proc_kib("VmHWM") * 1024 - before
 
 
 def engine_bytes(variant: str, preset: str, batch: int, device: torch.device, steps: int | None = None) -> int | None:
@@ -108,7 +108,7 @@ def capacity_bytes(device: torch.device) -> int:
         torch.cuda.empty_cache()
         free, _ = torch.cuda.mem_get_info(device)
         return int(free) + int(torch.cuda.memory_allocated(device))
-    return (_proc_kib("MemAvailable", "/proc/meminfo") or 0) * 1024
+    return (proc_kib("MemAvailable", "/proc/meminfo") or 0) * 1024
 
 
 def largest_batch(points: list[tuple[int, int]], capacity: int) -> int | None:

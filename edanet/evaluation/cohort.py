@@ -91,6 +91,7 @@ def evaluate_cohort(data_dir, model, *, backend: str = "auto", num_samples: int 
         public = _public(report)
         atomic_write(out.with_name(out.name + "_population.json"), json.dumps(public, indent=1) + "\n")
         atomic_write(out.with_name(out.name + "_population.md"), render_cohort_markdown(public))
+        return public
     return _public(report)
 
 

@@ -27,7 +27,7 @@ from ..features import stream as feature_stream
 from ..signals import FALLBACK_INITIAL_EDA_US, codec_for
 from .export import engine_frames, export_to_fastgen
 from .models import check_device, check_dtype, resolve_backend, resolve_model
-from .people import draw_people, people_for_prime
+from .people import draw_people, people_for_prime, start_levels
 from .priming import load_prime
 from .provenance import model_identity, provenance
 from .sampling import UniformStream, check_sampling, check_seed, fresh_seed
@@ -255,9 +255,8 @@ class EDAStream:
         self.seed = fresh_seed() if seed is None else int(seed)
         self._prime = load_prime(prime, cfg) if prime is not None else None
         self.people = draw_people(self.generator.model, self.num_samples, self.seed) if self._prime is None else None
-        if initial_eda_us is None and self.people is not None:
-            initial_eda_us = self.people.levels
-        self.codec, self._scale = output_scale(cfg, self.num_samples, initial_eda_us, eda_range_us)
+        self.codec, self._scale = output_scale(cfg, self.num_samples, start_levels(self.people, initial_eda_us),
+                                               eda_range_us)
         self.features = FeatureStream(cfg, sample_rate, channels=channels)
         self.temperature = float(temperature)
         self._uniforms = UniformStream(self.seed, self.num_samples)

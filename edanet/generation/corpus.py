@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from ..features import file_features
-from .core import GeneratedEDA, generator_for, output_scale
+from .core import GeneratedEDA, generator_for, initial_levels, output_scale
 from .export import engine_frames
-from .people import draw_people
+from .people import draw_people, start_levels
 from .provenance import provenance
 from .sampling import check_sampling, check_seed, draw_uniforms
 
@@ -293,7 +293,8 @@ def _generate_window(ready: list[_Ready], gen, codec, scale, per_batch: int, num
         classes = classes.reshape(len(batch), num_samples, n_max)
         for i, r in enumerate(batch):
             c = np.ascontiguousarray(classes[i, :, : r.n])
-            start = scale if people[i] is None or initial_eda_us is not None else people[i].levels
+            start = scale if people[i] is None else initial_levels(start_levels(people[i], initial_eda_us),
+                                                                     num_samples, cfg)
             out[id(r)] = GeneratedEDA(values=np.asarray(codec.decode(c, start), dtype=np.float64), classes=c,
                                       sample_rate=float(cfg.eda_sample_rate), backend=engine.name, seed=r.seed,
                                       provenance=provenance(model, backend=engine.name, seed=r.seed,

@@ -16,7 +16,7 @@ import torch
 from ..training.model import EDANet
 from .export import engine_frames
 
-__all__ = ["People", "draw_people", "people_for_prime"]
+__all__ = ["People", "draw_people", "people_for_prime", "start_levels"]
 
 #: The spawn key of the people's random streams (the uniforms are PCG64(seed) jumped per sample).
 PEOPLE = 0x9E0
@@ -31,6 +31,13 @@ class People:
 
     def __init__(self, z: torch.Tensor, rows: np.ndarray, levels: np.ndarray):
         self.z, self.rows, self.levels = z, rows, levels
+
+
+def start_levels(people: People | None, initial_eda_us=None):
+    """The start levels a generation asks for: ``initial_eda_us`` when given (it overrides), else
+    its people's own; None (the model's default) for a model without subjects. Unchecked: the
+    caller's ``initial_levels`` checks whichever it is."""
+    return initial_eda_us if initial_eda_us is not None or people is None else people.levels
 
 
 def _rngs(seed: int, num_samples: int) -> list[np.random.Generator]:

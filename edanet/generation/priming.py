@@ -34,7 +34,4 @@ def load_prime(prime, cfg: EDANetConfig) -> np.ndarray:
             raise ValueError(f"prime must be a 1-D array of µS at the model's {cfg.eda_sample_rate} Hz (or a path "
                              f"to an EDA file), got shape {a.shape}")
         values = a
-    values = validate_eda(values, name="prime")
-    if values.size == 0:
-        raise ValueError("prime is empty: give at least one EDA value")
-    return np.asarray(values, dtype=np.float64).reshape(-1)
+    return validate_eda(values, name="prime")            # float64, non-empty (else ValueError)

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..config import EDA_RATES
 from ..extras import require
 from ..features.audio import check_sample_rate
-from ..io import check_regular_file
+from ..io import check_regular_file, sidecar_path
 from .csv_files import (has_eda_column, header_cells, no_time_column, read_eda_csv, read_subject_column,
                         subject_columns, time_column)
 from .recording import EDARecording, validate_eda
@@ -82,7 +82,7 @@ def read_bids_physio(path: str | os.PathLike, column: str | None = None) -> EDAR
     import gzip
     import json
     path = Path(path)
-    side = path.with_name(path.name[:-len(".tsv.gz")] + ".json")
+    side = sidecar_path(path)
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))
         rate, columns = meta["SamplingFrequency"], list(meta["Columns"])
@@ -102,7 +102,9 @@ def read_bids_physio(path: str | os.PathLike, column: str | None = None) -> EDAR
     except (OSError, EOFError, ValueError, IndexError) as e:
         raise ValueError(f"{path}: not a readable BIDS physio file ({e})") from None
     check_sample_rate(rate, f"{side}: SamplingFrequency", EDA_RATES)
-    start = meta.get("start_time_unix", meta.get("StartTime"))
+    # BIDS StartTime is an offset from the acquisition's start, not a clock time: only this
+    # library's start_time_unix (written with --start-time) says when the recording began
+    start = meta.get("start_time_unix")
     return EDARecording(validate_eda(values, name=f"{path}: column {column!r}"), float(rate),
                         float(start) if isinstance(start, (int, float)) else None)
 

@@ -31,6 +31,7 @@ a silence gap (the background returning) also counts as an onset, harmlessly.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import numbers
@@ -332,13 +333,19 @@ class PairedData:
                           "; ".join(f"{n}: {r}" for n, r in self.skipped[:5]), RuntimeWarning, stacklevel=2)
         if not self.recordings:
             raise ValueError(_no_recordings_message(root, split, pairs, chosen, self.skipped, val_fraction))
+        self.subjects = sorted({r.subject for r in self.recordings})
+
+    @functools.cached_property
+    def onsets(self) -> list[np.ndarray]:
+        """Each recording's acoustic onsets (steps), found when onset focus first needs them: each
+        audio's frames are read once here, not at start-up (validation and evaluation never do)."""
         of_audio: dict[str, np.ndarray] = {}      # per audio: its subjects share them (onsets are causal)
-        self.onsets = []
+        out = []
         for r in self.recordings:
             if r.key not in of_audio:
-                of_audio[r.key] = acoustic_onsets(self.store.frames(r.key), config)
-            self.onsets.append(of_audio[r.key][of_audio[r.key] < r.steps])
-        self.subjects = sorted({r.subject for r in self.recordings})
+                of_audio[r.key] = acoustic_onsets(self.store.frames(r.key), self.config)
+            out.append(of_audio[r.key][of_audio[r.key] < r.steps])
+        return out
 
     @property
     def window_steps(self) -> int:
@@ -393,7 +400,7 @@ class PairedData:
         length = min(W, max(self.recordings[i].steps for i in picks))
         out = []
         for i in picks:
-            r, onsets = self.recordings[i], self.onsets[i]
+            r, onsets = self.recordings[i], self.onsets[i] if onset_focus > 0 else ()
             hi = max(0, r.steps - W)
             if onset_focus > 0 and len(onsets) and float(torch.rand(1, generator=generator)) < onset_focus:
                 j = int(onsets[int(torch.randint(len(onsets), (1,), generator=generator))])

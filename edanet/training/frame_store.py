@@ -3,8 +3,8 @@ a time: held in memory (small datasets, evaluation), or in a cache folder of ``.
 that a training run reads from disk, so that its memory does not grow with its data.
 
 A cached file is ``(T, C, F)`` float32 (a window of frames is one contiguous read) named by a
-hash of the audio file (path, size, modification time) and of the config fields its features
-depend on: a cache folder serves later runs of the same data and features, never stale frames.
+hash of the audio file (path, size, modification time), of the config fields its features
+depend on and of the feature code's version (``FRAMES_VERSION``): a cache folder serves later runs of the same data and features, never stale frames.
 Files are written atomically, so runs may share a folder.
 """
 from __future__ import annotations
@@ -22,6 +22,10 @@ from ..io import atomic_write
 
 __all__ = ["FrameStore", "FEATURE_FIELDS"]
 
+#: The version of the feature code: part of every key, so a cache folder shared across upgrades
+#: never serves frames an older feature computation made. Raise it when features() changes.
+FRAMES_VERSION = 1
+
 #: The config fields a file's frames depend on.
 FEATURE_FIELDS = ("audio_sample_rate", "eda_sample_rate", "mfcc_window_size", "mfcc_hop_size", "in_channels",
                   "num_mfccs", "num_mels", "c0_ref_db", "frame_features", "audio_input")
@@ -38,7 +42,7 @@ class FrameStore:
         self._memory: dict[str, np.ndarray] = {}
         self._steps: dict[str, int] = {}
         fields = {k: getattr(config, k) for k in FEATURE_FIELDS}
-        self._config_key = json.dumps(fields, sort_keys=True, default=list)
+        self._config_key = json.dumps({"frames_version": FRAMES_VERSION, **fields}, sort_keys=True, default=list)
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
 

@@ -104,15 +104,10 @@ class TorchEngine(Engine):
         cond = state.classes
         if self.cuda_graph and n > 0:
             return self._generate_graph(steps, uniforms, temperature, buffers, out, cond)
-        if self._compiled is not None:
-            for j in range(n):
-                cond, new = self._compiled(steps[j], cond, tuple(buffers), uniforms[:, j], temperature)
-                buffers[:] = new
-                out[:, j] = cond
-            return out
+        step = self._compiled or self._sample_step       # the same step, compiled or eager
         for j in range(n):
-            logits = self._step(steps[j], cond, buffers)
-            cond = ref.sample(logits.to(self.logits_dtype), uniforms[:, j], temperature)
+            cond, new = step(steps[j], cond, tuple(buffers), uniforms[:, j], temperature)
+            buffers[:] = new
             out[:, j] = cond
         return out
 

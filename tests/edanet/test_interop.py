@@ -63,6 +63,7 @@ def test_bids_output_with_its_sidecar_and_provenance(tmp_path):
     want = edanet.generate(EXAMPLE, seed=4, num_samples=2)
     np.testing.assert_allclose(np.array(rows, float).T, want.values, atol=1e-6)
     np.testing.assert_allclose(read_eda_file(out, "sample_1").values, want.values[1], atol=1e-6)
+    assert read_eda_file(out, "sample_1").start_time == 1796635800.0         # 2026-12-07T09:30:00Z
     # provenance: the model's hash, the version, the seed, the temperature, the start level, the rate
     from edanet.generation.provenance import file_sha256
     assert side["model"]["sha256"] == file_sha256(edanet.generation.DEFAULT_MODEL_DIR / "model.safetensors")

@@ -72,13 +72,13 @@ class TritonEngine(Engine):
         B, n = classes.shape
         if n == 0:
             return self._empty_logits(B)
-        cond = ref.shift_conditioning(classes, self.spec.start_class)
+        cond = ref.shift_conditioning(classes, self.spec.start_class).T.contiguous()   # step j's: row j
         ring = tk.new_ring(B, self.dims, self.device, self.dtype)
         no_u = torch.zeros((B,), dtype=torch.float32, device=self.device)
         config = self._config(B)
         out = []
         for j in range(n):
-            logits, _ = torch.ops.fastgen.triton_step(frames, j, cond[:, j].contiguous(), no_u, 1.0, ring,
+            logits, _ = torch.ops.fastgen.triton_step(frames, j, cond[j], no_u, 1.0, ring,
                                                       self.packed, self.dims, config, True, False)
             out.append(logits)
         return torch.stack(out, 1)
@@ -94,23 +94,23 @@ class TritonEngine(Engine):
             return out
         cls = state.classes
         config = self._config(B)
+        u = uniforms.T.contiguous()                     # step j's uniforms: row j, one copy for the call
         for j in range(n):
-            _, cls = torch.ops.fastgen.triton_step(frames, j, cls, uniforms[:, j].contiguous(), temperature,
+            _, cls = torch.ops.fastgen.triton_step(frames, j, cls, u[j], temperature,
                                                    state.history, self.packed, self.dims, config, False, True,
                                                    state.steps)
             out[:, j] = cls
         return out
 
-
     @torch.no_grad()
     def _force(self, frames, classes, state):
         # one launch per step with neither logits nor sampling: the layers alone (ops.triton_step)
         B, n = classes.shape
-        cond = ref.shift_conditioning(classes, state.classes)
+        cond = ref.shift_conditioning(classes, state.classes).T.contiguous()         # step j's: row j
         no_u = torch.zeros((B,), dtype=torch.float32, device=self.device)
         config = self._config(B)
         for j in range(n):
-            torch.ops.fastgen.triton_step(frames, j, cond[:, j].contiguous(), no_u, 1.0, state.history, self.packed,
+            torch.ops.fastgen.triton_step(frames, j, cond[j], no_u, 1.0, state.history, self.packed,
                                           self.dims, config, False, False, state.steps)
 
 
